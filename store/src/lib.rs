@@ -1,0 +1,20 @@
+//! owl-store: the per-node object arena.
+//!
+//! Values too large to travel inline with their table entry are archived
+//! (rkyv) straight into one [`Arena`] per node: a file in `/dev/shm` (or
+//! `OWL_STORE_DIR`) mapped once with memmap2 and carved into blocks by an
+//! O(1) offset allocator. Readers get `&[u8]` views into the mapping; nothing
+//! is copied after the value is written.
+//!
+//! Invariants:
+//! - A block's bytes are written only through its [`BlockMut`], which is
+//!   unique; [`BlockMut::freeze`] turns it into a shareable [`Block`] whose
+//!   bytes never change again. Blocks never overlap.
+//! - Every block starts on a [`BLOCK_ALIGN`]-byte boundary, so archives are
+//!   aligned for any rkyv type and large copies avoid 4 KiB aliasing.
+//! - A block's space returns to the allocator exactly once, when the last
+//!   handle to it drops. `live_blocks() == 0` after a finished workload.
+
+mod arena;
+
+pub use arena::{Arena, ArenaError, ArenaStats, Block, BlockMut, BLOCK_ALIGN};
