@@ -1,0 +1,135 @@
+//! The object cell: one per object per node, shared by every handle to it.
+//!
+//! The cell is the write-once slot a task's result lands in and readers wait
+//! on. It is written by whichever shard ran the task (one `OnceLock::set`),
+//! read by any thread with one atomic load, and freed when the last `Arc`
+//! (owner table entry, handle, pending task or `Got` guard) goes.
+//!
+//! `handles` counts the live `ObjectRef`/`RawRef` handles on this node. It
+//! only ever rises from a live handle (clone), so once it reaches zero it
+//! stays there; that transition sends exactly one release to the owner.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::Waker;
+
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use crate::error::TaskError;
+use crate::ids::ObjectId;
+use crate::value::Stored;
+
+pub type Outcome = Result<Stored, Arc<TaskError>>;
+
+#[derive(Default)]
+struct Waiting {
+    wakers: SmallVec<[Waker; 1]>,
+    // Tasks submitted while this object's task ran: cancelled with it.
+    children: Vec<Weak<ObjectCell>>,
+}
+
+pub struct ObjectCell {
+    id: ObjectId,
+    /// The runtime (process-local serial) whose table owns this object.
+    pub(crate) rt: u32,
+    pub(crate) handles: AtomicU32,
+    result: OnceLock<Outcome>,
+    // Taken only when a reader finds the value missing or a writer publishes:
+    // never on the path of a ready `get`.
+    waiting: Mutex<Waiting>,
+}
+
+impl std::fmt::Debug for ObjectCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectCell")
+            .field("id", &self.id)
+            .field("handles", &self.handles.load(Ordering::Relaxed))
+            .field("ready", &self.result.get().is_some())
+            .finish()
+    }
+}
+
+impl ObjectCell {
+    pub(crate) fn new(id: ObjectId, rt: u32, handles: u32) -> ObjectCell {
+        ObjectCell {
+            id,
+            rt,
+            handles: AtomicU32::new(handles),
+            result: OnceLock::new(),
+            waiting: Mutex::new(Waiting::default()),
+        }
+    }
+
+    pub(crate) fn ready(id: ObjectId, rt: u32, handles: u32, value: Stored) -> ObjectCell {
+        let cell = ObjectCell::new(id, rt, handles);
+        let _ = cell.result.set(Ok(value));
+        cell
+    }
+
+    pub fn id(&self) -> ObjectId {
+        self.id
+    }
+
+    pub fn result(&self) -> Option<&Outcome> {
+        self.result.get()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.result.get().is_some()
+    }
+
+    /// Publishes the result and wakes every waiter. Returns false (and drops
+    /// `outcome`) if a result was already set, e.g. by `cancel`.
+    pub(crate) fn complete(&self, outcome: Outcome) -> bool {
+        if self.result.set(outcome).is_err() {
+            return false;
+        }
+        let wakers = std::mem::take(&mut self.waiting.lock().wakers);
+        for w in wakers {
+            w.wake();
+        }
+        true
+    }
+
+    /// Registers `waker` unless the value is already there. Returns false
+    /// when it is (the caller proceeds without waiting).
+    pub(crate) fn wait(&self, waker: &Waker) -> bool {
+        if self.is_ready() {
+            return false;
+        }
+        let mut waiting = self.waiting.lock();
+        // `complete` sets the result before taking the lock, so a result
+        // published after our first check is visible here.
+        if self.is_ready() {
+            return false;
+        }
+        if !waiting.wakers.iter().any(|w| w.will_wake(waker)) {
+            waiting.wakers.push(waker.clone());
+        }
+        true
+    }
+
+    pub(crate) fn add_child(&self, child: Weak<ObjectCell>) {
+        let mut waiting = self.waiting.lock();
+        // Keep the list from growing without bound in long-lived parents.
+        if waiting.children.len() >= 64 && waiting.children.len().is_power_of_two() {
+            waiting.children.retain(|c| c.upgrade().is_some_and(|c| !c.is_ready()));
+        }
+        waiting.children.push(child);
+    }
+
+    /// Fails this object with `Cancelled` (if still pending) and cancels every
+    /// task it submitted, transitively. Returns whether it was pending.
+    pub(crate) fn cancel(self: &Arc<Self>, make_err: &dyn Fn(&ObjectCell) -> Arc<TaskError>) -> bool {
+        let mut stack = vec![Arc::clone(self)];
+        let mut first = None;
+        while let Some(cell) = stack.pop() {
+            let was_pending = cell.complete(Err(make_err(&cell)));
+            first.get_or_insert(was_pending);
+            let children = std::mem::take(&mut cell.waiting.lock().children);
+            stack.extend(children.iter().filter_map(Weak::upgrade));
+        }
+        first.unwrap_or(false)
+    }
+}

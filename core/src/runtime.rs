@@ -1,0 +1,575 @@
+//! The runtime: builder, node-wide shared state, and the user API.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use owl_store::{Arena, ArenaStats};
+
+use crate::error::{PutError, StartError, SubmitError, TaskErrorKind};
+use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::objref::{ObjectRef, RawRef};
+use crate::shard::{probe_event_loop, run_shard, with_current, EventLoopKind, LeakCounts, Msg, Shard, ShardRemote};
+use crate::task::{Call, CallOpts, FnInfo, REMOTE_FNS};
+use crate::value::{store, Stored, Value};
+
+/// Settings of a node, from the builder and `OWL_*` variables.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub shards: usize,
+    pub pin: bool,
+    pub spin: Duration,
+    pub store_dir: PathBuf,
+    pub store_size: u64,
+    pub inline_max: usize,
+    pub event_loop: Option<EventLoopKind>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin: true,
+            spin: Duration::from_micros(50),
+            store_dir: default_store_dir(),
+            store_size: 4 << 30,
+            inline_max: 64 << 10,
+            event_loop: None,
+        }
+    }
+}
+
+fn default_store_dir() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    if shm.is_dir() {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Configures and starts a [`Runtime`].
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    config: Config,
+}
+
+fn env_parse<T: std::str::FromStr>(var: &'static str, why: &str) -> Result<Option<T>, StartError> {
+    match std::env::var(var) {
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| StartError::Env { var, value: v, why: why.into() }),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Builder::default()
+    }
+
+    /// Applies `OWL_SHARDS`, `OWL_STORE_DIR`, `OWL_STORE_SIZE`, `OWL_SPIN_US`,
+    /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`).
+    pub fn from_env(mut self) -> Result<Self, StartError> {
+        if let Some(n) = env_parse("OWL_SHARDS", "expected a number of shards")? {
+            self.config.shards = n;
+        }
+        if let Ok(dir) = std::env::var("OWL_STORE_DIR") {
+            self.config.store_dir = dir.into();
+        }
+        if let Some(n) = env_parse("OWL_STORE_SIZE", "expected a size in bytes")? {
+            self.config.store_size = n;
+        }
+        if let Some(us) = env_parse::<u64>("OWL_SPIN_US", "expected microseconds")? {
+            self.config.spin = Duration::from_micros(us);
+        }
+        if let Some(pin) = env_parse("OWL_PIN", "expected true or false")? {
+            self.config.pin = pin;
+        }
+        match std::env::var("OWL_EVENT_LOOP").as_deref() {
+            Ok("uring") => self.config.event_loop = Some(EventLoopKind::IoUring),
+            Ok("tokio") => self.config.event_loop = Some(EventLoopKind::Tokio),
+            Ok(other) => {
+                return Err(StartError::Env {
+                    var: "OWL_EVENT_LOOP",
+                    value: other.into(),
+                    why: "expected `uring` or `tokio`".into(),
+                })
+            }
+            Err(_) => {}
+        }
+        Ok(self)
+    }
+
+    /// Number of shards (pinned threads); default: all cores.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
+    /// Whether to pin shard threads to cores (default true).
+    pub fn pin(mut self, yes: bool) -> Self {
+        self.config.pin = yes;
+        self
+    }
+
+    /// How long an idle shard polls before parking (default 50 µs).
+    pub fn spin(mut self, d: Duration) -> Self {
+        self.config.spin = d;
+        self
+    }
+
+    pub fn store_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.store_dir = dir.into();
+        self
+    }
+
+    /// Arena size in bytes (sparse: memory is used only as it is written).
+    pub fn store_size(mut self, bytes: u64) -> Self {
+        self.config.store_size = bytes;
+        self
+    }
+
+    /// Values whose archive is at most this many bytes stay out of the arena.
+    pub fn inline_max(mut self, bytes: usize) -> Self {
+        self.config.inline_max = bytes;
+        self
+    }
+
+    /// Forces an event loop instead of probing for io_uring.
+    pub fn event_loop(mut self, kind: EventLoopKind) -> Self {
+        self.config.event_loop = Some(kind);
+        self
+    }
+
+    pub fn build(self) -> Result<Runtime, StartError> {
+        Runtime::start(self.config)
+    }
+}
+
+static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
+
+/// Live runtimes of this process, by serial: how a handle dropped on a
+/// non-shard thread finds its owner's inbox.
+fn registry() -> &'static RwLock<HashMap<u32, Weak<NodeShared>>> {
+    static REG: OnceLock<RwLock<HashMap<u32, Weak<NodeShared>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+/// What every shard of a node shares: inboxes, stealers, the arena, settings.
+pub(crate) struct NodeShared {
+    pub serial: u32,
+    pub node: NodeId,
+    pub shards: Box<[ShardRemote]>,
+    pub arena: Arc<Arena>,
+    pub config: Config,
+    pub event_loop: EventLoopKind,
+    idle: AtomicUsize,
+    stopping: AtomicBool,
+    next_external: AtomicUsize,
+    cores: Vec<core_affinity::CoreId>,
+}
+
+impl NodeShared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn idle_shards(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn idle_change(&self, delta: isize) {
+        if delta > 0 {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// New stealable work on shard `from`: wake one parked shard, if any.
+    pub(crate) fn wake_idle_shard(&self, from: ShardId) {
+        if self.idle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let n = self.shards.len();
+        for i in 1..n {
+            let s = &self.shards[(from.0 as usize + i) % n];
+            if s.parked.load(Ordering::SeqCst) {
+                s.notify.notify_one();
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn pin_core(&self, shard: ShardId) -> Option<core_affinity::CoreId> {
+        if !self.config.pin || self.cores.is_empty() {
+            return None;
+        }
+        Some(self.cores[shard.0 as usize % self.cores.len()])
+    }
+
+    fn release(&self, id: ObjectId) {
+        if let Some(s) = self.shards.get(id.shard.0 as usize) {
+            s.send(Msg::Release(id));
+        }
+    }
+}
+
+/// Routes the end of a node's handle group to the owning shard.
+pub(crate) fn release(rt: u32, id: ObjectId) {
+    let done = with_current(|s| {
+        if s.shared.serial != rt {
+            return false;
+        }
+        if s.id == id.shard {
+            s.release(id);
+        } else {
+            s.shared.release(id);
+        }
+        true
+    });
+    if done == Some(true) {
+        return;
+    }
+    let node = registry().read().expect("registry lock").get(&rt).and_then(Weak::upgrade);
+    // A runtime that is gone has freed its tables already.
+    if let Some(node) = node {
+        node.release(id);
+    }
+}
+
+/// Shuts the node down when the last owning handle goes.
+struct Owner {
+    shared: Arc<NodeShared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        for s in self.shared.shards.iter() {
+            s.notify.notify_one();
+        }
+        registry().write().expect("registry lock").remove(&self.shared.serial);
+        // A shard thread cannot join itself; it exits on its own.
+        let on_own_shard = with_current(|s| s.shared.serial == self.shared.serial) == Some(true);
+        if !on_own_shard {
+            let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// A handle to an owl node. Cheap to clone.
+///
+/// The handle returned by [`Builder::build`] (and its clones) owns the node:
+/// when the last of them drops, the shards stop and their threads are
+/// joined. Handles obtained inside tasks ([`runtime`], injected `Runtime`
+/// parameters) do not keep the node alive.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<NodeShared>,
+    _owner: Option<Arc<Owner>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("node", &self.shared.node)
+            .field("shards", &self.shared.shards.len())
+            .field("event_loop", &self.shared.event_loop)
+            .finish()
+    }
+}
+
+/// The runtime of the task running on this thread (inside tasks only).
+pub fn runtime() -> Option<Runtime> {
+    with_current(|s| Runtime { shared: Arc::clone(&s.shared), _owner: None })
+}
+
+fn check_registry() -> Result<(), StartError> {
+    let mut seen: HashMap<u64, &'static str> = HashMap::new();
+    for f in REMOTE_FNS.iter() {
+        if let Some(prev) = seen.insert(f.id.0, f.path) {
+            if prev != f.path {
+                return Err(StartError::DuplicateFunctionId { id: f.id.0, a: prev, b: f.path });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Runtime {
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    fn start(config: Config) -> Result<Runtime, StartError> {
+        if config.shards == 0 {
+            return Err(StartError::ZeroShards);
+        }
+        if config.shards > u16::MAX as usize {
+            return Err(StartError::Env {
+                var: "OWL_SHARDS",
+                value: config.shards.to_string(),
+                why: format!("at most {} shards per node", u16::MAX),
+            });
+        }
+        check_registry()?;
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let name = format!("owl-{}-{}.arena", std::process::id(), serial);
+        let arena = Arena::create(&config.store_dir, &name, config.store_size)?;
+        let event_loop = config.event_loop.unwrap_or_else(probe_event_loop);
+        let workers: Vec<_> = (0..config.shards).map(|_| crossbeam_deque::Worker::new_fifo()).collect();
+        let shards = workers.iter().map(|w| ShardRemote::new(w.stealer())).collect();
+        let shared = Arc::new(NodeShared {
+            serial,
+            node: NodeId(0),
+            shards,
+            arena,
+            cores: if config.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() },
+            config,
+            event_loop,
+            idle: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            next_external: AtomicUsize::new(0),
+        });
+        registry().write().expect("registry lock").insert(serial, Arc::downgrade(&shared));
+        let owner = Arc::new(Owner { shared: Arc::clone(&shared), threads: Mutex::new(Vec::new()) });
+        for (i, fifo) in workers.into_iter().enumerate() {
+            let id = ShardId(i as u16);
+            let node = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("owl-shard-{i}"))
+                .spawn(move || run_shard(id, node, fifo, event_loop))
+                .map_err(|source| StartError::Thread { shard: i as u16, source })?;
+            owner.threads.lock().expect("threads lock").push(t);
+        }
+        tracing::info!(
+            shards = shared.shards.len(),
+            event_loop = %event_loop,
+            store = %shared.arena.path().display(),
+            "owl node started"
+        );
+        Ok(Runtime { shared, _owner: Some(owner) })
+    }
+
+    /// The event loop the shards run on (io_uring when the kernel allows).
+    pub fn event_loop(&self) -> EventLoopKind {
+        self.shared.event_loop
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shared.shards.len()
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.shared.node
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Runs `f` on this thread's shard if it belongs to this runtime, else
+    /// on a shard picked round-robin, waiting for the answer.
+    fn on_shard<R: Send + 'static>(&self, f: impl FnOnce(&Shard) -> R + Send + 'static) -> Option<R> {
+        let mut f = Some(f);
+        let local = with_current(|s| {
+            if s.shared.serial == self.shared.serial {
+                Some((f.take().expect("called once"))(s))
+            } else {
+                None
+            }
+        })
+        .flatten();
+        if local.is_some() {
+            return local;
+        }
+        if self.shared.stopping() {
+            return None;
+        }
+        let f = f.expect("not used yet");
+        let n = self.shared.next_external.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.shared.shards[n].send(Msg::Run(Box::new(move |s| {
+            let _ = tx.send(f(s));
+        })));
+        rx.recv().ok()
+    }
+
+    /// Stores a value as a new object owned by the caller.
+    pub fn put<T: Value>(&self, value: T) -> Result<ObjectRef<T>, PutError> {
+        let stored = store(&value, &self.shared.arena, self.shared.config.inline_max)?;
+        self.put_stored(stored).map(ObjectRef::from_raw)
+    }
+
+    fn put_stored(&self, stored: Stored) -> Result<RawRef, PutError> {
+        self.on_shard(move |s| s.put(stored)).ok_or(PutError::Shutdown)
+    }
+
+    /// Submits a call (used by `#[owl::remote]`'s generated code).
+    #[doc(hidden)]
+    pub fn submit<R>(
+        &self,
+        func: &'static FnInfo,
+        mut call: Box<dyn Call>,
+        opts: Option<CallOpts>,
+    ) -> Result<ObjectRef<R>, SubmitError> {
+        if self.shared.stopping() {
+            return Err(SubmitError::Shutdown);
+        }
+        let opts = opts.filter(|o| *o != CallOpts::default()).map(Box::new);
+        if opts.as_ref().is_some_and(|o| o.retries_app_errors()) {
+            call.keep_args(&self.shared.arena, self.shared.config.inline_max).map_err(|source| {
+                SubmitError::Arg {
+                    task: opts.as_ref().and_then(|o| o.name.as_deref()).unwrap_or(func.name).to_string(),
+                    source,
+                }
+            })?;
+        }
+        self.on_shard(move |s| s.submit(func, call, opts)).map(ObjectRef::from_raw).ok_or(SubmitError::Shutdown)
+    }
+
+    /// Waits until `n` of `refs` are ready (or `timeout` passes); returns
+    /// (ready, pending), each in the order given. Inside a task this yields.
+    pub async fn wait<T>(
+        &self,
+        refs: &[ObjectRef<T>],
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>) {
+        let n = n.min(refs.len());
+        let waiting = crate::wait::WaitFuture::new(refs.iter().map(|r| Arc::clone(r.cell())).collect(), n);
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, waiting).await;
+            }
+            None => waiting.await,
+        }
+        refs.iter().cloned().partition(|r| r.is_ready())
+    }
+
+    /// `wait` for code outside tasks: blocks the calling thread.
+    pub fn wait_blocking<T>(
+        &self,
+        refs: &[ObjectRef<T>],
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>) {
+        let n = n.min(refs.len());
+        let cells = refs.iter().map(|r| Arc::clone(r.cell())).collect();
+        crate::wait::wait_blocking(cells, n, timeout);
+        refs.iter().cloned().partition(|r| r.is_ready())
+    }
+
+    /// Cancels the task producing `r` and every task it submitted: pending
+    /// ones never run, running async ones are dropped at their next
+    /// suspension, and `get` returns `GetError::Cancelled`. A sync function
+    /// already running finishes, but its result is discarded. Returns whether
+    /// the object was still pending.
+    pub fn cancel<T>(&self, r: &ObjectRef<T>) -> bool {
+        let node = self.shared.node;
+        let name = |c: &crate::cell::ObjectCell| {
+            let id = c.id();
+            Arc::new(crate::error::TaskError {
+                kind: TaskErrorKind::Cancelled,
+                task: format!("{id}"),
+                object: id,
+                node,
+                shard: id.shard,
+                attempts: 0,
+            })
+        };
+        let was_pending = r.cell().cancel(&name);
+        // Wake the owner so it drops suspended work promptly.
+        for s in self.shared.shards.iter() {
+            s.wake();
+        }
+        was_pending
+    }
+
+    /// Runs `f(runtime)` as a root task on shard 0 and blocks until it
+    /// finishes. This is how `#[owl::main]` runs `main`: everything it
+    /// submits is owned by shard 0 and takes the fast, local path.
+    pub fn block_on<F, Fut, R>(&self, f: F) -> R
+    where
+        F: FnOnce(Runtime) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        assert!(!crate::shard::on_shard_thread(), "block_on called inside an owl task; await the future instead");
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let handle = Runtime { shared: Arc::clone(&self.shared), _owner: None };
+        self.shared.shards[0].send(Msg::Run(Box::new(move |s| {
+            let fut = f(handle);
+            let root = async move {
+                let _ = tx.send(fut.await);
+            };
+            s.start_future(None, crate::shard::Fut::Root(Box::pin(root)));
+        })));
+        match rx.recv() {
+            Ok(r) => r,
+            Err(_) => panic!("the future passed to block_on panicked or the runtime shut down; see the log above"),
+        }
+    }
+
+    /// Every shard's leftovers and the arena's usage, once quiet.
+    pub fn leak_report(&self) -> LeakReport {
+        let mut shards = Vec::new();
+        for i in 0..self.shared.shards.len() {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            self.shared.shards[i].send(Msg::Run(Box::new(move |s| {
+                s.check_table();
+                let _ = tx.send(s.leak_counts());
+            })));
+            shards.push(rx.recv().unwrap_or_default());
+        }
+        LeakReport { shards, arena: self.shared.arena.stats() }
+    }
+
+    /// Asserts that every table, queue and the arena are empty: the end of a
+    /// finished workload in tests. Releases may still be in flight between
+    /// shards, so it waits up to two seconds for the node to go quiet.
+    ///
+    /// # Panics
+    /// If anything is left, with the per-shard counts; or when called on a
+    /// shard thread.
+    pub fn assert_no_leaks(&self) {
+        assert!(!crate::shard::on_shard_thread(), "assert_no_leaks must be called outside owl tasks");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let report = self.leak_report();
+            if report.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("owl leak check failed: {report:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The arena's usage.
+    pub fn store_stats(&self) -> ArenaStats {
+        self.shared.arena.stats()
+    }
+}
+
+/// What `leak_report` found.
+#[derive(Debug, Clone)]
+pub struct LeakReport {
+    pub shards: Vec<LeakCounts>,
+    pub arena: ArenaStats,
+}
+
+impl LeakReport {
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(LeakCounts::is_empty) && self.arena.live_blocks == 0 && self.arena.used_bytes == 0
+    }
+}

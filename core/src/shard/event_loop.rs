@@ -1,0 +1,170 @@
+//! The shard thread: pinning, its event loop (io_uring or tokio), spinning
+//! and parking.
+
+use std::rc::Rc;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_deque::{Steal, Worker};
+
+use super::{set_current, Shard};
+use crate::ids::ShardId;
+use crate::runtime::NodeShared;
+use crate::task::Task;
+
+/// Which event loop drives the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLoopKind {
+    /// tokio-uring: io_uring submission and completion rings.
+    IoUring,
+    /// tokio's current-thread runtime (epoll): the portable fallback.
+    Tokio,
+}
+
+impl std::fmt::Display for EventLoopKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventLoopKind::IoUring => "io_uring",
+            EventLoopKind::Tokio => "tokio",
+        })
+    }
+}
+
+/// Whether io_uring can be set up here (kernels and sandboxes may refuse).
+pub(crate) fn probe_event_loop() -> EventLoopKind {
+    #[cfg(target_os = "linux")]
+    {
+        if tokio_uring::Runtime::new(&tokio_uring::builder()).is_ok() {
+            return EventLoopKind::IoUring;
+        }
+    }
+    EventLoopKind::Tokio
+}
+
+/// Body of a shard thread.
+pub(crate) fn run_shard(id: ShardId, shared: Arc<NodeShared>, fifo: Worker<Task>, kind: EventLoopKind) {
+    if let Some(core) = shared.pin_core(id) {
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(shard = %id, "could not pin shard thread to core {:?}", core);
+        }
+    }
+    let shard = Rc::new(Shard::new(id, shared, fifo));
+    set_current(Some(Rc::clone(&shard)));
+    let run = {
+        let shard = Rc::clone(&shard);
+        async move { shard.run().await }
+    };
+    match kind {
+        #[cfg(target_os = "linux")]
+        EventLoopKind::IoUring => match tokio_uring::Runtime::new(&tokio_uring::builder()) {
+            Ok(rt) => rt.block_on(run),
+            Err(e) => {
+                tracing::warn!(shard = %id, error = %e, "io_uring set-up failed on this shard; using tokio");
+                tokio_runtime().block_on(run)
+            }
+        },
+        _ => tokio_runtime().block_on(run),
+    }
+    shard.shut_down();
+    set_current(None);
+}
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread tokio runtime needs no resources that can fail")
+}
+
+/// Loop turns between yields to the event loop (timers, I/O) while busy.
+const TURNS_PER_YIELD: u32 = 32;
+
+impl Shard {
+    async fn run(&self) {
+        let mut turns = 0u32;
+        loop {
+            if self.stop.get() || self.shared.stopping() {
+                break;
+            }
+            if self.turn() || self.steal() {
+                turns += 1;
+                if turns % TURNS_PER_YIELD == 0 {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            if self.spin() {
+                continue;
+            }
+            self.park().await;
+        }
+    }
+
+    /// Takes a batch of tasks from another shard's FIFO and runs one.
+    fn steal(&self) -> bool {
+        let shards = &self.shared.shards;
+        let n = shards.len();
+        let me = self.id.0 as usize;
+        for i in 1..n {
+            let victim = &shards[(me + i) % n];
+            loop {
+                match victim.stealer.steal_batch_and_pop(&self.fifo) {
+                    Steal::Success(task) => {
+                        self.execute(task);
+                        return true;
+                    }
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
+        false
+    }
+
+    fn work_visible(&self) -> bool {
+        let shards = &self.shared.shards;
+        shards[self.id.0 as usize].has_mail()
+            || !self.woken.borrow().is_empty()
+            || shards.iter().any(|s| !s.stealer.is_empty())
+    }
+
+    /// Busy-polls for work for the configured spin time: waking a parked
+    /// thread costs far more than a short spin on these machines.
+    fn spin(&self) -> bool {
+        let spin = self.shared.config.spin;
+        if spin.is_zero() {
+            return false;
+        }
+        let deadline = Instant::now() + spin;
+        let mut i = 0u32;
+        loop {
+            if self.work_visible() || self.shared.stopping() {
+                return true;
+            }
+            std::hint::spin_loop();
+            i += 1;
+            if i % 64 == 0 && Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
+    /// Parks in the event loop until a producer or a timer wakes us.
+    async fn park(&self) {
+        let remote = &self.shared.shards[self.id.0 as usize];
+        let notified = remote.notify.notified();
+        remote.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if self.work_visible() || self.shared.stopping() {
+            remote.parked.store(false, Ordering::SeqCst);
+            return;
+        }
+        self.shared.idle_change(1);
+        // A bounded park: stealable work appearing on a shard that did not see
+        // us parked is picked up within this interval at the latest.
+        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        self.shared.idle_change(-1);
+        remote.parked.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,282 @@
+//! A shard's own state and the operations tasks on it call directly.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Waker;
+
+use crossbeam_deque::Worker;
+use slab::Slab;
+
+use super::waker::{TaskKey, TaskWaker};
+use super::Msg;
+use crate::cell::ObjectCell;
+use crate::error::{TaskError, TaskErrorKind};
+use crate::ids::{ObjectId, ShardId};
+use crate::objref::RawRef;
+use crate::runtime::NodeShared;
+use crate::sched::{next_source, should_donate, PriorityQueue, Source};
+use crate::table::OwnershipTable;
+use crate::task::{Task, TaskFuture};
+use crate::value::Stored;
+
+/// A task parked until its arguments are ready.
+pub(super) struct Waiting {
+    pub gen: u32,
+    pub task: Task,
+    pub waker: Waker,
+}
+
+pub(crate) enum Fut {
+    Task(TaskFuture),
+    /// A root future (`block_on`): not a remote call, has no object.
+    Root(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
+}
+
+/// An async task in progress.
+pub(super) struct Running {
+    pub gen: u32,
+    /// `None` while the future is being polled.
+    pub fut: Option<Fut>,
+    /// The task (for its cell and for retries); `None` for roots.
+    pub task: Option<Task>,
+    pub waker: Waker,
+}
+
+/// What a shard still holds; all zero after a finished workload.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LeakCounts {
+    pub table_entries: usize,
+    pub queued_tasks: usize,
+    pub waiting_tasks: usize,
+    pub running_tasks: usize,
+}
+
+impl LeakCounts {
+    pub fn is_empty(&self) -> bool {
+        *self == LeakCounts::default()
+    }
+}
+
+pub(crate) struct Shard {
+    pub id: ShardId,
+    pub shared: Arc<NodeShared>,
+    pub(super) table: RefCell<OwnershipTable>,
+    pub(super) fifo: Worker<Task>,
+    pub(super) prio: RefCell<PriorityQueue<Task>>,
+    pub(super) waiting: RefCell<Slab<Waiting>>,
+    pub(super) running: RefCell<Slab<Running>>,
+    pub(super) woken: RefCell<VecDeque<TaskKey>>,
+    pub(super) next_gen: Cell<u32>,
+    /// The cell of the task now executing, for child tracking (cancel).
+    pub(super) current_task: RefCell<Option<Arc<ObjectCell>>>,
+    releases: RefCell<Vec<ObjectId>>,
+    releasing: Cell<bool>,
+    pub(super) stop: Cell<bool>,
+}
+
+impl Shard {
+    pub(crate) fn new(id: ShardId, shared: Arc<NodeShared>, fifo: Worker<Task>) -> Shard {
+        let table = OwnershipTable::new(shared.node, id, shared.serial);
+        Shard {
+            id,
+            shared,
+            table: RefCell::new(table),
+            fifo,
+            prio: RefCell::new(PriorityQueue::default()),
+            waiting: RefCell::new(Slab::new()),
+            running: RefCell::new(Slab::new()),
+            woken: RefCell::new(VecDeque::new()),
+            next_gen: Cell::new(0),
+            current_task: RefCell::new(None),
+            releases: RefCell::new(Vec::new()),
+            releasing: Cell::new(false),
+            stop: Cell::new(false),
+        }
+    }
+
+    pub(super) fn gen(&self) -> u32 {
+        let g = self.next_gen.get();
+        self.next_gen.set(g.wrapping_add(1));
+        g
+    }
+
+    pub(super) fn waker(&self, key: TaskKey) -> Waker {
+        Waker::from(Arc::new(TaskWaker { node: Arc::clone(&self.shared), shard: self.id.0, key }))
+    }
+
+    // ---- objects -------------------------------------------------------
+
+    /// Registers a stored value as a new object owned here.
+    pub(crate) fn put(&self, value: Stored) -> RawRef {
+        RawRef::adopt(self.table.borrow_mut().insert_ready(value))
+    }
+
+    /// Applies the release of an object owned here. Freed entries are dropped
+    /// outside the table borrow, and releases they cause (refs contained in
+    /// the freed value) are applied by the same loop, not by recursion.
+    pub(crate) fn release(&self, id: ObjectId) {
+        debug_assert_eq!(id.shard, self.id);
+        self.releases.borrow_mut().push(id);
+        if self.releasing.replace(true) {
+            return;
+        }
+        loop {
+            let Some(id) = self.releases.borrow_mut().pop() else { break };
+            let released = self.table.borrow_mut().release_local(id);
+            drop(released);
+        }
+        self.releasing.set(false);
+    }
+
+    // ---- tasks ---------------------------------------------------------
+
+    /// Creates the object a new task will produce and queues the task.
+    pub(crate) fn submit(
+        &self,
+        func: &'static crate::task::FnInfo,
+        call: Box<dyn crate::task::Call>,
+        opts: Option<Box<crate::task::CallOpts>>,
+    ) -> RawRef {
+        let cell = self.table.borrow_mut().insert_pending(func);
+        if let Some(parent) = self.current_task.borrow().as_ref() {
+            parent.add_child(Arc::downgrade(&cell));
+        }
+        let handle = RawRef::adopt(Arc::clone(&cell));
+        self.enqueue(Task { cell, func, call, opts, attempt: 0 });
+        handle
+    }
+
+    /// Queues a task: ready to run if its arguments are, else waiting.
+    pub(crate) fn enqueue(&self, task: Task) {
+        if task.deps_ready() {
+            self.push_ready(task);
+        } else {
+            let gen = self.gen();
+            let mut waiting = self.waiting.borrow_mut();
+            let entry = waiting.vacant_entry();
+            let key = TaskKey { waiting: true, index: entry.key() as u32, gen };
+            let waker = self.waker(key);
+            entry.insert(Waiting { gen, task, waker });
+            drop(waiting);
+            // Registering may find everything ready by now: check once.
+            self.recheck_waiting(key);
+        }
+    }
+
+    pub(super) fn push_ready(&self, task: Task) {
+        let priority = task.priority();
+        if priority == 0 {
+            self.fifo.push(task);
+            self.shared.wake_idle_shard(self.id);
+        } else {
+            self.prio.borrow_mut().push(priority, task);
+        }
+    }
+
+    pub(super) fn pop_ready(&self) -> Option<Task> {
+        let mut prio = self.prio.borrow_mut();
+        if should_donate(prio.len(), self.shared.idle_shards()) {
+            if let Some(t) = prio.pop() {
+                self.fifo.push(t);
+                self.shared.wake_idle_shard(self.id);
+            }
+        }
+        match next_source(prio.top_priority(), !self.fifo.is_empty()) {
+            Source::Heap => prio.pop(),
+            Source::Fifo => self.fifo.pop(),
+            Source::Empty => None,
+        }
+    }
+
+    /// A waker fired for one of this shard's tasks on this very thread.
+    pub(crate) fn wake_local(&self, key: TaskKey) {
+        self.woken.borrow_mut().push_back(key);
+        // We may be parked inside the event loop (a timer fired, say).
+        self.shared.shards[self.id.0 as usize].wake();
+    }
+
+    /// Re-examines a waiting task: registers on its next unready argument,
+    /// or moves it to the ready queue.
+    pub(super) fn recheck_waiting(&self, key: TaskKey) {
+        let mut waiting = self.waiting.borrow_mut();
+        let Some(w) = waiting.get(key.index as usize).filter(|w| w.gen == key.gen) else { return };
+        if w.task.cell.is_ready() {
+            // Cancelled while waiting.
+            drop(waiting.remove(key.index as usize));
+            return;
+        }
+        let mut pending = false;
+        w.task.call.deps(&mut |c| {
+            pending = c.wait(&w.waker);
+            !pending
+        });
+        if !pending {
+            let w = waiting.remove(key.index as usize);
+            drop(waiting);
+            self.push_ready(w.task);
+        }
+    }
+
+    pub(super) fn handle(&self, msg: Msg) {
+        match msg {
+            Msg::Release(id) => self.release(id),
+            Msg::Wake(key) => self.woken.borrow_mut().push_back(key),
+            Msg::Run(f) => f(self),
+        }
+    }
+
+    pub(crate) fn task_error(&self, task: &Task, kind: TaskErrorKind) -> Arc<TaskError> {
+        Arc::new(TaskError {
+            kind,
+            task: task.name(),
+            object: task.cell.id(),
+            node: self.shared.node,
+            shard: self.id,
+            attempts: task.attempt + 1,
+        })
+    }
+
+    pub(crate) fn leak_counts(&self) -> LeakCounts {
+        let running = self.running.borrow();
+        LeakCounts {
+            table_entries: self.table.borrow().len(),
+            queued_tasks: self.fifo.len() + self.prio.borrow().len(),
+            waiting_tasks: self.waiting.borrow().len(),
+            running_tasks: running.iter().filter(|(_, r)| r.task.is_some()).count(),
+        }
+    }
+
+    pub(crate) fn check_table(&self) {
+        self.table.borrow().check();
+    }
+
+    /// Fails every task still held (runtime shutdown) and empties the table.
+    pub(super) fn shut_down(&self) {
+        let fail = |task: Task| {
+            let err = self.task_error(&task, TaskErrorKind::Shutdown);
+            task.cell.complete(Err(err));
+        };
+        let prio: Vec<Task> = self.prio.borrow_mut().drain().collect();
+        prio.into_iter().for_each(fail);
+        while let Some(t) = self.fifo.pop() {
+            fail(t);
+        }
+        let waiting: Vec<Waiting> = self.waiting.borrow_mut().drain().collect();
+        waiting.into_iter().for_each(|w| fail(w.task));
+        let running: Vec<Running> = self.running.borrow_mut().drain().collect();
+        for r in running {
+            drop(r.fut);
+            if let Some(t) = r.task {
+                fail(t);
+            }
+        }
+        while let Some(msg) = self.shared.shards[self.id.0 as usize].inbox.pop() {
+            if let Msg::Release(id) = msg {
+                self.release(id);
+            }
+        }
+        let entries = self.table.borrow_mut().drain();
+        drop(entries);
+    }
+}

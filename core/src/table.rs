@@ -1,0 +1,214 @@
+//! The ownership table of one shard (sans-IO: no threads, no I/O).
+//!
+//! One entry per object this shard owns, in a slab indexed by the object's
+//! `index`; the entry's generation must match the id's `gen`. Only the
+//! owning shard writes it.
+//!
+//! How the paper's counters map onto this node's entry:
+//! - *local refs*: `local_refs` counts handle groups on this node. All
+//!   handles on a node (every `ObjectRef` clone, every task argument, every
+//!   ref stored inside another value on this node) share one atomic count in
+//!   the object's cell; the group is created with the object, here, and its
+//!   end arrives as exactly one release. Submitted-task refs and contained-in
+//!   refs on this node are handles of that group, so they can never be
+//!   undercounted by a message overtaking another.
+//! - *borrowers*: other nodes holding the object; each must report release.
+//! - *lineage*: the function that produces the object, kept while the entry
+//!   lives.
+//!
+//! Invariants (checked by `check` in debug builds and in tests):
+//! 1. An entry exists from creation until `local_refs == 0` and
+//!    `borrowers` is empty; it is removed at that moment, never later.
+//! 2. An entry's cell has the entry's id.
+//! 3. A release for an id whose entry is gone (or whose slot was reused) is
+//!    ignored.
+
+use std::sync::Arc;
+
+use slab::Slab;
+use smallvec::SmallVec;
+
+use crate::cell::ObjectCell;
+use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::task::FnInfo;
+
+#[derive(Debug)]
+pub struct Entry {
+    gen: u32,
+    pub cell: Arc<ObjectCell>,
+    pub lineage: Option<&'static FnInfo>,
+    pub local_refs: u32,
+    pub borrowers: SmallVec<[NodeId; 2]>,
+}
+
+impl Entry {
+    fn is_free(&self) -> bool {
+        self.local_refs == 0 && self.borrowers.is_empty()
+    }
+}
+
+/// What a release did.
+#[derive(Debug)]
+pub enum Released {
+    /// The entry is gone; here it is, to be dropped outside the table.
+    Freed(Entry),
+    /// Other references remain.
+    Kept,
+    /// No such entry (already freed): ignored.
+    Stale,
+}
+
+#[derive(Debug)]
+pub struct OwnershipTable {
+    node: NodeId,
+    shard: ShardId,
+    rt: u32,
+    entries: Slab<Entry>,
+    next_gen: u32,
+}
+
+impl OwnershipTable {
+    pub fn new(node: NodeId, shard: ShardId, rt: u32) -> Self {
+        OwnershipTable { node, shard, rt, entries: Slab::new(), next_gen: 0 }
+    }
+
+    fn next_id(&mut self) -> ObjectId {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let index = u32::try_from(self.entries.vacant_key()).expect("more than 2^32 live objects on one shard");
+        ObjectId { node: self.node, shard: self.shard, index, gen }
+    }
+
+    fn insert_cell(&mut self, id: ObjectId, cell: ObjectCell, lineage: Option<&'static FnInfo>) -> Arc<ObjectCell> {
+        let cell = Arc::new(cell);
+        let key = self.entries.insert(Entry {
+            gen: id.gen,
+            cell: Arc::clone(&cell),
+            lineage,
+            local_refs: 1,
+            borrowers: SmallVec::new(),
+        });
+        debug_assert_eq!(key, id.index as usize);
+        cell
+    }
+
+    /// Creates the entry for a task's future object: pending, one handle group.
+    pub fn insert_pending(&mut self, lineage: &'static FnInfo) -> Arc<ObjectCell> {
+        let id = self.next_id();
+        self.insert_cell(id, ObjectCell::new(id, self.rt, 1), Some(lineage))
+    }
+
+    /// Creates the entry for a `put` value: ready, one handle group.
+    pub fn insert_ready(&mut self, value: crate::value::Stored) -> Arc<ObjectCell> {
+        let id = self.next_id();
+        self.insert_cell(id, ObjectCell::ready(id, self.rt, 1, value), None)
+    }
+
+    pub fn get(&self, id: ObjectId) -> Option<&Entry> {
+        self.entries.get(id.index as usize).filter(|e| e.gen == id.gen)
+    }
+
+    /// The node's handle group for `id` ended.
+    pub fn release_local(&mut self, id: ObjectId) -> Released {
+        let Some(entry) = self.entries.get_mut(id.index as usize).filter(|e| e.gen == id.gen) else {
+            return Released::Stale;
+        };
+        debug_assert_eq!(entry.local_refs, 1, "one handle group per node");
+        entry.local_refs = entry.local_refs.saturating_sub(1);
+        if entry.is_free() {
+            Released::Freed(self.entries.remove(id.index as usize))
+        } else {
+            Released::Kept
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Takes every entry out (shutdown).
+    pub fn drain(&mut self) -> Vec<Entry> {
+        self.entries.drain().collect()
+    }
+
+    /// Asserts the invariants in the module docs.
+    pub fn check(&self) {
+        for (key, e) in &self.entries {
+            let id = e.cell.id();
+            assert_eq!(id.index as usize, key, "entry {id} sits in slot {key}");
+            assert_eq!(id.gen, e.gen, "entry {id} has generation {}", e.gen);
+            assert_eq!((id.node, id.shard), (self.node, self.shard), "entry {id} is not owned here");
+            assert!(!e.is_free(), "entry {id} has no references but was not freed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::FnId;
+
+    static F: FnInfo = FnInfo { id: FnId(1), name: "f", path: "t::f", is_async: false };
+
+    fn table() -> OwnershipTable {
+        OwnershipTable::new(NodeId(0), ShardId(3), 9)
+    }
+
+    #[test]
+    fn insert_release_frees_exactly_once() {
+        let mut t = table();
+        let cell = t.insert_pending(&F);
+        let id = cell.id();
+        assert_eq!(id.owner(), (NodeId(0), ShardId(3)));
+        assert_eq!(t.len(), 1);
+        t.check();
+        match t.release_local(id) {
+            Released::Freed(e) => assert_eq!(e.cell.id(), id),
+            other => panic!("expected Freed, got {other:?}"),
+        }
+        assert!(t.is_empty());
+        assert!(matches!(t.release_local(id), Released::Stale));
+    }
+
+    #[test]
+    fn stale_id_does_not_touch_reused_slot() {
+        let mut t = table();
+        let old = t.insert_pending(&F).id();
+        assert!(matches!(t.release_local(old), Released::Freed(_)));
+        let new = t.insert_pending(&F).id();
+        assert_eq!(new.index, old.index, "slot is reused");
+        assert_ne!(new.gen, old.gen);
+        assert!(matches!(t.release_local(old), Released::Stale));
+        assert_eq!(t.len(), 1);
+        assert!(t.get(new).is_some());
+        assert!(t.get(old).is_none());
+    }
+
+    #[test]
+    fn borrowers_keep_entry() {
+        let mut t = table();
+        let id = t.insert_pending(&F).id();
+        t.entries.get_mut(id.index as usize).unwrap().borrowers.push(NodeId(5));
+        assert!(matches!(t.release_local(id), Released::Kept));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn lineage_and_ready_entries() {
+        let mut t = table();
+        let p = t.insert_pending(&F);
+        assert!(!p.is_ready());
+        assert_eq!(t.get(p.id()).unwrap().lineage.unwrap().name, "f");
+        let dir = tempfile::tempdir().unwrap();
+        let arena = owl_store::Arena::create(dir.path(), "t", 1 << 20).unwrap();
+        let r = t.insert_ready(crate::value::store(&7u64, &arena, 1024).unwrap());
+        assert!(r.is_ready());
+        assert!(t.get(r.id()).unwrap().lineage.is_none());
+        t.check();
+        assert_eq!(t.drain().len(), 2);
+    }
+}
