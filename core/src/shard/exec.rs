@@ -104,7 +104,13 @@ impl Shard {
             let mut running = self.running.borrow_mut();
             let entry = running.vacant_entry();
             let key = TaskKey { waiting: false, index: entry.key() as u32, gen };
-            entry.insert(Running { gen, fut: Some(fut), task, waker: self.waker(key) });
+            let waker = self.waker(key);
+            if let Some(t) = &task {
+                // Cancel publishes into this cell: the wake makes us drop the
+                // suspended future promptly instead of at its next own wake.
+                t.cell.wait(&waker);
+            }
+            entry.insert(Running { gen, fut: Some(fut), task, waker });
             key
         };
         self.poll_running(key);
