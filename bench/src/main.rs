@@ -41,7 +41,10 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as ours.
         unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
@@ -94,8 +97,14 @@ fn main() -> ExitCode {
             other => return usage_error(&format!("unexpected argument `{other}`")),
         }
     }
-    let Some(workload) = workload else { return usage_error("no workload given") };
-    let names: Vec<&str> = if workload == "all" { workloads::ALL.to_vec() } else { vec![workload.as_str()] };
+    let Some(workload) = workload else {
+        return usage_error("no workload given");
+    };
+    let names: Vec<&str> = if workload == "all" {
+        workloads::ALL.to_vec()
+    } else {
+        vec![workload.as_str()]
+    };
     for name in names {
         let figures = match workloads::run(name, shards) {
             Ok(Some(f)) => f,
@@ -113,7 +122,10 @@ fn main() -> ExitCode {
                 });
                 println!("{line}");
             } else {
-                println!("{:<16} {:<34} {:>14.3} {}", f.workload, f.metric, f.value, f.unit);
+                println!(
+                    "{:<16} {:<34} {:>14.3} {}",
+                    f.workload, f.metric, f.value, f.unit
+                );
             }
         }
     }

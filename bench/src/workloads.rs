@@ -9,8 +9,16 @@ use serde_json::json;
 
 use crate::Figure;
 
-pub const ALL: &[&str] =
-    &["noop_throughput", "rtt", "chain", "tree", "nested", "big_arg", "put_get", "pending_memory"];
+pub const ALL: &[&str] = &[
+    "noop_throughput",
+    "rtt",
+    "chain",
+    "tree",
+    "nested",
+    "big_arg",
+    "put_get",
+    "pending_memory",
+];
 
 #[owl::remote]
 fn noop() {}
@@ -32,7 +40,9 @@ fn add(a: u64, b: u64) -> u64 {
 
 #[owl::remote]
 async fn parent(rt: Runtime, children: u64) -> u64 {
-    let kids: Vec<_> = (0..children).map(|_| noop.remote(&rt).expect("submit")).collect();
+    let kids: Vec<_> = (0..children)
+        .map(|_| noop.remote(&rt).expect("submit"))
+        .collect();
     rt.wait(&kids, kids.len(), None).await;
     children
 }
@@ -57,15 +67,28 @@ fn runtime(shards: Option<usize>) -> anyhow::Result<Runtime> {
 }
 
 fn config(rt: &Runtime, extra: serde_json::Value) -> serde_json::Value {
-    let mut c = json!({ "shards": rt.shards(), "event_loop": rt.event_loop().to_string(), "nodes": 1 });
+    let mut c =
+        json!({ "shards": rt.shards(), "event_loop": rt.event_loop().to_string(), "nodes": 1 });
     if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
         c.extend(e.clone());
     }
     c
 }
 
-fn fig(workload: &'static str, metric: impl Into<String>, value: f64, unit: &'static str, config: serde_json::Value) -> Figure {
-    Figure { workload, metric: metric.into(), value, unit, config }
+fn fig(
+    workload: &'static str,
+    metric: impl Into<String>,
+    value: f64,
+    unit: &'static str,
+    config: serde_json::Value,
+) -> Figure {
+    Figure {
+        workload,
+        metric: metric.into(),
+        value,
+        unit,
+        config,
+    }
 }
 
 /// Runs workload `name`; `None` if there is no such workload.
@@ -98,8 +121,20 @@ fn noop_throughput(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
             (submitted, total)
         });
         let c = config(&rt, json!({ "tasks": n }));
-        out.push(fig("noop_throughput", format!("throughput_{n}"), n as f64 / total.as_secs_f64(), "tasks/s", c.clone()));
-        out.push(fig("noop_throughput", format!("submit_rate_{n}"), n as f64 / submit.as_secs_f64(), "tasks/s", c));
+        out.push(fig(
+            "noop_throughput",
+            format!("throughput_{n}"),
+            n as f64 / total.as_secs_f64(),
+            "tasks/s",
+            c.clone(),
+        ));
+        out.push(fig(
+            "noop_throughput",
+            format!("submit_rate_{n}"),
+            n as f64 / submit.as_secs_f64(),
+            "tasks/s",
+            c,
+        ));
     }
     rt.assert_no_leaks();
     Ok(out)
@@ -123,8 +158,20 @@ fn rtt(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     rt.assert_no_leaks();
     let c = config(&rt, json!({ "calls": 1000 }));
     Ok(vec![
-        fig("rtt", "p50", hist.value_at_quantile(0.5) as f64 / 1e3, "us", c.clone()),
-        fig("rtt", "p99", hist.value_at_quantile(0.99) as f64 / 1e3, "us", c),
+        fig(
+            "rtt",
+            "p50",
+            hist.value_at_quantile(0.5) as f64 / 1e3,
+            "us",
+            c.clone(),
+        ),
+        fig(
+            "rtt",
+            "p99",
+            hist.value_at_quantile(0.99) as f64 / 1e3,
+            "us",
+            c,
+        ),
     ])
 }
 
@@ -145,7 +192,13 @@ fn chain(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     let c = config(&rt, json!({ "tasks": n }));
     Ok(vec![
         fig("chain", "total", total.as_secs_f64() * 1e3, "ms", c.clone()),
-        fig("chain", "per_task", total.as_secs_f64() * 1e6 / n as f64, "us", c),
+        fig(
+            "chain",
+            "per_task",
+            total.as_secs_f64() * 1e6 / n as f64,
+            "us",
+            c,
+        ),
     ])
 }
 
@@ -154,28 +207,47 @@ fn tree(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     let leaves = 1_024usize;
     let total = rt.block_on(move |rt| async move {
         let t0 = Instant::now();
-        let mut level: Vec<ObjectRef<u64>> = (0..leaves).map(|_| one.remote(&rt).expect("submit")).collect();
+        let mut level: Vec<ObjectRef<u64>> = (0..leaves)
+            .map(|_| one.remote(&rt).expect("submit"))
+            .collect();
         while level.len() > 1 {
-            level = level.chunks(2).map(|p| add.remote(&rt, &p[0], &p[1]).expect("submit")).collect();
+            level = level
+                .chunks(2)
+                .map(|p| add.remote(&rt, &p[0], &p[1]).expect("submit"))
+                .collect();
         }
         let v = level[0].get().await.expect("get");
         assert_eq!(*v, leaves as u64);
         t0.elapsed()
     });
     rt.assert_no_leaks();
-    Ok(vec![fig("tree", "total", total.as_secs_f64() * 1e3, "ms", config(&rt, json!({ "leaves": leaves })))])
+    Ok(vec![fig(
+        "tree",
+        "total",
+        total.as_secs_f64() * 1e3,
+        "ms",
+        config(&rt, json!({ "leaves": leaves })),
+    )])
 }
 
 fn nested(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     let rt = runtime(shards)?;
     let total = rt.block_on(|rt| async move {
         let t0 = Instant::now();
-        let parents: Vec<_> = (0..100).map(|_| parent.remote(&rt, 100).expect("submit")).collect();
+        let parents: Vec<_> = (0..100)
+            .map(|_| parent.remote(&rt, 100).expect("submit"))
+            .collect();
         rt.wait(&parents, parents.len(), None).await;
         t0.elapsed()
     });
     rt.assert_no_leaks();
-    Ok(vec![fig("nested", "total", total.as_secs_f64() * 1e3, "ms", config(&rt, json!({ "parents": 100, "children": 100 })))])
+    Ok(vec![fig(
+        "nested",
+        "total",
+        total.as_secs_f64() * 1e3,
+        "ms",
+        config(&rt, json!({ "parents": 100, "children": 100 })),
+    )])
 }
 
 const MIB: usize = 1 << 20;
@@ -202,16 +274,38 @@ fn big_arg(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     rt.assert_no_leaks();
     let c = config(&rt, json!({ "bytes": 100 * MIB }));
     Ok(vec![
-        fig("big_arg", "by_value", by_value.as_secs_f64() * 1e3, "ms/call", c.clone()),
-        fig("big_arg", "put_once", put.as_secs_f64() * 1e3, "ms", c.clone()),
-        fig("big_arg", "by_reference", by_ref.as_secs_f64() * 1e3, "ms/call", c),
+        fig(
+            "big_arg",
+            "by_value",
+            by_value.as_secs_f64() * 1e3,
+            "ms/call",
+            c.clone(),
+        ),
+        fig(
+            "big_arg",
+            "put_once",
+            put.as_secs_f64() * 1e3,
+            "ms",
+            c.clone(),
+        ),
+        fig(
+            "big_arg",
+            "by_reference",
+            by_ref.as_secs_f64() * 1e3,
+            "ms/call",
+            c,
+        ),
     ])
 }
 
 fn put_get(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
     let rt = runtime(shards)?;
     let mut out = Vec::new();
-    for (label, size, reps) in [("1KiB", 1024usize, 10_000u32), ("1MiB", MIB, 200), ("100MiB", 100 * MIB, 5)] {
+    for (label, size, reps) in [
+        ("1KiB", 1024usize, 10_000u32),
+        ("1MiB", MIB, 200),
+        ("100MiB", 100 * MIB, 5),
+    ] {
         let (put, get) = rt.block_on(move |rt| async move {
             let v = vec![0xA5u8; size];
             let t0 = Instant::now();
@@ -235,10 +329,34 @@ fn put_get(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
             (put, t1.elapsed() / gets)
         });
         let c = config(&rt, json!({ "bytes": size }));
-        out.push(fig("put_get", format!("put_{label}"), 1.0 / put.as_secs_f64(), "ops/s", c.clone()));
-        out.push(fig("put_get", format!("put_{label}_bw"), size as f64 / put.as_secs_f64() / 1e9, "GB/s", c.clone()));
-        out.push(fig("put_get", format!("get_{label}"), 1.0 / get.as_secs_f64(), "calls/s", c.clone()));
-        out.push(fig("put_get", format!("get_{label}_latency"), get.as_secs_f64() * 1e6, "us", c));
+        out.push(fig(
+            "put_get",
+            format!("put_{label}"),
+            1.0 / put.as_secs_f64(),
+            "ops/s",
+            c.clone(),
+        ));
+        out.push(fig(
+            "put_get",
+            format!("put_{label}_bw"),
+            size as f64 / put.as_secs_f64() / 1e9,
+            "GB/s",
+            c.clone(),
+        ));
+        out.push(fig(
+            "put_get",
+            format!("get_{label}"),
+            1.0 / get.as_secs_f64(),
+            "calls/s",
+            c.clone(),
+        ));
+        out.push(fig(
+            "put_get",
+            format!("get_{label}_latency"),
+            get.as_secs_f64() * 1e6,
+            "us",
+            c,
+        ));
     }
     rt.assert_no_leaks();
     Ok(out)
@@ -246,7 +364,11 @@ fn put_get(shards: Option<usize>) -> anyhow::Result<Vec<Figure>> {
 
 fn rss_bytes() -> anyhow::Result<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
-    let pages: u64 = statm.split_whitespace().nth(1).context("statm format")?.parse()?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .context("statm format")?
+        .parse()?;
     Ok(pages * 4096)
 }
 
@@ -266,9 +388,24 @@ fn pending_memory() -> anyhow::Result<Vec<Figure>> {
         ((heap1 - heap0) as f64, rss1.saturating_sub(rss0) as f64)
     });
     rt.assert_no_leaks();
-    let c = config(&rt, json!({ "tasks": n, "note": "caller's Vec of refs preallocated, not counted" }));
+    let c = config(
+        &rt,
+        json!({ "tasks": n, "note": "caller's Vec of refs preallocated, not counted" }),
+    );
     Ok(vec![
-        fig("pending_memory", "heap_bytes_per_pending_task", heap / n as f64, "bytes", c.clone()),
-        fig("pending_memory", "rss_bytes_per_pending_task", rss / n as f64, "bytes", c),
+        fig(
+            "pending_memory",
+            "heap_bytes_per_pending_task",
+            heap / n as f64,
+            "bytes",
+            c.clone(),
+        ),
+        fig(
+            "pending_memory",
+            "rss_bytes_per_pending_task",
+            rss / n as f64,
+            "bytes",
+            c,
+        ),
     ])
 }

@@ -114,14 +114,19 @@ impl ObjectCell {
         let mut waiting = self.waiting.lock();
         // Keep the list from growing without bound in long-lived parents.
         if waiting.children.len() >= 64 && waiting.children.len().is_power_of_two() {
-            waiting.children.retain(|c| c.upgrade().is_some_and(|c| !c.is_ready()));
+            waiting
+                .children
+                .retain(|c| c.upgrade().is_some_and(|c| !c.is_ready()));
         }
         waiting.children.push(child);
     }
 
     /// Fails this object with `Cancelled` (if still pending) and cancels every
     /// task it submitted, transitively. Returns whether it was pending.
-    pub(crate) fn cancel(self: &Arc<Self>, make_err: &dyn Fn(&ObjectCell) -> Arc<TaskError>) -> bool {
+    pub(crate) fn cancel(
+        self: &Arc<Self>,
+        make_err: &dyn Fn(&ObjectCell) -> Arc<TaskError>,
+    ) -> bool {
         let mut stack = vec![Arc::clone(self)];
         let mut first = None;
         while let Some(cell) = stack.pop() {

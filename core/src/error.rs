@@ -30,7 +30,9 @@ impl std::fmt::Display for TaskErrorKind {
             TaskErrorKind::Failed(m) => write!(f, "returned an error: {m}"),
             TaskErrorKind::Cancelled => f.write_str("was cancelled"),
             TaskErrorKind::Shutdown => f.write_str("was dropped because the runtime shut down"),
-            TaskErrorKind::DependencyFailed(e) => write!(f, "did not run because an argument failed: {e}"),
+            TaskErrorKind::DependencyFailed(e) => {
+                write!(f, "did not run because an argument failed: {e}")
+            }
             TaskErrorKind::Store(m) => write!(f, "could not store a value: {m}"),
         }
     }
@@ -60,7 +62,9 @@ pub enum GetError {
     #[error("{object} (task `{task}`) was cancelled")]
     Cancelled { object: ObjectId, task: String },
     /// The object was not ready within the caller's timeout; it is still pending.
-    #[error("{object} was not ready within {after:?}; it is still pending, wait longer or cancel it")]
+    #[error(
+        "{object} was not ready within {after:?}; it is still pending, wait longer or cancel it"
+    )]
     Timeout { object: ObjectId, after: Duration },
     /// `get_blocking` on a shard thread would stop that shard; await `get` instead.
     #[error("get_blocking of {object} was called inside an owl task, which would block its shard; use `.get().await` there")]
@@ -124,8 +128,14 @@ pub enum StartError {
     },
     #[error(transparent)]
     Store(#[from] owl_store::ArenaError),
+    #[error("io_uring was asked for (OWL_EVENT_LOOP=uring) but the kernel refused to set it up; use OWL_EVENT_LOOP=tokio or leave it unset to fall back automatically")]
+    IoUringUnavailable,
     #[error("two remote functions share the id {id:#x}: `{a}` and `{b}`; rename one of them")]
-    DuplicateFunctionId { id: u64, a: &'static str, b: &'static str },
+    DuplicateFunctionId {
+        id: u64,
+        a: &'static str,
+        b: &'static str,
+    },
     #[error("could not start shard thread {shard}: {source}")]
     Thread {
         shard: u16,

@@ -57,7 +57,11 @@ impl ObjectId {
 
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "obj:{}.{}.{}.{}", self.node.0, self.shard.0, self.index, self.gen)
+        write!(
+            f,
+            "obj:{}.{}.{}.{}",
+            self.node.0, self.shard.0, self.index, self.gen
+        )
     }
 }
 
@@ -94,7 +98,12 @@ mod tests {
 
     #[test]
     fn ids_display() {
-        let id = ObjectId { node: NodeId(1), shard: ShardId(2), index: 3, gen: 4 };
+        let id = ObjectId {
+            node: NodeId(1),
+            shard: ShardId(2),
+            index: 3,
+            gen: 4,
+        };
         assert_eq!(id.to_string(), "obj:1.2.3.4");
         assert_eq!(id.owner(), (NodeId(1), ShardId(2)));
         assert_eq!(ShardId(7).to_string(), "s7");

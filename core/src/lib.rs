@@ -45,7 +45,9 @@ mod task;
 mod value;
 mod wait;
 
-pub use error::{Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind};
+pub use error::{
+    Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
+};
 pub use ids::{FnId, NodeId, ObjectId, ShardId};
 pub use objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
 pub use owl_macros::{main, remote};
@@ -63,8 +65,8 @@ pub use rkyv;
 pub mod __private {
     pub use crate::cell::ObjectCell;
     pub use crate::error::TaskErrorKind;
-    pub use crate::task::{Arg, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS};
     pub use crate::ids::stable_hash;
+    pub use crate::task::{Arg, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS};
     pub use crate::value::{store, Stored};
     pub use linkme;
     pub use owl_store::Arena;
@@ -87,7 +89,9 @@ pub mod __private {
     }
 
     /// Like `store_return` for functions returning `Result<R, E>`.
-    pub fn store_result<R: Value, E: std::fmt::Display>(value: Result<R, E>) -> Result<Stored, TaskErrorKind> {
+    pub fn store_result<R: Value, E: std::fmt::Display>(
+        value: Result<R, E>,
+    ) -> Result<Stored, TaskErrorKind> {
         match value {
             Ok(v) => store_return(v),
             Err(e) => Err(TaskErrorKind::Failed(format!("{e:#}"))),

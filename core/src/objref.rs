@@ -38,7 +38,9 @@ impl Clone for RawRef {
         // A clone comes from a live handle, so the count is at least 1 and
         // never rises from 0 (no resurrection after the release was sent).
         self.cell.handles.fetch_add(1, Ordering::Relaxed);
-        RawRef { cell: Arc::clone(&self.cell) }
+        RawRef {
+            cell: Arc::clone(&self.cell),
+        }
     }
 }
 
@@ -71,19 +73,30 @@ pub struct ObjectRef<T> {
 
 impl<T> Clone for ObjectRef<T> {
     fn clone(&self) -> Self {
-        ObjectRef { raw: self.raw.clone(), _t: PhantomData }
+        ObjectRef {
+            raw: self.raw.clone(),
+            _t: PhantomData,
+        }
     }
 }
 
 impl<T> std::fmt::Debug for ObjectRef<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ObjectRef<{}>({})", std::any::type_name::<T>(), self.id())
+        write!(
+            f,
+            "ObjectRef<{}>({})",
+            std::any::type_name::<T>(),
+            self.id()
+        )
     }
 }
 
 impl<T> ObjectRef<T> {
     pub(crate) fn from_raw(raw: RawRef) -> Self {
-        ObjectRef { raw, _t: PhantomData }
+        ObjectRef {
+            raw,
+            _t: PhantomData,
+        }
     }
 
     pub fn id(&self) -> ObjectId {
@@ -103,7 +116,10 @@ impl<T> ObjectRef<T> {
 impl<T: Value> ObjectRef<T> {
     /// Waits for the value; inside a task this yields the shard to other work.
     pub fn get(&self) -> GetFuture<T> {
-        GetFuture { cell: Arc::clone(&self.raw.cell), _t: PhantomData }
+        GetFuture {
+            cell: Arc::clone(&self.raw.cell),
+            _t: PhantomData,
+        }
     }
 
     /// Waits for the value and deserializes it into an owned `T`.
@@ -116,7 +132,10 @@ impl<T: Value> ObjectRef<T> {
     pub async fn get_timeout(&self, timeout: Duration) -> Result<Got<T>, GetError> {
         match tokio::time::timeout(timeout, self.get()).await {
             Ok(r) => r,
-            Err(_) => Err(GetError::Timeout { object: self.id(), after: timeout }),
+            Err(_) => Err(GetError::Timeout {
+                object: self.id(),
+                after: timeout,
+            }),
         }
     }
 
@@ -171,7 +190,10 @@ impl Wake for ThreadWaker {
 
 fn resolve<T: Value>(cell: &Arc<ObjectCell>) -> Option<Result<Got<T>, GetError>> {
     match cell.result()? {
-        Ok(_) => Some(Ok(Got { cell: Arc::clone(cell), _t: PhantomData })),
+        Ok(_) => Some(Ok(Got {
+            cell: Arc::clone(cell),
+            _t: PhantomData,
+        })),
         Err(e) => Some(Err(GetError::from_task(e))),
     }
 }
@@ -294,7 +316,9 @@ impl ArchivedRefRecord {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("an ObjectRef can only be serialized by owl (put, a task argument or a task's return value)")]
+#[error(
+    "an ObjectRef can only be serialized by owl (put, a task argument or a task's return value)"
+)]
 struct RefOutsideOwl;
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,9 @@ use owl_store::{Arena, ArenaStats};
 use crate::error::{PutError, StartError, SubmitError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::objref::{ObjectRef, RawRef};
-use crate::shard::{probe_event_loop, run_shard, with_current, EventLoopKind, LeakCounts, Msg, Shard, ShardRemote};
+use crate::shard::{
+    probe_event_loop, run_shard, with_current, EventLoopKind, LeakCounts, Msg, Shard, ShardRemote,
+};
 use crate::task::{Call, CallOpts, FnInfo, REMOTE_FNS};
 use crate::value::{store, Stored, Value};
 
@@ -60,7 +62,11 @@ pub struct Builder {
 
 fn env_parse<T: std::str::FromStr>(var: &'static str, why: &str) -> Result<Option<T>, StartError> {
     match std::env::var(var) {
-        Ok(v) => v.trim().parse().map(Some).map_err(|_| StartError::Env { var, value: v, why: why.into() }),
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| StartError::Env {
+            var,
+            value: v,
+            why: why.into(),
+        }),
         Err(_) => Ok(None),
     }
 }
@@ -234,7 +240,11 @@ pub(crate) fn release(rt: u32, id: ObjectId) {
     if done == Some(true) {
         return;
     }
-    let node = registry().read().expect("registry lock").get(&rt).and_then(Weak::upgrade);
+    let node = registry()
+        .read()
+        .expect("registry lock")
+        .get(&rt)
+        .and_then(Weak::upgrade);
     // A runtime that is gone has freed its tables already.
     if let Some(node) = node {
         node.release(id);
@@ -253,7 +263,10 @@ impl Drop for Owner {
         for s in self.shared.shards.iter() {
             s.notify.notify_one();
         }
-        registry().write().expect("registry lock").remove(&self.shared.serial);
+        registry()
+            .write()
+            .expect("registry lock")
+            .remove(&self.shared.serial);
         // A shard thread cannot join itself; it exits on its own.
         let on_own_shard = with_current(|s| s.shared.serial == self.shared.serial) == Some(true);
         if !on_own_shard {
@@ -289,7 +302,10 @@ impl std::fmt::Debug for Runtime {
 
 /// The runtime of the task running on this thread (inside tasks only).
 pub fn runtime() -> Option<Runtime> {
-    with_current(|s| Runtime { shared: Arc::clone(&s.shared), _owner: None })
+    with_current(|s| Runtime {
+        shared: Arc::clone(&s.shared),
+        _owner: None,
+    })
 }
 
 fn check_registry() -> Result<(), StartError> {
@@ -297,7 +313,11 @@ fn check_registry() -> Result<(), StartError> {
     for f in REMOTE_FNS.iter() {
         if let Some(prev) = seen.insert(f.id.0, f.path) {
             if prev != f.path {
-                return Err(StartError::DuplicateFunctionId { id: f.id.0, a: prev, b: f.path });
+                return Err(StartError::DuplicateFunctionId {
+                    id: f.id.0,
+                    a: prev,
+                    b: f.path,
+                });
             }
         }
     }
@@ -324,30 +344,55 @@ impl Runtime {
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let name = format!("owl-{}-{}.arena", std::process::id(), serial);
         let arena = Arena::create(&config.store_dir, &name, config.store_size)?;
-        let event_loop = config.event_loop.unwrap_or_else(probe_event_loop);
-        let workers: Vec<_> = (0..config.shards).map(|_| crossbeam_deque::Worker::new_fifo()).collect();
-        let shards = workers.iter().map(|w| ShardRemote::new(w.stealer())).collect();
+        let probed = probe_event_loop();
+        let event_loop = match config.event_loop {
+            Some(EventLoopKind::IoUring) if probed != EventLoopKind::IoUring => {
+                return Err(StartError::IoUringUnavailable)
+            }
+            Some(kind) => kind,
+            None => probed,
+        };
+        let workers: Vec<_> = (0..config.shards)
+            .map(|_| crossbeam_deque::Worker::new_fifo())
+            .collect();
+        let shards = workers
+            .iter()
+            .map(|w| ShardRemote::new(w.stealer()))
+            .collect();
         let shared = Arc::new(NodeShared {
             serial,
             node: NodeId(0),
             shards,
             arena,
-            cores: if config.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() },
+            cores: if config.pin {
+                core_affinity::get_core_ids().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             config,
             event_loop,
             idle: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             next_external: AtomicUsize::new(0),
         });
-        registry().write().expect("registry lock").insert(serial, Arc::downgrade(&shared));
-        let owner = Arc::new(Owner { shared: Arc::clone(&shared), threads: Mutex::new(Vec::new()) });
+        registry()
+            .write()
+            .expect("registry lock")
+            .insert(serial, Arc::downgrade(&shared));
+        let owner = Arc::new(Owner {
+            shared: Arc::clone(&shared),
+            threads: Mutex::new(Vec::new()),
+        });
         for (i, fifo) in workers.into_iter().enumerate() {
             let id = ShardId(i as u16);
             let node = Arc::clone(&shared);
             let t = std::thread::Builder::new()
                 .name(format!("owl-shard-{i}"))
                 .spawn(move || run_shard(id, node, fifo, event_loop))
-                .map_err(|source| StartError::Thread { shard: i as u16, source })?;
+                .map_err(|source| StartError::Thread {
+                    shard: i as u16,
+                    source,
+                })?;
             owner.threads.lock().expect("threads lock").push(t);
         }
         tracing::info!(
@@ -356,7 +401,10 @@ impl Runtime {
             store = %shared.arena.path().display(),
             "owl node started"
         );
-        Ok(Runtime { shared, _owner: Some(owner) })
+        Ok(Runtime {
+            shared,
+            _owner: Some(owner),
+        })
     }
 
     /// The event loop the shards run on (io_uring when the kernel allows).
@@ -378,7 +426,10 @@ impl Runtime {
 
     /// Runs `f` on this thread's shard if it belongs to this runtime, else
     /// on a shard picked round-robin, waiting for the answer.
-    fn on_shard<R: Send + 'static>(&self, f: impl FnOnce(&Shard) -> R + Send + 'static) -> Option<R> {
+    fn on_shard<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Shard) -> R + Send + 'static,
+    ) -> Option<R> {
         let mut f = Some(f);
         let local = with_current(|s| {
             if s.shared.serial == self.shared.serial {
@@ -395,7 +446,8 @@ impl Runtime {
             return None;
         }
         let f = f.expect("not used yet");
-        let n = self.shared.next_external.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
+        let n =
+            self.shared.next_external.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.shared.shards[n].send(Msg::Run(Box::new(move |s| {
             let _ = tx.send(f(s));
@@ -410,7 +462,8 @@ impl Runtime {
     }
 
     fn put_stored(&self, stored: Stored) -> Result<RawRef, PutError> {
-        self.on_shard(move |s| s.put(stored)).ok_or(PutError::Shutdown)
+        self.on_shard(move |s| s.put(stored))
+            .ok_or(PutError::Shutdown)
     }
 
     /// Submits a call (used by `#[owl::remote]`'s generated code).
@@ -426,14 +479,19 @@ impl Runtime {
         }
         let opts = opts.filter(|o| *o != CallOpts::default()).map(Box::new);
         if opts.as_ref().is_some_and(|o| o.retries_app_errors()) {
-            call.keep_args(&self.shared.arena, self.shared.config.inline_max).map_err(|source| {
-                SubmitError::Arg {
-                    task: opts.as_ref().and_then(|o| o.name.as_deref()).unwrap_or(func.name).to_string(),
+            call.keep_args(&self.shared.arena, self.shared.config.inline_max)
+                .map_err(|source| SubmitError::Arg {
+                    task: opts
+                        .as_ref()
+                        .and_then(|o| o.name.as_deref())
+                        .unwrap_or(func.name)
+                        .to_string(),
                     source,
-                }
-            })?;
+                })?;
         }
-        self.on_shard(move |s| s.submit(func, call, opts)).map(ObjectRef::from_raw).ok_or(SubmitError::Shutdown)
+        self.on_shard(move |s| s.submit(func, call, opts))
+            .map(ObjectRef::from_raw)
+            .ok_or(SubmitError::Shutdown)
     }
 
     /// Waits until `n` of `refs` are ready (or `timeout` passes); returns
@@ -445,7 +503,8 @@ impl Runtime {
         timeout: Option<Duration>,
     ) -> (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>) {
         let n = n.min(refs.len());
-        let waiting = crate::wait::WaitFuture::new(refs.iter().map(|r| Arc::clone(r.cell())).collect(), n);
+        let waiting =
+            crate::wait::WaitFuture::new(refs.iter().map(|r| Arc::clone(r.cell())).collect(), n);
         match timeout {
             Some(t) => {
                 let _ = tokio::time::timeout(t, waiting).await;
@@ -503,9 +562,15 @@ impl Runtime {
         Fut: Future<Output = R> + Send + 'static,
         R: Send + 'static,
     {
-        assert!(!crate::shard::on_shard_thread(), "block_on called inside an owl task; await the future instead");
+        assert!(
+            !crate::shard::on_shard_thread(),
+            "block_on called inside an owl task; await the future instead"
+        );
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let handle = Runtime { shared: Arc::clone(&self.shared), _owner: None };
+        let handle = Runtime {
+            shared: Arc::clone(&self.shared),
+            _owner: None,
+        };
         self.shared.shards[0].send(Msg::Run(Box::new(move |s| {
             let fut = f(handle);
             let root = async move {
@@ -530,7 +595,10 @@ impl Runtime {
             })));
             shards.push(rx.recv().unwrap_or_default());
         }
-        LeakReport { shards, arena: self.shared.arena.stats() }
+        LeakReport {
+            shards,
+            arena: self.shared.arena.stats(),
+        }
     }
 
     /// Asserts that every table, queue and the arena are empty: the end of a
@@ -541,7 +609,10 @@ impl Runtime {
     /// If anything is left, with the per-shard counts; or when called on a
     /// shard thread.
     pub fn assert_no_leaks(&self) {
-        assert!(!crate::shard::on_shard_thread(), "assert_no_leaks must be called outside owl tasks");
+        assert!(
+            !crate::shard::on_shard_thread(),
+            "assert_no_leaks must be called outside owl tasks"
+        );
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let report = self.leak_report();
@@ -570,6 +641,8 @@ pub struct LeakReport {
 
 impl LeakReport {
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(LeakCounts::is_empty) && self.arena.live_blocks == 0 && self.arena.used_bytes == 0
+        self.shards.iter().all(LeakCounts::is_empty)
+            && self.arena.live_blocks == 0
+            && self.arena.used_bytes == 0
     }
 }

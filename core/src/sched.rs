@@ -55,7 +55,9 @@ impl<T> PartialOrd for Prioritized<T> {
 }
 impl<T> Ord for Prioritized<T> {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.priority.cmp(&other.priority).then_with(|| other.seq.cmp(&self.seq))
+        self.priority
+            .cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
     }
 }
 
@@ -68,14 +70,21 @@ pub struct PriorityQueue<T> {
 
 impl<T> Default for PriorityQueue<T> {
     fn default() -> Self {
-        PriorityQueue { heap: BinaryHeap::new(), seq: 0 }
+        PriorityQueue {
+            heap: BinaryHeap::new(),
+            seq: 0,
+        }
     }
 }
 
 impl<T> PriorityQueue<T> {
     pub fn push(&mut self, priority: i32, item: T) {
         self.seq += 1;
-        self.heap.push(Prioritized { priority, seq: self.seq, item });
+        self.heap.push(Prioritized {
+            priority,
+            seq: self.seq,
+            item,
+        });
     }
 
     pub fn pop(&mut self) -> Option<T> {

@@ -69,17 +69,34 @@ pub struct OwnershipTable {
 
 impl OwnershipTable {
     pub fn new(node: NodeId, shard: ShardId, rt: u32) -> Self {
-        OwnershipTable { node, shard, rt, entries: Slab::new(), next_gen: 0 }
+        OwnershipTable {
+            node,
+            shard,
+            rt,
+            entries: Slab::new(),
+            next_gen: 0,
+        }
     }
 
     fn next_id(&mut self) -> ObjectId {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1);
-        let index = u32::try_from(self.entries.vacant_key()).expect("more than 2^32 live objects on one shard");
-        ObjectId { node: self.node, shard: self.shard, index, gen }
+        let index = u32::try_from(self.entries.vacant_key())
+            .expect("more than 2^32 live objects on one shard");
+        ObjectId {
+            node: self.node,
+            shard: self.shard,
+            index,
+            gen,
+        }
     }
 
-    fn insert_cell(&mut self, id: ObjectId, cell: ObjectCell, lineage: Option<&'static FnInfo>) -> Arc<ObjectCell> {
+    fn insert_cell(
+        &mut self,
+        id: ObjectId,
+        cell: ObjectCell,
+        lineage: Option<&'static FnInfo>,
+    ) -> Arc<ObjectCell> {
         let cell = Arc::new(cell);
         let key = self.entries.insert(Entry {
             gen: id.gen,
@@ -105,12 +122,18 @@ impl OwnershipTable {
     }
 
     pub fn get(&self, id: ObjectId) -> Option<&Entry> {
-        self.entries.get(id.index as usize).filter(|e| e.gen == id.gen)
+        self.entries
+            .get(id.index as usize)
+            .filter(|e| e.gen == id.gen)
     }
 
     /// The node's handle group for `id` ended.
     pub fn release_local(&mut self, id: ObjectId) -> Released {
-        let Some(entry) = self.entries.get_mut(id.index as usize).filter(|e| e.gen == id.gen) else {
+        let Some(entry) = self
+            .entries
+            .get_mut(id.index as usize)
+            .filter(|e| e.gen == id.gen)
+        else {
             return Released::Stale;
         };
         debug_assert_eq!(entry.local_refs, 1, "one handle group per node");
@@ -141,8 +164,15 @@ impl OwnershipTable {
             let id = e.cell.id();
             assert_eq!(id.index as usize, key, "entry {id} sits in slot {key}");
             assert_eq!(id.gen, e.gen, "entry {id} has generation {}", e.gen);
-            assert_eq!((id.node, id.shard), (self.node, self.shard), "entry {id} is not owned here");
-            assert!(!e.is_free(), "entry {id} has no references but was not freed");
+            assert_eq!(
+                (id.node, id.shard),
+                (self.node, self.shard),
+                "entry {id} is not owned here"
+            );
+            assert!(
+                !e.is_free(),
+                "entry {id} has no references but was not freed"
+            );
         }
     }
 }
@@ -152,7 +182,12 @@ mod tests {
     use super::*;
     use crate::ids::FnId;
 
-    static F: FnInfo = FnInfo { id: FnId(1), name: "f", path: "t::f", is_async: false };
+    static F: FnInfo = FnInfo {
+        id: FnId(1),
+        name: "f",
+        path: "t::f",
+        is_async: false,
+    };
 
     fn table() -> OwnershipTable {
         OwnershipTable::new(NodeId(0), ShardId(3), 9)
@@ -192,7 +227,11 @@ mod tests {
     fn borrowers_keep_entry() {
         let mut t = table();
         let id = t.insert_pending(&F).id();
-        t.entries.get_mut(id.index as usize).unwrap().borrowers.push(NodeId(5));
+        t.entries
+            .get_mut(id.index as usize)
+            .unwrap()
+            .borrowers
+            .push(NodeId(5));
         assert!(matches!(t.release_local(id), Released::Kept));
         assert_eq!(t.len(), 1);
     }

@@ -91,18 +91,20 @@ impl<P: Value> Arg<P> {
     /// The argument's value for this attempt.
     pub fn take(&mut self) -> Result<P, TaskErrorKind> {
         match self {
-            Arg::Value(v) => v
-                .take()
-                .ok_or_else(|| TaskErrorKind::Store("argument already consumed by an earlier attempt".into())),
+            Arg::Value(v) => v.take().ok_or_else(|| {
+                TaskErrorKind::Store("argument already consumed by an earlier attempt".into())
+            }),
             Arg::Ref(r) => match r.cell().result() {
                 Some(Ok(stored)) => deserialize_stored::<P>(stored)
                     .map_err(|e| TaskErrorKind::Store(format!("argument {}: {e}", r.id()))),
                 Some(Err(e)) => Err(TaskErrorKind::DependencyFailed(Arc::clone(e))),
-                None => Err(TaskErrorKind::Store(format!("argument {} is not ready", r.id()))),
+                None => Err(TaskErrorKind::Store(format!(
+                    "argument {} is not ready",
+                    r.id()
+                ))),
             },
-            Arg::Kept(stored) => {
-                deserialize_stored::<P>(stored).map_err(|e| TaskErrorKind::Store(format!("argument: {e}")))
-            }
+            Arg::Kept(stored) => deserialize_stored::<P>(stored)
+                .map_err(|e| TaskErrorKind::Store(format!("argument: {e}"))),
         }
     }
 }

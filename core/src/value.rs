@@ -180,7 +180,10 @@ pub(crate) fn note_contained(r: &RawRef) -> Option<u32> {
     })
 }
 
-fn serialize_pass<T: Value>(value: &T, writer: OwlWriter) -> Result<(OwlWriter, Vec<RawRef>), PutError> {
+fn serialize_pass<T: Value>(
+    value: &T,
+    writer: OwlWriter,
+) -> Result<(OwlWriter, Vec<RawRef>), PutError> {
     SER_REFS.with(|r| *r.borrow_mut() = Some(Vec::new()));
     let out = rkyv::api::high::to_bytes_in::<_, rancor::Error>(value, writer);
     let refs = SER_REFS.with(|r| r.borrow_mut().take()).unwrap_or_default();
@@ -191,11 +194,18 @@ fn serialize_pass<T: Value>(value: &T, writer: OwlWriter) -> Result<(OwlWriter, 
 }
 
 /// Archives `value`: inline when at most `inline_max` bytes, else in `arena`.
-pub fn store<T: Value>(value: &T, arena: &Arc<Arena>, inline_max: usize) -> Result<Stored, PutError> {
+pub fn store<T: Value>(
+    value: &T,
+    arena: &Arc<Arena>,
+    inline_max: usize,
+) -> Result<Stored, PutError> {
     let mut scratch = SCRATCH.with(Cell::take);
     scratch.clear();
     let writer = OwlWriter {
-        mode: Mode::Inline { buf: scratch, limit: inline_max },
+        mode: Mode::Inline {
+            buf: scratch,
+            limit: inline_max,
+        },
         pos: 0,
     };
     let (writer, refs) = serialize_pass(value, writer)?;
@@ -205,27 +215,48 @@ pub fn store<T: Value>(value: &T, arena: &Arc<Arena>, inline_max: usize) -> Resu
             let repr = if buf.len() <= SMALL {
                 let mut small = SmallBuf([0; SMALL]);
                 small.0[..buf.len()].copy_from_slice(&buf);
-                Repr::Small { buf: small, len: buf.len() as u8 }
+                Repr::Small {
+                    buf: small,
+                    len: buf.len() as u8,
+                }
             } else {
                 let mut heap = AlignedVec::with_capacity(buf.len());
                 heap.extend_from_slice(&buf);
                 Repr::Heap(heap)
             };
             SCRATCH.with(|s| s.set(buf));
-            Ok(Stored { repr, contained: refs.into_boxed_slice() })
+            Ok(Stored {
+                repr,
+                contained: refs.into_boxed_slice(),
+            })
         }
         Mode::Count { spare } => {
             SCRATCH.with(|s| s.set(spare));
             drop(refs);
             let block = arena.alloc(counted)?;
-            let (writer, refs) = serialize_pass(value, OwlWriter { mode: Mode::Block(block), pos: 0 })?;
-            let Mode::Block(block) = writer.mode else { unreachable!("block mode never switches") };
+            let (writer, refs) = serialize_pass(
+                value,
+                OwlWriter {
+                    mode: Mode::Block(block),
+                    pos: 0,
+                },
+            )?;
+            let Mode::Block(block) = writer.mode else {
+                unreachable!("block mode never switches")
+            };
             if writer.pos != counted {
                 return Err(PutError::Serialize(
-                    SizeChanged { needed: writer.pos, counted }.to_string(),
+                    SizeChanged {
+                        needed: writer.pos,
+                        counted,
+                    }
+                    .to_string(),
                 ));
             }
-            Ok(Stored { repr: Repr::Arena(block.freeze()), contained: refs.into_boxed_slice() })
+            Ok(Stored {
+                repr: Repr::Arena(block.freeze()),
+                contained: refs.into_boxed_slice(),
+            })
         }
         Mode::Block(_) => unreachable!("first pass starts inline"),
     }

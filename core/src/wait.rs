@@ -20,7 +20,11 @@ pub(crate) struct WaitFuture {
 
 impl WaitFuture {
     pub(crate) fn new(cells: Vec<Arc<ObjectCell>>, n: usize) -> Self {
-        WaitFuture { cells, n, scanned: 0 }
+        WaitFuture {
+            cells,
+            n,
+            scanned: 0,
+        }
     }
 
     /// Whether `n` are ready; registers `waker` where needed otherwise.

@@ -26,7 +26,11 @@ fn panics(x: u64) -> u64 {
 }
 
 fn rt() -> Runtime {
-    Runtime::builder().shards(2).store_size(64 << 20).build().unwrap()
+    Runtime::builder()
+        .shards(2)
+        .store_size(64 << 20)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -78,12 +82,17 @@ fn errors_and_panics_are_values() {
     let dep = add.remote(&rt, &p, 1).unwrap();
     match dep.get_blocking() {
         Err(GetError::Task(err)) => match &err.kind {
-            TaskErrorKind::DependencyFailed(cause) => assert_eq!(cause.kind, TaskErrorKind::Panicked("boom 7".into())),
+            TaskErrorKind::DependencyFailed(cause) => {
+                assert_eq!(cause.kind, TaskErrorKind::Panicked("boom 7".into()))
+            }
             k => panic!("unexpected {k:?}"),
         },
         other => panic!("unexpected {other:?}"),
     }
-    let named = panics.options(CallOpts::new().name("my-task")).remote(&rt, 1).unwrap();
+    let named = panics
+        .options(CallOpts::new().name("my-task"))
+        .remote(&rt, 1)
+        .unwrap();
     match named.get_blocking() {
         Err(GetError::Task(err)) => assert_eq!(err.task, "my-task"),
         other => panic!("unexpected {other:?}"),

@@ -51,7 +51,11 @@ fn record(p: i32) {
 }
 
 fn rt() -> Runtime {
-    Runtime::builder().shards(2).store_size(64 << 20).build().unwrap()
+    Runtime::builder()
+        .shards(2)
+        .store_size(64 << 20)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -70,7 +74,10 @@ fn cancel_pending_task_and_its_children() {
         other => panic!("expected Cancelled, got {other:?}"),
     }
     let child = CHILD.lock().unwrap().take().unwrap();
-    assert!(matches!(child.get_blocking_timeout(Duration::from_secs(5)), Err(GetError::Cancelled { .. })));
+    assert!(matches!(
+        child.get_blocking_timeout(Duration::from_secs(5)),
+        Err(GetError::Cancelled { .. })
+    ));
     assert!(!rt.cancel(&parent), "already finished");
     drop((parent, child));
     rt.assert_no_leaks();
@@ -89,9 +96,16 @@ fn get_timeout_is_distinct_from_cancel() {
     }
     let inside = rt.block_on({
         let slow = slow.clone();
-        move |_| async move { slow.get_timeout(Duration::from_millis(20)).await.map(|_| ()) }
+        move |_| async move {
+            slow.get_timeout(Duration::from_millis(20))
+                .await
+                .map(|_| ())
+        }
     });
-    assert!(matches!(inside, Err(GetError::Timeout { .. })), "{inside:?}");
+    assert!(
+        matches!(inside, Err(GetError::Timeout { .. })),
+        "{inside:?}"
+    );
     rt.cancel(&slow);
     drop(slow);
     rt.assert_no_leaks();
@@ -134,7 +148,10 @@ fn retries_application_errors_only_when_asked() {
     assert_eq!(FLAKY_CALLS.load(Ordering::SeqCst), 3);
 
     FLAKY_CALLS.store(0, Ordering::SeqCst);
-    let no_retry = flaky.options(CallOpts::new().max_retries(3)).remote(&rt, 2, vec![1]).unwrap();
+    let no_retry = flaky
+        .options(CallOpts::new().max_retries(3))
+        .remote(&rt, 2, vec![1])
+        .unwrap();
     match no_retry.get_blocking() {
         Err(GetError::Task(e)) => {
             assert_eq!(e.kind, TaskErrorKind::Failed("transient failure 0".into()));
@@ -144,7 +161,10 @@ fn retries_application_errors_only_when_asked() {
     }
 
     FLAKY_CALLS.store(0, Ordering::SeqCst);
-    let exhausted = flaky.options(CallOpts::new().max_retries(1).retry_on_error(true)).remote(&rt, 5, vec![1]).unwrap();
+    let exhausted = flaky
+        .options(CallOpts::new().max_retries(1).retry_on_error(true))
+        .remote(&rt, 5, vec![1])
+        .unwrap();
     match exhausted.get_blocking() {
         Err(GetError::Task(e)) => {
             assert_eq!(e.kind, TaskErrorKind::Failed("transient failure 1".into()));
@@ -158,13 +178,24 @@ fn retries_application_errors_only_when_asked() {
 
 #[test]
 fn priorities_order_tasks_within_a_shard() {
-    let rt = Runtime::builder().shards(1).store_size(16 << 20).build().unwrap();
+    let rt = Runtime::builder()
+        .shards(1)
+        .store_size(16 << 20)
+        .build()
+        .unwrap();
     ORDER.lock().unwrap().clear();
     rt.block_on(|rt| async move {
         // Nothing runs until this root task yields: all are queued first.
         let prios = [0, 5, -3, 5, 1, 0, 9, -3];
-        let refs: Vec<_> =
-            prios.iter().map(|&p| record.options(CallOpts::new().priority(p)).remote(&rt, p).unwrap()).collect();
+        let refs: Vec<_> = prios
+            .iter()
+            .map(|&p| {
+                record
+                    .options(CallOpts::new().priority(p))
+                    .remote(&rt, p)
+                    .unwrap()
+            })
+            .collect();
         rt.wait(&refs, refs.len(), None).await;
     });
     assert_eq!(*ORDER.lock().unwrap(), vec![9, 5, 5, 1, 0, 0, -3, -3]);
@@ -173,7 +204,12 @@ fn priorities_order_tasks_within_a_shard() {
 
 #[test]
 fn full_arena_is_a_typed_error() {
-    let rt = Runtime::builder().shards(2).store_size(1 << 20).inline_max(1024).build().unwrap();
+    let rt = Runtime::builder()
+        .shards(2)
+        .store_size(1 << 20)
+        .inline_max(1024)
+        .build()
+        .unwrap();
     let err = rt.put(vec![1u8; 2 << 20]).unwrap_err();
     match &err {
         PutError::StoreFull(owl_store_err) => {
@@ -207,7 +243,10 @@ fn misconfiguration_fails_at_start() {
         Err(StartError::ZeroShards) => {}
         other => panic!("expected ZeroShards, got {other:?}"),
     }
-    let err = Runtime::builder().store_dir("/proc/owl-nope").build().unwrap_err();
+    let err = Runtime::builder()
+        .store_dir("/proc/owl-nope")
+        .build()
+        .unwrap_err();
     assert!(matches!(err, StartError::Store(_)), "{err:?}");
     assert!(err.to_string().contains("OWL_STORE_DIR"), "{err}");
 }

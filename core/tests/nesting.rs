@@ -46,13 +46,18 @@ fn pass_through(r: ObjectRef<u64>) -> ObjectRef<u64> {
 }
 
 fn rt() -> Runtime {
-    Runtime::builder().shards(2).store_size(64 << 20).build().unwrap()
+    Runtime::builder()
+        .shards(2)
+        .store_size(64 << 20)
+        .build()
+        .unwrap()
 }
 
 #[test]
 fn recursion_1000_deep_on_2_shards() {
     let rt = rt();
-    let got = rt.block_on(|rt| async move { depth.remote(&rt, 1000).unwrap().get_owned().await.unwrap() });
+    let got = rt
+        .block_on(|rt| async move { depth.remote(&rt, 1000).unwrap().get_owned().await.unwrap() });
     assert_eq!(got, 1000);
     rt.assert_no_leaks();
 }

@@ -51,9 +51,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A stored list of refs, with the values its refs should read.
+type Boxed = ObjectRef<Vec<ObjectRef<u64>>>;
+
 async fn run_program(rt: Runtime, ops: Vec<Op>) -> Result<(), String> {
     let mut live: Vec<(ObjectRef<u64>, u64)> = Vec::new();
-    let mut boxes: Vec<(ObjectRef<Vec<ObjectRef<u64>>>, Vec<u64>)> = Vec::new();
+    let mut boxes: Vec<(Boxed, Vec<u64>)> = Vec::new();
     let pick = |i: usize, len: usize| (len > 0).then(|| i % len);
     for op in ops {
         match op {
@@ -84,7 +87,12 @@ async fn run_program(rt: Runtime, ops: Vec<Op>) -> Result<(), String> {
                 if let Some(i) = pick(i, live.len()) {
                     let got = live[i].0.get().await.map_err(|e| e.to_string())?;
                     if *got != live[i].1 {
-                        return Err(format!("{} read {} expected {}", live[i].0.id(), *got, live[i].1));
+                        return Err(format!(
+                            "{} read {} expected {}",
+                            live[i].0.id(),
+                            *got,
+                            live[i].1
+                        ));
                     }
                 }
             }
@@ -119,7 +127,11 @@ async fn run_program(rt: Runtime, ops: Vec<Op>) -> Result<(), String> {
     for (r, e) in &live {
         let got = r.get().await.map_err(|err| err.to_string())?;
         if *got != *e {
-            return Err(format!("final read of {} gave {} expected {e}", r.id(), *got));
+            return Err(format!(
+                "final read of {} gave {} expected {e}",
+                r.id(),
+                *got
+            ));
         }
     }
     for (b, expect) in &boxes {

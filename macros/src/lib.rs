@@ -9,7 +9,10 @@
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
-use syn::{parse_macro_input, spanned::Spanned, FnArg, GenericArgument, Ident, ItemFn, PathArguments, ReturnType, Type};
+use syn::{
+    parse_macro_input, spanned::Spanned, FnArg, GenericArgument, Ident, ItemFn, PathArguments,
+    ReturnType, Type,
+};
 
 fn last_segment(ty: &Type) -> Option<&syn::PathSegment> {
     match ty {
@@ -28,7 +31,9 @@ fn result_ok_type(ty: &Type) -> Option<Type> {
     if seg.ident != "Result" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &seg.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &seg.arguments else {
+        return None;
+    };
     args.args.iter().find_map(|a| match a {
         GenericArgument::Type(t) => Some(t.clone()),
         _ => None,
@@ -49,7 +54,10 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let func = parse_macro_input!(item as ItemFn);
     if !func.sig.generics.params.is_empty() {
-        return error(func.sig.generics.span(), "remote functions cannot be generic: each needs one stable id");
+        return error(
+            func.sig.generics.span(),
+            "remote functions cannot be generic: each needs one stable id",
+        );
     }
     let vis = &func.vis;
     let name = &func.sig.ident;
@@ -210,11 +218,17 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
-        return error(TokenStream2::from(attr).span(), "#[owl::main] takes no arguments; configure with OWL_* variables");
+        return error(
+            TokenStream2::from(attr).span(),
+            "#[owl::main] takes no arguments; configure with OWL_* variables",
+        );
     }
     let func = parse_macro_input!(item as ItemFn);
     if func.sig.asyncness.is_none() {
-        return error(func.sig.span(), "#[owl::main] needs an async fn taking an owl::Runtime");
+        return error(
+            func.sig.span(),
+            "#[owl::main] needs an async fn taking an owl::Runtime",
+        );
     }
     let mut inner = func.clone();
     inner.sig.ident = format_ident!("__owl_main");

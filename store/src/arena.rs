@@ -27,7 +27,9 @@ pub enum ArenaError {
         source: std::io::Error,
     },
     /// The requested arena size is zero or larger than one arena can span.
-    #[error("object store size {requested} bytes is invalid: it must be between {min} and {max} bytes")]
+    #[error(
+        "object store size {requested} bytes is invalid: it must be between {min} and {max} bytes"
+    )]
     Size { requested: u64, min: u64, max: u64 },
     /// Not enough contiguous free space for a block.
     #[error("object store is full: {requested} bytes requested, {free} of {capacity} bytes free (largest free region {largest}); free objects you no longer need or start owl with a larger store (OWL_STORE_SIZE)")]

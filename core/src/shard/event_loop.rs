@@ -43,7 +43,12 @@ pub(crate) fn probe_event_loop() -> EventLoopKind {
 }
 
 /// Body of a shard thread.
-pub(crate) fn run_shard(id: ShardId, shared: Arc<NodeShared>, fifo: Worker<Task>, kind: EventLoopKind) {
+pub(crate) fn run_shard(
+    id: ShardId,
+    shared: Arc<NodeShared>,
+    fifo: Worker<Task>,
+    kind: EventLoopKind,
+) {
     if let Some(core) = shared.pin_core(id) {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(shard = %id, "could not pin shard thread to core {:?}", core);
@@ -89,7 +94,7 @@ impl Shard {
             }
             if self.turn() || self.steal() {
                 turns += 1;
-                if turns % TURNS_PER_YIELD == 0 {
+                if turns.is_multiple_of(TURNS_PER_YIELD) {
                     tokio::task::yield_now().await;
                 }
                 continue;
@@ -144,7 +149,7 @@ impl Shard {
             }
             std::hint::spin_loop();
             i += 1;
-            if i % 64 == 0 && Instant::now() >= deadline {
+            if i.is_multiple_of(64) && Instant::now() >= deadline {
                 return false;
             }
         }

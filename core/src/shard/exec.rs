@@ -52,7 +52,9 @@ impl Shard {
     fn run_woken(&self) -> bool {
         let mut did = false;
         loop {
-            let Some(key) = self.woken.borrow_mut().pop_front() else { break };
+            let Some(key) = self.woken.borrow_mut().pop_front() else {
+                break;
+            };
             did = true;
             if key.waiting {
                 self.recheck_waiting(key);
@@ -75,7 +77,9 @@ impl Shard {
         match exec {
             Ok(Exec::Done(result)) => self.finish(task, result),
             Ok(Exec::Future(fut)) => self.start_future(Some(task), Fut::Task(fut)),
-            Err(payload) => self.finish(task, Err(TaskErrorKind::Panicked(panic_message(&*payload)))),
+            Err(payload) => {
+                self.finish(task, Err(TaskErrorKind::Panicked(panic_message(&*payload))))
+            }
         }
     }
 
@@ -103,14 +107,23 @@ impl Shard {
         let key = {
             let mut running = self.running.borrow_mut();
             let entry = running.vacant_entry();
-            let key = TaskKey { waiting: false, index: entry.key() as u32, gen };
+            let key = TaskKey {
+                waiting: false,
+                index: entry.key() as u32,
+                gen,
+            };
             let waker = self.waker(key);
             if let Some(t) = &task {
                 // Cancel publishes into this cell: the wake makes us drop the
                 // suspended future promptly instead of at its next own wake.
                 t.cell.wait(&waker);
             }
-            entry.insert(Running { gen, fut: Some(fut), task, waker });
+            entry.insert(Running {
+                gen,
+                fut: Some(fut),
+                task,
+                waker,
+            });
             key
         };
         self.poll_running(key);
@@ -119,7 +132,12 @@ impl Shard {
     fn poll_running(&self, key: TaskKey) {
         let (mut fut, waker, cell) = {
             let mut running = self.running.borrow_mut();
-            let Some(r) = running.get_mut(key.index as usize).filter(|r| r.gen == key.gen) else { return };
+            let Some(r) = running
+                .get_mut(key.index as usize)
+                .filter(|r| r.gen == key.gen)
+            else {
+                return;
+            };
             let cell = r.task.as_ref().map(|t| t.cell.clone());
             if cell.as_ref().is_some_and(|c| c.is_ready()) {
                 // Cancelled while suspended: drop the future (and with it the

@@ -102,7 +102,11 @@ impl Shard {
     }
 
     pub(super) fn waker(&self, key: TaskKey) -> Waker {
-        Waker::from(Arc::new(TaskWaker { node: Arc::clone(&self.shared), shard: self.id.0, key }))
+        Waker::from(Arc::new(TaskWaker {
+            node: Arc::clone(&self.shared),
+            shard: self.id.0,
+            key,
+        }))
     }
 
     // ---- objects -------------------------------------------------------
@@ -122,7 +126,9 @@ impl Shard {
             return;
         }
         loop {
-            let Some(id) = self.releases.borrow_mut().pop() else { break };
+            let Some(id) = self.releases.borrow_mut().pop() else {
+                break;
+            };
             let released = self.table.borrow_mut().release_local(id);
             drop(released);
         }
@@ -143,7 +149,13 @@ impl Shard {
             parent.add_child(Arc::downgrade(&cell));
         }
         let handle = RawRef::adopt(Arc::clone(&cell));
-        self.enqueue(Task { cell, func, call, opts, attempt: 0 });
+        self.enqueue(Task {
+            cell,
+            func,
+            call,
+            opts,
+            attempt: 0,
+        });
         handle
     }
 
@@ -155,7 +167,11 @@ impl Shard {
             let gen = self.gen();
             let mut waiting = self.waiting.borrow_mut();
             let entry = waiting.vacant_entry();
-            let key = TaskKey { waiting: true, index: entry.key() as u32, gen };
+            let key = TaskKey {
+                waiting: true,
+                index: entry.key() as u32,
+                gen,
+            };
             let waker = self.waker(key);
             entry.insert(Waiting { gen, task, waker });
             drop(waiting);
@@ -200,7 +216,9 @@ impl Shard {
     /// or moves it to the ready queue.
     pub(super) fn recheck_waiting(&self, key: TaskKey) {
         let mut waiting = self.waiting.borrow_mut();
-        let Some(w) = waiting.get(key.index as usize).filter(|w| w.gen == key.gen) else { return };
+        let Some(w) = waiting.get(key.index as usize).filter(|w| w.gen == key.gen) else {
+            return;
+        };
         if w.task.cell.is_ready() {
             // Cancelled while waiting.
             drop(waiting.remove(key.index as usize));

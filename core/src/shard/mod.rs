@@ -7,8 +7,8 @@
 //! nothing to do spins for a short while, then parks on its event loop
 //! (io_uring or tokio); a producer wakes it only if it has parked.
 
-mod exec;
 mod event_loop;
+mod exec;
 mod local;
 mod waker;
 
@@ -25,8 +25,8 @@ use crate::task::Task;
 
 pub use event_loop::EventLoopKind;
 pub(crate) use event_loop::{probe_event_loop, run_shard};
-pub(crate) use local::{Fut, Shard};
 pub use local::LeakCounts;
+pub(crate) use local::{Fut, Shard};
 pub(crate) use waker::TaskKey;
 
 /// A message to a shard.
@@ -49,7 +49,12 @@ pub(crate) struct ShardRemote {
 
 impl ShardRemote {
     pub(crate) fn new(stealer: Stealer<Task>) -> Self {
-        ShardRemote { inbox: SegQueue::new(), parked: AtomicBool::new(false), notify: Notify::new(), stealer }
+        ShardRemote {
+            inbox: SegQueue::new(),
+            parked: AtomicBool::new(false),
+            notify: Notify::new(),
+            stealer,
+        }
     }
 
     pub(crate) fn send(&self, msg: Msg) {
