@@ -1,6 +1,8 @@
 //! The API end to end on a real node: put, get, submit, refs as args.
 
-use owl::{CallOpts, GetError, Runtime, TaskErrorKind};
+mod common;
+
+use owl::{CallOpts, GetError, TaskErrorKind};
 
 #[owl::remote]
 fn add(a: u64, b: u64) -> u64 {
@@ -25,13 +27,7 @@ fn panics(x: u64) -> u64 {
     x
 }
 
-fn rt() -> Runtime {
-    Runtime::builder()
-        .shards(2)
-        .store_size(64 << 20)
-        .build()
-        .unwrap()
-}
+use common::two_shards as rt;
 
 #[test]
 fn put_get_and_submit() {

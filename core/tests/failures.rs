@@ -1,6 +1,8 @@
 //! Cancel, timeouts, retries, a full arena and bad configuration: each case
 //! asserts the exact error the user sees.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -50,13 +52,7 @@ fn record(p: i32) {
     ORDER.lock().unwrap().push(p);
 }
 
-fn rt() -> Runtime {
-    Runtime::builder()
-        .shards(2)
-        .store_size(64 << 20)
-        .build()
-        .unwrap()
-}
+use common::two_shards as rt;
 
 #[test]
 fn cancel_pending_task_and_its_children() {

@@ -1,5 +1,7 @@
 //! Nested tasks, deep recursion, fan-out, refs inside values.
 
+mod common;
+
 use owl::{ObjectRef, Runtime};
 
 #[owl::remote]
@@ -45,13 +47,7 @@ fn pass_through(r: ObjectRef<u64>) -> ObjectRef<u64> {
     r
 }
 
-fn rt() -> Runtime {
-    Runtime::builder()
-        .shards(2)
-        .store_size(64 << 20)
-        .build()
-        .unwrap()
-}
+use common::two_shards as rt;
 
 #[test]
 fn recursion_1000_deep_on_2_shards() {
