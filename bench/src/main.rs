@@ -1,138 +1,272 @@
-//! owl-bench: runs one standard workload (../shared/BENCHMARKS.md) on one
-//! node and prints its figures, as a table or as JSON lines.
+//! owl-bench: runs the standard workloads (../shared/BENCHMARKS.md) and the
+//! machine's physical limits, and reports medians of repetitions as a table,
+//! JSON lines and SVG plots.
 
+mod alloc;
+mod facts;
+mod harness;
+mod limits;
+mod plot;
 mod workloads;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use harness::{repeat, Figure};
+use owl::Runtime;
+use serde_json::{json, Value};
+use workloads::Size;
 
-use mimalloc::MiMalloc;
+pub use alloc::live_heap_bytes;
 
-/// mimalloc, counting live heap bytes so memory figures are exact.
-struct Counting;
+const USAGE: &str =
+    "usage: owl-bench <workload>... [--json] [--reps N] [--out DIR] [--shards N] [--tiny]
 
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-/// Bytes currently allocated on the heap by this process.
-pub fn live_heap_bytes() -> isize {
-    LIVE_BYTES.load(Ordering::Relaxed)
-}
-
-// SAFETY: forwards every call to mimalloc unchanged; the counter is a side effect.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { MiMalloc.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { MiMalloc.dealloc(ptr, layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { MiMalloc.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: same contract as ours.
-        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// One figure.
-#[derive(Debug)]
-pub struct Figure {
-    pub workload: &'static str,
-    pub metric: String,
-    pub value: f64,
-    pub unit: &'static str,
-    pub config: serde_json::Value,
-}
-
-const USAGE: &str = "usage: owl-bench <workload> [--json] [--shards N]
-
-workloads:
-  noop_throughput   10,000 and 1,000,000 no-op tasks: tasks/s, submit rate
-  rtt               1,000 sequential submit-then-get: p50/p99 µs
+workloads (one node):
+  noop_throughput   10,000 and 1,000,000 no-op tasks: tasks/s and submit rate
+  rtt               1,000 sequential submit-then-get: p50/p90/p99/p99.9/max µs
   chain             1,000 tasks each taking the previous result
   tree              1,024 leaves reduced by a binary tree of add tasks
   nested            100 parents each waiting on 100 children
   big_arg           a 100 MiB array passed by value and by reference
   put_get           put and get of 1 KiB, 1 MiB, 100 MiB objects
+  grain             throughput and efficiency against task size
   pending_memory    bytes per pending task with 1,000,000 tasks queued
-  all               every workload above";
+  all               every workload above
+  limits            the machine's limits (memcpy, core hand-off, loopback TCP
+                    and QUIC, tokio spawn) and owl's figures as ratios of them
+
+options:
+  --json       one JSON line per figure instead of the table
+  --reps N     repetitions after one warm-up (default 3); the median is reported
+  --out DIR    also write results.jsonl, results.md and SVG plots into DIR
+  --shards N   shards per node (default: all cores)
+  --tiny       every workload at a tiny size (a smoke test, not a measurement)";
+
+struct Options {
+    names: Vec<String>,
+    json: bool,
+    reps: usize,
+    out: Option<PathBuf>,
+    shards: Option<usize>,
+    size: Size,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        names: Vec::new(),
+        json: false,
+        reps: 3,
+        out: None,
+        shards: None,
+        size: Size::Full,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut number = |flag: &str| -> Result<usize, String> {
+            match it.next().map(|v| v.parse::<usize>()) {
+                Some(Ok(n)) if n > 0 => Ok(n),
+                Some(_) => Err(format!("{flag} needs a positive whole number")),
+                None => Err(format!("{flag} needs a value")),
+            }
+        };
+        match a.as_str() {
+            "--json" => o.json = true,
+            "--tiny" => o.size = Size::Tiny,
+            "--reps" => o.reps = number("--reps")?,
+            "--shards" => o.shards = Some(number("--shards")?),
+            "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
+            w if !w.starts_with('-') => o.names.push(w.to_string()),
+            other => return Err(format!("unknown option `{other}`")),
+        }
+    }
+    if o.names.is_empty() {
+        return Err("no workload given".into());
+    }
+    let known = |n: &str| n == "all" || n == "limits" || workloads::ALL.contains(&n);
+    if let Some(bad) = o.names.iter().find(|n| !known(n)) {
+        return Err(format!("unknown workload `{bad}`"));
+    }
+    Ok(o)
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut json = false;
-    let mut shards: Option<usize> = None;
-    let mut workload: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--json" => json = true,
-            "--shards" => match it.next().and_then(|v| v.parse().ok()) {
-                Some(n) if n > 0 => shards = Some(n),
-                _ => return usage_error("--shards needs a positive number"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            w if !w.starts_with('-') && workload.is_none() => workload = Some(w.to_string()),
-            other => return usage_error(&format!("unexpected argument `{other}`")),
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("owl-bench: {msg}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("owl-bench: {e:#}");
+            ExitCode::FAILURE
         }
     }
-    let Some(workload) = workload else {
-        return usage_error("no workload given");
-    };
-    let names: Vec<&str> = if workload == "all" {
-        workloads::ALL.to_vec()
-    } else {
-        vec![workload.as_str()]
-    };
-    for name in names {
-        let figures = match workloads::run(name, shards) {
-            Ok(Some(f)) => f,
-            Ok(None) => return usage_error(&format!("unknown workload `{name}`")),
-            Err(e) => {
-                eprintln!("owl-bench: {name} failed: {e:#}");
-                return ExitCode::FAILURE;
-            }
-        };
-        for f in figures {
-            if json {
-                let line = serde_json::json!({
-                    "workload": f.workload, "metric": f.metric, "value": f.value,
-                    "unit": f.unit, "config": f.config,
-                });
-                println!("{line}");
-            } else {
-                println!(
-                    "{:<16} {:<34} {:>14.3} {}",
-                    f.workload, f.metric, f.value, f.unit
-                );
-            }
-        }
-    }
-    ExitCode::SUCCESS
 }
 
-fn usage_error(msg: &str) -> ExitCode {
-    eprintln!("owl-bench: {msg}\n\n{USAGE}");
-    ExitCode::from(2)
+fn runtime(shards: Option<usize>) -> anyhow::Result<Runtime> {
+    let mut b = Runtime::builder().from_env()?;
+    if let Some(n) = shards {
+        b = b.shards(n);
+    }
+    Ok(b.build()?)
+}
+
+fn run_workload(name: &str, rt: &Runtime, opts: &Options) -> anyhow::Result<Vec<Figure>> {
+    let figures = repeat(name, opts.reps, || {
+        workloads::run_once(name, rt, opts.size).expect("workload names are checked")
+    })?;
+    rt.assert_no_leaks();
+    Ok(figures)
+}
+
+fn run(opts: &Options) -> anyhow::Result<()> {
+    let rt = runtime(opts.shards)?;
+    let machine = facts::machine(&rt.event_loop().to_string());
+    let mut names: Vec<&str> = Vec::new();
+    for n in &opts.names {
+        match n.as_str() {
+            "all" => names.extend(workloads::ALL),
+            other => names.push(other),
+        }
+    }
+    let mut figures = Vec::new();
+    for name in names {
+        let new = if name == "limits" {
+            limits_with_ratios(&rt, opts)?
+        } else {
+            run_workload(name, &rt, opts)?
+        };
+        emit(&new, opts, &machine);
+        figures.extend(new);
+    }
+    if let Some(dir) = &opts.out {
+        write_out(dir, &figures, &machine)?;
+    }
+    Ok(())
+}
+
+/// The limits, the owl workloads they bound, and owl's figure as a multiple of each limit.
+fn limits_with_ratios(rt: &Runtime, opts: &Options) -> anyhow::Result<Vec<Figure>> {
+    let mut figs = repeat("limits", opts.reps, || limits::run(opts.size))?;
+    let mut owl = Vec::new();
+    for w in ["noop_throughput", "rtt", "put_get"] {
+        owl.extend(run_workload(w, rt, opts)?);
+    }
+    let find = |set: &[Figure], w: &str, m: &str| {
+        set.iter()
+            .find(|f| f.workload == w && f.metric == m)
+            .map(|f| f.value)
+    };
+    let pairs = [
+        (
+            "noop_throughput",
+            "throughput_1000000",
+            "tokio_spawn",
+            "owl tasks/s ÷ tokio spawn rate",
+        ),
+        (
+            "noop_throughput",
+            "throughput_1000",
+            "tokio_spawn",
+            "owl tasks/s ÷ tokio spawn rate",
+        ),
+        (
+            "rtt",
+            "p50",
+            "pingpong_atomic_rtt",
+            "owl rtt ÷ atomic hand-off round trip",
+        ),
+        (
+            "rtt",
+            "p50",
+            "pingpong_channel_rtt",
+            "owl rtt ÷ parking channel round trip",
+        ),
+        (
+            "put_get",
+            "put_100MiB_bw",
+            "memcpy_100MiB",
+            "owl put GB/s ÷ memcpy GB/s",
+        ),
+        (
+            "put_get",
+            "put_1MiB_bw",
+            "memcpy_1MiB",
+            "owl put GB/s ÷ memcpy GB/s",
+        ),
+    ];
+    let mut ratios = Vec::new();
+    for (w, m, limit, meaning) in pairs {
+        if let (Some(o), Some(l)) = (find(&owl, w, m), find(&figs, "limits", limit)) {
+            ratios.push(Figure {
+                workload: "limits".into(),
+                metric: format!("ratio_{w}.{m}_to_{limit}"),
+                value: o / l,
+                unit: "x",
+                config: json!({ "meaning": meaning, "owl": o, "limit": l }),
+                reps: vec![o / l],
+                hist: None,
+            });
+        }
+    }
+    figs.extend(owl);
+    figs.extend(ratios);
+    Ok(figs)
+}
+
+fn emit(figures: &[Figure], opts: &Options, machine: &Value) {
+    for f in figures {
+        if opts.json {
+            println!("{}", f.to_json(machine));
+        } else {
+            let (lo, hi) = f
+                .reps
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+            println!(
+                "{:<16} {:<44} {:>14.3} {:<8} [{:.3} – {:.3}, n={}]",
+                f.workload,
+                f.metric,
+                f.value,
+                f.unit,
+                lo,
+                hi,
+                f.reps.len()
+            );
+        }
+    }
+}
+
+fn write_out(dir: &std::path::Path, figures: &[Figure], machine: &Value) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let mut jsonl = String::new();
+    let mut md = format!("# owl-bench results\n\nmachine: `{machine}`\n\n| workload | metric | median | unit | repetitions |\n| --- | --- | ---: | --- | --- |\n");
+    for f in figures {
+        writeln!(jsonl, "{}", f.to_json(machine))?;
+        let reps: Vec<String> = f.reps.iter().map(|v| format!("{v:.3}")).collect();
+        writeln!(
+            md,
+            "| {} | {} | {:.3} | {} | {} |",
+            f.workload,
+            f.metric,
+            f.value,
+            f.unit,
+            reps.join(", ")
+        )?;
+    }
+    std::fs::write(dir.join("results.jsonl"), jsonl)?;
+    std::fs::write(dir.join("results.md"), md)?;
+    let plots = plot::all(dir, figures)?;
+    eprintln!("owl-bench: wrote {} ({} plots)", dir.display(), plots.len());
+    Ok(())
 }
