@@ -61,6 +61,39 @@ pub enum Arg<P> {
     Ref(ObjectRef<P>),
     /// A by-value argument archived for retries.
     Kept(Stored),
+    /// Several refs whose values the task receives together (a `Vec<T>`
+    /// parameter given a `Vec<ObjectRef<T>>`).
+    Gather(Box<dyn Gather<P>>),
+}
+
+/// Refs resolved together into one argument.
+pub trait Gather<P>: Send {
+    /// Calls `f` on each ref's cell in order until it returns false.
+    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) -> bool;
+    /// The values, for this attempt (the refs stay, for retries).
+    fn take(&self) -> Result<P, TaskErrorKind>;
+}
+
+impl<Q: Value> Gather<Vec<Q>> for Vec<ObjectRef<Q>> {
+    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) -> bool {
+        self.iter().all(|r| f(r.cell()))
+    }
+
+    fn take(&self) -> Result<Vec<Q>, TaskErrorKind> {
+        self.iter().map(take_ref).collect()
+    }
+}
+
+fn take_ref<P: Value>(r: &ObjectRef<P>) -> Result<P, TaskErrorKind> {
+    match r.cell().result() {
+        Some(Ok(stored)) => deserialize_stored::<P>(stored)
+            .map_err(|e| TaskErrorKind::Store(format!("argument {}: {e}", r.id()))),
+        Some(Err(e)) => Err(TaskErrorKind::DependencyFailed(Arc::clone(e))),
+        None => Err(TaskErrorKind::Store(format!(
+            "argument {} is not ready",
+            r.id()
+        ))),
+    }
 }
 
 impl<P> std::fmt::Debug for Arg<P> {
@@ -69,6 +102,7 @@ impl<P> std::fmt::Debug for Arg<P> {
             Arg::Value(_) => f.write_str("Arg::Value"),
             Arg::Ref(r) => write!(f, "Arg::Ref({})", r.id()),
             Arg::Kept(_) => f.write_str("Arg::Kept"),
+            Arg::Gather(_) => f.write_str("Arg::Gather"),
         }
     }
 }
@@ -77,6 +111,7 @@ impl<P: Value> Arg<P> {
     pub fn dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) -> bool {
         match self {
             Arg::Ref(r) => f(r.cell()),
+            Arg::Gather(g) => g.deps(f),
             _ => true,
         }
     }
@@ -94,15 +129,8 @@ impl<P: Value> Arg<P> {
             Arg::Value(v) => v.take().ok_or_else(|| {
                 TaskErrorKind::Store("argument already consumed by an earlier attempt".into())
             }),
-            Arg::Ref(r) => match r.cell().result() {
-                Some(Ok(stored)) => deserialize_stored::<P>(stored)
-                    .map_err(|e| TaskErrorKind::Store(format!("argument {}: {e}", r.id()))),
-                Some(Err(e)) => Err(TaskErrorKind::DependencyFailed(Arc::clone(e))),
-                None => Err(TaskErrorKind::Store(format!(
-                    "argument {} is not ready",
-                    r.id()
-                ))),
-            },
+            Arg::Ref(r) => take_ref(r),
+            Arg::Gather(g) => g.take(),
             Arg::Kept(stored) => deserialize_stored::<P>(stored)
                 .map_err(|e| TaskErrorKind::Store(format!("argument: {e}"))),
         }
@@ -110,7 +138,7 @@ impl<P: Value> Arg<P> {
 }
 
 /// Converts what a caller passes into an [`Arg`]: a value, an `ObjectRef`,
-/// or a `&ObjectRef` (cloned).
+/// a `&ObjectRef` (cloned), or for a `Vec<T>` parameter a `Vec<ObjectRef<T>>`.
 pub trait IntoArg<P> {
     fn into_arg(self) -> Arg<P>;
 }
@@ -130,6 +158,14 @@ impl<P> IntoArg<P> for ObjectRef<P> {
 impl<P> IntoArg<P> for &ObjectRef<P> {
     fn into_arg(self) -> Arg<P> {
         Arg::Ref(self.clone())
+    }
+}
+
+/// A `Vec<T>` parameter may be given the refs of its elements: the task runs
+/// once all are ready and receives their values, in order.
+impl<Q: Value> IntoArg<Vec<Q>> for Vec<ObjectRef<Q>> {
+    fn into_arg(self) -> Arg<Vec<Q>> {
+        Arg::Gather(Box::new(self))
     }
 }
 

@@ -122,3 +122,30 @@ fn ref_passed_through_a_task_and_returned() {
     drop(back);
     rt.assert_no_leaks();
 }
+
+#[owl::remote]
+fn sum_all(values: Vec<u64>) -> u64 {
+    values.iter().sum()
+}
+
+#[owl::remote]
+async fn late(ms: u64, v: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    v
+}
+
+#[test]
+fn a_vec_parameter_gathers_many_refs() {
+    let rt = rt();
+    let total = rt.block_on(|rt| async move {
+        // One input arrives late: the task must wait for all of them.
+        let mut refs: Vec<ObjectRef<u64>> = (0..20).map(|i| leaf.remote(&rt, i).unwrap()).collect();
+        refs.push(late.remote(&rt, 20, 1000).unwrap());
+        let s = sum_all.remote(&rt, refs).unwrap();
+        // Values and refs can be mixed by passing values directly too.
+        let t = sum_all.remote(&rt, vec![1u64, 2, 3]).unwrap();
+        s.get_owned().await.unwrap() + t.get_owned().await.unwrap()
+    });
+    assert_eq!(total, (0..20).sum::<u64>() + 1000 + 6);
+    rt.assert_no_leaks();
+}
