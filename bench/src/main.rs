@@ -6,6 +6,7 @@ mod alloc;
 mod facts;
 mod harness;
 mod limits;
+mod metg_report;
 mod plot;
 mod workloads;
 
@@ -35,6 +36,10 @@ workloads (one node):
   all               every workload above
   limits            the machine's limits (memcpy, core hand-off, loopback TCP
                     and QUIC, tokio spawn) and owl's figures as ratios of them
+
+  owl-bench metg-report DIR [--cores N]
+                    METG(50%) of the Task Bench sweeps logged in DIR (see
+                    scripts/taskbench-metg.sh), side by side, with a plot
 
 options:
   --json       one JSON line per figure instead of the table
@@ -96,6 +101,9 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
+    if args.first().is_some_and(|a| a == "metg-report") {
+        return metg_report_cmd(&args[1..]);
+    }
     let opts = match parse(&args) {
         Ok(o) => o,
         Err(msg) => {
@@ -104,6 +112,39 @@ fn main() -> ExitCode {
         }
     };
     match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("owl-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn metg_report_cmd(args: &[String]) -> ExitCode {
+    let mut dir = None;
+    let mut cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--cores" => match it.next().and_then(|v| v.parse().ok()) {
+                Some(n) if n > 0 => cores = n,
+                _ => {
+                    eprintln!("owl-bench: --cores needs a positive whole number");
+                    return ExitCode::from(2);
+                }
+            },
+            d if dir.is_none() && !d.starts_with('-') => dir = Some(PathBuf::from(d)),
+            other => {
+                eprintln!("owl-bench: unexpected argument `{other}`\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(dir) = dir else {
+        eprintln!("owl-bench: metg-report needs the directory of sweep logs\n\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match metg_report::run(&dir, cores, 0.5) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("owl-bench: {e:#}");
