@@ -173,6 +173,8 @@ pub(crate) struct NodeShared {
     pub config: Config,
     pub event_loop: EventLoopKind,
     idle: AtomicUsize,
+    /// Tasks parked until their arguments are ready (see `shard::parked`).
+    pub parked: AtomicUsize,
     stopping: AtomicBool,
     next_external: AtomicUsize,
     cores: Vec<core_affinity::CoreId>,
@@ -372,6 +374,7 @@ impl Runtime {
             config,
             event_loop,
             idle: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             next_external: AtomicUsize::new(0),
         });
@@ -597,6 +600,7 @@ impl Runtime {
         }
         LeakReport {
             shards,
+            parked_tasks: self.shared.parked.load(Ordering::Relaxed),
             arena: self.shared.arena.stats(),
         }
     }
@@ -636,12 +640,15 @@ impl Runtime {
 #[derive(Debug, Clone)]
 pub struct LeakReport {
     pub shards: Vec<LeakCounts>,
+    /// Tasks waiting for arguments, node-wide.
+    pub parked_tasks: usize,
     pub arena: ArenaStats,
 }
 
 impl LeakReport {
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(LeakCounts::is_empty)
+        self.parked_tasks == 0
+            && self.shards.iter().all(LeakCounts::is_empty)
             && self.arena.live_blocks == 0
             && self.arena.used_bytes == 0
     }

@@ -224,6 +224,24 @@ pub(crate) struct Task {
     pub attempt: u32,
 }
 
+/// A task dropped without publishing a result (runtime shutdown, a queue
+/// dropped with its shard) fails its object, so nobody waits forever.
+impl Drop for Task {
+    fn drop(&mut self) {
+        if !self.cell.is_ready() {
+            let id = self.cell.id();
+            self.cell.complete(Err(Arc::new(crate::error::TaskError {
+                kind: TaskErrorKind::Shutdown,
+                task: self.name(),
+                object: id,
+                node: id.node,
+                shard: id.shard,
+                attempts: self.attempt,
+            })));
+        }
+    }
+}
+
 impl Task {
     pub fn priority(&self) -> i32 {
         self.opts.as_ref().map_or(0, |o| o.priority)

@@ -246,3 +246,29 @@ fn misconfiguration_fails_at_start() {
     assert!(matches!(err, StartError::Store(_)), "{err:?}");
     assert!(err.to_string().contains("OWL_STORE_DIR"), "{err}");
 }
+
+#[test]
+fn shutdown_fails_pending_and_parked_tasks_instead_of_hanging() {
+    let rt = rt();
+    let running = sleepy.remote(&rt, 60_000).unwrap();
+    let parked = add.remote(&rt, &running, 1).unwrap();
+    let done = add.remote(&rt, 1, 2).unwrap();
+    assert_eq!(*done.get_blocking().unwrap(), 3u64);
+    drop(rt);
+    for r in [&running, &parked] {
+        match r.get_blocking_timeout(Duration::from_secs(5)) {
+            Err(GetError::Task(e)) => {
+                assert!(
+                    matches!(
+                        e.kind,
+                        TaskErrorKind::Shutdown | TaskErrorKind::DependencyFailed(_)
+                    ),
+                    "{e}"
+                );
+            }
+            other => panic!("expected a shutdown error, got {other:?}"),
+        }
+    }
+    // A task that finished before shutdown keeps its value.
+    assert_eq!(*done.get_blocking().unwrap(), 3u64);
+}

@@ -56,11 +56,7 @@ impl Shard {
                 break;
             };
             did = true;
-            if key.waiting {
-                self.recheck_waiting(key);
-            } else {
-                self.poll_running(key);
-            }
+            self.poll_running(key);
         }
         did
     }
@@ -108,7 +104,6 @@ impl Shard {
             let mut running = self.running.borrow_mut();
             let entry = running.vacant_entry();
             let key = TaskKey {
-                waiting: false,
                 index: entry.key() as u32,
                 gen,
             };

@@ -8,6 +8,7 @@ use std::task::Waker;
 use crossbeam_deque::Worker;
 use slab::Slab;
 
+use super::parked::Parked;
 use super::waker::{TaskKey, TaskWaker};
 use super::Msg;
 use crate::cell::ObjectCell;
@@ -19,13 +20,6 @@ use crate::sched::{next_source, should_donate, PriorityQueue, Source};
 use crate::table::OwnershipTable;
 use crate::task::{Task, TaskFuture};
 use crate::value::Stored;
-
-/// A task parked until its arguments are ready.
-pub(super) struct Waiting {
-    pub gen: u32,
-    pub task: Task,
-    pub waker: Waker,
-}
 
 pub(crate) enum Fut {
     Task(TaskFuture),
@@ -48,7 +42,6 @@ pub(super) struct Running {
 pub struct LeakCounts {
     pub table_entries: usize,
     pub queued_tasks: usize,
-    pub waiting_tasks: usize,
     pub running_tasks: usize,
 }
 
@@ -64,7 +57,6 @@ pub(crate) struct Shard {
     pub(super) table: RefCell<OwnershipTable>,
     pub(super) fifo: Worker<Task>,
     pub(super) prio: RefCell<PriorityQueue<Task>>,
-    pub(super) waiting: RefCell<Slab<Waiting>>,
     pub(super) running: RefCell<Slab<Running>>,
     pub(super) woken: RefCell<VecDeque<TaskKey>>,
     pub(super) next_gen: Cell<u32>,
@@ -84,7 +76,6 @@ impl Shard {
             table: RefCell::new(table),
             fifo,
             prio: RefCell::new(PriorityQueue::default()),
-            waiting: RefCell::new(Slab::new()),
             running: RefCell::new(Slab::new()),
             woken: RefCell::new(VecDeque::new()),
             next_gen: Cell::new(0),
@@ -159,28 +150,17 @@ impl Shard {
         handle
     }
 
-    /// Queues a task: ready to run if its arguments are, else waiting.
+    /// Queues a task: ready to run if its arguments are, else parked on the
+    /// first one that is not.
     pub(crate) fn enqueue(&self, task: Task) {
         if task.deps_ready() {
             self.push_ready(task);
-        } else {
-            let gen = self.gen();
-            let mut waiting = self.waiting.borrow_mut();
-            let entry = waiting.vacant_entry();
-            let key = TaskKey {
-                waiting: true,
-                index: entry.key() as u32,
-                gen,
-            };
-            let waker = self.waker(key);
-            entry.insert(Waiting { gen, task, waker });
-            drop(waiting);
-            // Registering may find everything ready by now: check once.
-            self.recheck_waiting(key);
+        } else if let Some(task) = Parked::park(task, &self.shared, self.id) {
+            self.push_ready(task);
         }
     }
 
-    pub(super) fn push_ready(&self, task: Task) {
+    pub(crate) fn push_ready(&self, task: Task) {
         let priority = task.priority();
         if priority == 0 {
             self.fifo.push(task);
@@ -212,30 +192,6 @@ impl Shard {
         self.shared.shards[self.id.0 as usize].wake();
     }
 
-    /// Re-examines a waiting task: registers on its next unready argument,
-    /// or moves it to the ready queue.
-    pub(super) fn recheck_waiting(&self, key: TaskKey) {
-        let mut waiting = self.waiting.borrow_mut();
-        let Some(w) = waiting.get(key.index as usize).filter(|w| w.gen == key.gen) else {
-            return;
-        };
-        if w.task.cell.is_ready() {
-            // Cancelled while waiting.
-            drop(waiting.remove(key.index as usize));
-            return;
-        }
-        let mut pending = false;
-        w.task.call.deps(&mut |c| {
-            pending = c.wait(&w.waker);
-            !pending
-        });
-        if !pending {
-            let w = waiting.remove(key.index as usize);
-            drop(waiting);
-            self.push_ready(w.task);
-        }
-    }
-
     pub(super) fn handle(&self, msg: Msg) {
         match msg {
             Msg::Release(id) => self.release(id),
@@ -260,7 +216,6 @@ impl Shard {
         LeakCounts {
             table_entries: self.table.borrow().len(),
             queued_tasks: self.fifo.len() + self.prio.borrow().len(),
-            waiting_tasks: self.waiting.borrow().len(),
             running_tasks: running.iter().filter(|(_, r)| r.task.is_some()).count(),
         }
     }
@@ -269,29 +224,35 @@ impl Shard {
         self.table.borrow().check();
     }
 
-    /// Fails every task still held (runtime shutdown) and empties the table.
+    /// Drops every task still held (runtime shutdown): each fails its object
+    /// with `Shutdown` as it drops (see `Task`'s `Drop`), which may release
+    /// parked tasks onto this shard, so repeat until nothing is left. Then
+    /// empty the table.
     pub(super) fn shut_down(&self) {
-        let fail = |task: Task| {
-            let err = self.task_error(&task, TaskErrorKind::Shutdown);
-            task.cell.complete(Err(err));
-        };
-        let prio: Vec<Task> = self.prio.borrow_mut().drain().collect();
-        prio.into_iter().for_each(fail);
-        while let Some(t) = self.fifo.pop() {
-            fail(t);
-        }
-        let waiting: Vec<Waiting> = self.waiting.borrow_mut().drain().collect();
-        waiting.into_iter().for_each(|w| fail(w.task));
-        let running: Vec<Running> = self.running.borrow_mut().drain().collect();
-        for r in running {
-            drop(r.fut);
-            if let Some(t) = r.task {
-                fail(t);
+        let inbox = &self.shared.shards[self.id.0 as usize].inbox;
+        loop {
+            let mut dropped = false;
+            let prio: Vec<Task> = self.prio.borrow_mut().drain().collect();
+            dropped |= !prio.is_empty();
+            drop(prio);
+            while let Some(t) = self.fifo.pop() {
+                dropped = true;
+                drop(t);
             }
-        }
-        while let Some(msg) = self.shared.shards[self.id.0 as usize].inbox.pop() {
-            if let Msg::Release(id) = msg {
-                self.release(id);
+            let running: Vec<Running> = self.running.borrow_mut().drain().collect();
+            dropped |= !running.is_empty();
+            drop(running);
+            while let Some(msg) = inbox.pop() {
+                dropped = true;
+                match msg {
+                    Msg::Release(id) => self.release(id),
+                    // Work from outside threads is dropped: a caller waiting
+                    // for its answer gets `Shutdown`.
+                    other => drop(other),
+                }
+            }
+            if !dropped {
+                break;
             }
         }
         let entries = self.table.borrow_mut().drain();

@@ -10,6 +10,7 @@
 mod event_loop;
 mod exec;
 mod local;
+mod parked;
 mod waker;
 
 use std::cell::RefCell;

@@ -6,11 +6,10 @@ use std::task::Wake;
 use super::{with_current, Msg};
 use crate::runtime::NodeShared;
 
-/// Which suspended task to look at again: an async task's future, or a task
-/// waiting for its arguments. `gen` guards against a reused slot.
+/// Which suspended async task to poll again. `gen` guards against a reused
+/// slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskKey {
-    pub waiting: bool,
     pub index: u32,
     pub gen: u32,
 }
