@@ -198,8 +198,10 @@ impl NodeShared {
     }
 
     /// New stealable work on shard `from`: wake one parked shard, if any.
+    /// Pairs with `Shard::park` (announce, then look for work).
     pub(crate) fn wake_idle_shard(&self, from: ShardId) {
-        if self.idle.load(Ordering::Relaxed) == 0 {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) == 0 {
             return;
         }
         let n = self.shards.len();
@@ -345,7 +347,10 @@ impl Runtime {
         check_registry()?;
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let name = format!("owl-{}-{}.arena", std::process::id(), serial);
-        let arena = Arena::create(&config.store_dir, &name, config.store_size)?;
+        // One block slot per `inline_max` bytes: only larger values reach the arena.
+        let max_blocks =
+            (config.store_size / config.inline_max.max(1) as u64).clamp(1024, 1 << 20) as u32;
+        let arena = Arena::create(&config.store_dir, &name, config.store_size, max_blocks)?;
         let probed = probe_event_loop();
         let event_loop = match config.event_loop {
             Some(EventLoopKind::IoUring) if probed != EventLoopKind::IoUring => {

@@ -243,7 +243,7 @@ mod tests {
         assert!(!p.is_ready());
         assert_eq!(t.get(p.id()).unwrap().lineage.unwrap().name, "f");
         let dir = tempfile::tempdir().unwrap();
-        let arena = owl_store::Arena::create(dir.path(), "t", 1 << 20).unwrap();
+        let arena = owl_store::Arena::create(dir.path(), "t", 1 << 20, 64).unwrap();
         let r = t.insert_ready(crate::value::store(&7u64, &arena, 1024).unwrap());
         assert!(r.is_ready());
         assert!(t.get(r.id()).unwrap().lineage.is_none());

@@ -31,6 +31,9 @@ pub enum ArenaError {
         "object store size {requested} bytes is invalid: it must be between {min} and {max} bytes"
     )]
     Size { requested: u64, min: u64, max: u64 },
+    /// Every block slot of the arena is in use.
+    #[error("object store holds its maximum of {max} objects; free objects you no longer need or start owl with a larger store (OWL_STORE_SIZE)")]
+    TooManyBlocks { max: usize },
     /// Not enough contiguous free space for a block.
     #[error("object store is full: {requested} bytes requested, {free} of {capacity} bytes free (largest free region {largest}); free objects you no longer need or start owl with a larger store (OWL_STORE_SIZE)")]
     Full {
@@ -55,6 +58,7 @@ pub struct Arena {
     capacity: usize,
     path: PathBuf,
     alloc: Mutex<Allocator>,
+    max_blocks: usize,
     live_blocks: AtomicUsize,
     used_bytes: AtomicUsize,
     // Keeps the file open for as long as the mapping lives.
@@ -71,9 +75,15 @@ impl std::fmt::Debug for Arena {
 }
 
 impl Arena {
-    /// Creates a sparse arena file of `size` bytes in `dir` and maps it.
-    /// Pages cost memory only once written.
-    pub fn create(dir: &Path, name: &str, size: u64) -> Result<Arc<Arena>, ArenaError> {
+    /// Creates a sparse arena file of `size` bytes in `dir` and maps it, for
+    /// at most `max_blocks` live blocks (the allocator's bookkeeping is sized
+    /// for that up front). Pages cost memory only once written.
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        size: u64,
+        max_blocks: u32,
+    ) -> Result<Arc<Arena>, ArenaError> {
         let units = size / BLOCK_ALIGN as u64;
         if units == 0 || units > MAX_UNITS {
             return Err(ArenaError::Size {
@@ -108,7 +118,11 @@ impl Arena {
             map,
             capacity,
             path,
-            alloc: Mutex::new(Allocator::with_max_allocs(units as u32, 1 << 20)),
+            alloc: Mutex::new(Allocator::with_max_allocs(
+                units as u32,
+                max_blocks.clamp(16, 1 << 24),
+            )),
+            max_blocks: max_blocks.clamp(16, 1 << 24) as usize,
             live_blocks: AtomicUsize::new(0),
             used_bytes: AtomicUsize::new(0),
             _file: file,
@@ -153,6 +167,11 @@ impl Arena {
             }
             match alloc.allocate(units as u32) {
                 Some(a) => a,
+                None if self.live_blocks.load(Ordering::Acquire) >= self.max_blocks => {
+                    return Err(ArenaError::TooManyBlocks {
+                        max: self.max_blocks,
+                    })
+                }
                 None => return Err(full(&alloc)),
             }
         };
@@ -288,7 +307,7 @@ mod tests {
 
     fn arena(size: u64) -> (tempfile::TempDir, Arc<Arena>) {
         let dir = tempfile::tempdir().unwrap();
-        let arena = Arena::create(dir.path(), "test.arena", size).unwrap();
+        let arena = Arena::create(dir.path(), "test.arena", size, 1024).unwrap();
         (dir, arena)
     }
 
@@ -332,12 +351,25 @@ mod tests {
 
     #[test]
     fn unusable_dir_and_bad_size_are_reported() {
-        let err = Arena::create(Path::new("/nonexistent/owl"), "x", 1 << 20).unwrap_err();
+        let err = Arena::create(Path::new("/nonexistent/owl"), "x", 1 << 20, 64).unwrap_err();
         assert!(matches!(err, ArenaError::Dir { .. }), "{err}");
         assert!(err.to_string().contains("OWL_STORE_DIR"));
         let dir = tempfile::tempdir().unwrap();
-        let err = Arena::create(dir.path(), "x", 10).unwrap_err();
+        let err = Arena::create(dir.path(), "x", 10, 64).unwrap_err();
         assert!(matches!(err, ArenaError::Size { .. }), "{err}");
+    }
+
+    #[test]
+    fn block_slots_run_out_with_a_distinct_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let arena = Arena::create(dir.path(), "slots", 1 << 20, 16).unwrap();
+        let blocks: Vec<_> = (0..16).map(|_| arena.alloc(64).unwrap()).collect();
+        match arena.alloc(64) {
+            Err(ArenaError::TooManyBlocks { max: 16 }) => {}
+            other => panic!("expected TooManyBlocks, got {other:?}"),
+        }
+        drop(blocks);
+        assert!(arena.alloc(64).is_ok());
     }
 
     #[test]

@@ -156,20 +156,21 @@ impl Shard {
     }
 
     /// Parks in the event loop until a producer or a timer wakes us.
+    ///
+    /// Announce first (idle count, `parked`), then look for work, then
+    /// sleep: a producer pushes, then reads the announcement (SeqCst fences
+    /// on both sides), so either we see its work or it sees us and notifies.
     async fn park(&self) {
         let remote = &self.shared.shards[self.id.0 as usize];
         let notified = remote.notify.notified();
+        self.shared.idle_change(1);
         remote.parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.work_visible() || self.shared.stopping() {
-            remote.parked.store(false, Ordering::SeqCst);
-            return;
+        if !self.work_visible() && !self.shared.stopping() {
+            // Bounded, as a backstop against a lost wake-up.
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
-        self.shared.idle_change(1);
-        // A bounded park: stealable work appearing on a shard that did not see
-        // us parked is picked up within this interval at the latest.
-        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-        self.shared.idle_change(-1);
         remote.parked.store(false, Ordering::SeqCst);
+        self.shared.idle_change(-1);
     }
 }
