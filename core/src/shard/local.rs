@@ -163,8 +163,13 @@ impl Shard {
     pub(crate) fn push_ready(&self, task: Task) {
         let priority = task.priority();
         if priority == 0 {
+            // Only the push that makes the FIFO non-empty wakes a parked
+            // shard: a shard parks only after seeing every FIFO empty.
+            let was_empty = self.fifo.is_empty();
             self.fifo.push(task);
-            self.shared.wake_idle_shard(self.id);
+            if was_empty {
+                self.shared.wake_idle_shard(self.id);
+            }
         } else {
             self.prio.borrow_mut().push(priority, task);
         }
