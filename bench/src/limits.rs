@@ -67,12 +67,34 @@ fn memcpy(size: Size) -> Vec<Sample> {
     out
 }
 
-fn pin(core: usize) {
-    if let Some(ids) = core_affinity::get_core_ids() {
-        if let Some(id) = ids.get(core % ids.len().max(1)) {
-            core_affinity::set_for_current(*id);
+/// Runs `a` and `b` on two new threads pinned to two different cores (when
+/// the process may use two), so the caller's own affinity is never changed.
+fn on_two_cores<A, B, RA, RB>(a: A, b: B) -> (RA, RB)
+where
+    A: FnOnce() -> RA + Send + 'static,
+    B: FnOnce() -> RB + Send + 'static,
+    RA: Send + 'static,
+    RB: Send + 'static,
+{
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let core = |i: usize| cores.get(i % cores.len().max(1)).copied();
+    let (ca, cb) = (core(0), core(1));
+    let ta = std::thread::spawn(move || {
+        if let Some(c) = ca {
+            core_affinity::set_for_current(c);
         }
-    }
+        a()
+    });
+    let tb = std::thread::spawn(move || {
+        if let Some(c) = cb {
+            core_affinity::set_for_current(c);
+        }
+        b()
+    });
+    (
+        ta.join().expect("first thread"),
+        tb.join().expect("second thread"),
+    )
 }
 
 /// Two threads on two cores hand a counter back and forth by spinning.
@@ -80,25 +102,26 @@ fn pingpong_atomic(size: Size) -> Sample {
     let rounds = size.pick(200_000, 1_000) as u64;
     let flag = Arc::new(AtomicU64::new(0));
     let other = Arc::clone(&flag);
-    let peer = std::thread::spawn(move || {
-        pin(1);
-        for i in 0..rounds {
-            while other.load(Ordering::Acquire) != 2 * i + 1 {
-                std::hint::spin_loop();
+    let (rtt, ()) = on_two_cores(
+        move || {
+            let t0 = Instant::now();
+            for i in 0..rounds {
+                flag.store(2 * i + 1, Ordering::Release);
+                while flag.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
             }
-            other.store(2 * i + 2, Ordering::Release);
-        }
-    });
-    pin(0);
-    let t0 = Instant::now();
-    for i in 0..rounds {
-        flag.store(2 * i + 1, Ordering::Release);
-        while flag.load(Ordering::Acquire) != 2 * i + 2 {
-            std::hint::spin_loop();
-        }
-    }
-    let rtt = t0.elapsed().as_secs_f64() * 1e6 / rounds as f64;
-    peer.join().expect("ping-pong peer");
+            t0.elapsed().as_secs_f64() * 1e6 / rounds as f64
+        },
+        move || {
+            for i in 0..rounds {
+                while other.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                other.store(2 * i + 2, Ordering::Release);
+            }
+        },
+    );
     Sample::new(
         "pingpong_atomic_rtt",
         rtt,
@@ -112,23 +135,23 @@ fn pingpong_channel(size: Size) -> Sample {
     let rounds = size.pick(20_000, 200);
     let (to_peer, peer_rx) = crossbeam_channel::bounded::<u64>(1);
     let (to_main, main_rx) = crossbeam_channel::bounded::<u64>(1);
-    let peer = std::thread::spawn(move || {
-        pin(1);
-        while let Ok(v) = peer_rx.recv() {
-            if to_main.send(v).is_err() {
-                break;
+    let (rtt, ()) = on_two_cores(
+        move || {
+            let t0 = Instant::now();
+            for i in 0..rounds as u64 {
+                to_peer.send(i).expect("peer alive");
+                main_rx.recv().expect("peer alive");
             }
-        }
-    });
-    pin(0);
-    let t0 = Instant::now();
-    for i in 0..rounds as u64 {
-        to_peer.send(i).expect("peer alive");
-        main_rx.recv().expect("peer alive");
-    }
-    let rtt = t0.elapsed().as_secs_f64() * 1e6 / rounds as f64;
-    drop(to_peer);
-    peer.join().expect("channel peer");
+            t0.elapsed().as_secs_f64() * 1e6 / rounds as f64
+        },
+        move || {
+            while let Ok(v) = peer_rx.recv() {
+                if to_main.send(v).is_err() {
+                    break;
+                }
+            }
+        },
+    );
     Sample::new(
         "pingpong_channel_rtt",
         rtt,
