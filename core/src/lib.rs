@@ -30,10 +30,8 @@
 //! - a task that fails, panics or is cancelled stores an error as its result,
 //!   never takes its shard down.
 
-#![warn(missing_docs)]
-#![allow(missing_docs)]
-
 mod cell;
+mod config;
 mod error;
 mod ids;
 mod objref;
@@ -45,6 +43,7 @@ mod task;
 mod value;
 mod wait;
 
+pub use config::{Builder, Config};
 pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
@@ -52,7 +51,7 @@ pub use ids::{FnId, NodeId, ObjectId, ShardId};
 pub use objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
 pub use owl_macros::{main, remote};
 pub use owl_store::ArenaStats;
-pub use runtime::{runtime, Builder, Config, LeakReport, Runtime};
+pub use runtime::{runtime, LeakReport, Runtime};
 pub use shard::{EventLoopKind, LeakCounts};
 pub use task::{CallOpts, FnInfo, IntoArg};
 pub use value::{OwlWriter, Stored, Value};

@@ -118,9 +118,11 @@ impl Arena {
             map,
             capacity,
             path,
+            // The allocator's nodes describe free regions as well as blocks:
+            // at most one free region between two blocks, plus the tail.
             alloc: Mutex::new(Allocator::with_max_allocs(
                 units as u32,
-                max_blocks.clamp(16, 1 << 24),
+                2 * max_blocks.clamp(16, 1 << 24) + 1,
             )),
             max_blocks: max_blocks.clamp(16, 1 << 24) as usize,
             live_blocks: AtomicUsize::new(0),
@@ -165,19 +167,22 @@ impl Arena {
             if units as u64 > MAX_UNITS {
                 return Err(full(&alloc));
             }
+            // Counted under the lock, so the limit is exact.
+            if self.live_blocks.load(Ordering::Acquire) >= self.max_blocks {
+                return Err(ArenaError::TooManyBlocks {
+                    max: self.max_blocks,
+                });
+            }
             match alloc.allocate(units as u32) {
-                Some(a) => a,
-                None if self.live_blocks.load(Ordering::Acquire) >= self.max_blocks => {
-                    return Err(ArenaError::TooManyBlocks {
-                        max: self.max_blocks,
-                    })
+                Some(a) => {
+                    self.live_blocks.fetch_add(1, Ordering::AcqRel);
+                    a
                 }
                 None => return Err(full(&alloc)),
             }
         };
         let offset = allocation.offset as usize * BLOCK_ALIGN;
         debug_assert!(offset + len <= self.capacity);
-        self.live_blocks.fetch_add(1, Ordering::AcqRel);
         self.used_bytes
             .fetch_add(units * BLOCK_ALIGN, Ordering::AcqRel);
         Ok(BlockMut {
@@ -192,8 +197,10 @@ impl Arena {
     }
 
     fn free(&self, allocation: Allocation, units: usize) {
-        self.alloc.lock().free(allocation);
+        let mut alloc = self.alloc.lock();
+        alloc.free(allocation);
         self.live_blocks.fetch_sub(1, Ordering::AcqRel);
+        drop(alloc);
         self.used_bytes
             .fetch_sub(units * BLOCK_ALIGN, Ordering::AcqRel);
     }
