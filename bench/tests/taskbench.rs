@@ -11,23 +11,12 @@ fn owl_taskbench(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-const PATTERNS: &[&str] = &[
-    "trivial",
-    "no_comm",
-    "stencil_1d",
-    "stencil_1d_periodic",
-    "dom",
-    "tree",
-    "fft",
-    "all_to_all",
-    "nearest",
-    "spread",
-    "random_nearest",
-];
-
 #[test]
 fn every_pattern_runs_and_validates() {
-    for pattern in PATTERNS {
+    let patterns = taskbench::DependenceType::ALL
+        .into_iter()
+        .filter(|d| d.is_implemented());
+    for pattern in patterns.map(|d| d.name()) {
         for kernel in [
             ["-kernel", "compute_bound", "-iter", "8"],
             ["-kernel", "memory_bound", "-iter", "2"],

@@ -100,6 +100,18 @@ def latency_figures(ns: List[int], config: dict) -> "Rep":
     return out
 
 
+def put_get_figures(out: dict, label: str, size: int, t_put: float, done_puts: int,
+                    t_get: float, done_gets: int) -> None:
+    """The put_get figures of one size, named and united as owl-bench's."""
+    put = t_put / done_puts
+    get_s = t_get / done_gets
+    c = {"bytes": size, "puts": done_puts, "gets": done_gets}
+    out[f"put_{label}"] = (1 / put, "ops/s", c)
+    out[f"put_{label}_bw"] = (size / put / 1e9, "GB/s", c)
+    out[f"get_{label}"] = (1 / get_s, "calls/s", c)
+    out[f"get_{label}_latency"] = (get_s * 1e6, "us", c)
+
+
 def capped_loop(count: int, cap_s: float, body: Callable[[], None]) -> Tuple[int, float]:
     """Runs body() count times, or fewer (at least 3, or count if smaller)
     once cap_s seconds have passed; returns (calls made, elapsed seconds)."""

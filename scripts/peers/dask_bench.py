@@ -25,7 +25,7 @@ import distributed  # noqa: E402
 from distributed import Client, LocalCluster, wait, worker_client  # noqa: E402
 
 from common import (  # noqa: E402
-    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args,
+    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args, put_get_figures,
 )
 
 
@@ -169,20 +169,14 @@ def main() -> int:
             v = bytes([0xA5]) * size
             done_puts, t_put = capped_loop(puts, args.loop_cap,
                                            lambda: client.scatter(v, hash=False))
-            put = t_put / done_puts
             f = client.scatter(v, hash=False)
 
             def get():
                 assert len(f.result()) == size
 
             done_gets, t_get = capped_loop(s.gets, args.loop_cap, get)
-            get_s = t_get / done_gets
             del f
-            c = {"bytes": size, "puts": done_puts, "gets": done_gets}
-            out[f"put_{label}"] = (1 / put, "ops/s", c)
-            out[f"put_{label}_bw"] = (size / put / 1e9, "GB/s", c)
-            out[f"get_{label}"] = (1 / get_s, "calls/s", c)
-            out[f"get_{label}_latency"] = (get_s * 1e6, "us", c)
+            put_get_figures(out, label, size, t_put, done_puts, t_get, done_gets)
         return out
 
     fns = {

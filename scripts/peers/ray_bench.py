@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from common import (  # noqa: E402
-    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args,
+    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args, put_get_figures,
 )
 
 
@@ -164,20 +164,14 @@ def main() -> int:
         for label, size, puts in s.put_get:
             v = bytes([0xA5]) * size
             done_puts, t_put = capped_loop(puts, args.loop_cap, lambda: ray.put(v))
-            put = t_put / done_puts
             r = ray.put(v)
 
             def get():
                 assert len(ray.get(r)) == size
 
             done_gets, t_get = capped_loop(s.gets, args.loop_cap, get)
-            get_s = t_get / done_gets
             del r
-            c = {"bytes": size, "puts": done_puts, "gets": done_gets}
-            out[f"put_{label}"] = (1 / put, "ops/s", c)
-            out[f"put_{label}_bw"] = (size / put / 1e9, "GB/s", c)
-            out[f"get_{label}"] = (1 / get_s, "calls/s", c)
-            out[f"get_{label}_latency"] = (get_s * 1e6, "us", c)
+            put_get_figures(out, label, size, t_put, done_puts, t_get, done_gets)
         return out
 
     fns = {
