@@ -251,3 +251,20 @@ def non_loopback_sockets(extra_pids: List[int] = ()) -> List[str]:
             if not _is_loopback(local, False) or not _is_loopback(remote, True):
                 bad.append(f"{proto} pid {inodes[inode]} local {local} remote {remote}")
     return bad
+
+
+def finish(system: str, harness, run: Dict[str, Callable], workloads: List[str],
+           close: Callable[[], None]) -> int:
+    """Runs `workloads` from `run`, checks that every socket of the peer's
+    processes stayed on loopback, closes the peer and says how it went."""
+    for w in workloads:
+        harness.run(w, run[w])
+    bad = non_loopback_sockets()
+    harness.close()
+    close()
+    tag = system.lower()
+    if bad:
+        log(f"{tag}_bench: sockets off loopback seen after the run:\n  " + "\n  ".join(bad))
+        return 1
+    log(f"{tag}_bench: all sockets of the {system} processes were on loopback")
+    return 0

@@ -25,7 +25,7 @@ import distributed  # noqa: E402
 from distributed import Client, LocalCluster, wait, worker_client  # noqa: E402
 
 from common import (  # noqa: E402
-    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args, put_get_figures,
+    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args, put_get_figures, finish,
 )
 
 
@@ -183,17 +183,12 @@ def main() -> int:
         "noop_throughput": noop_throughput, "rtt": rtt, "chain": chain, "tree": tree,
         "nested": nested, "big_arg": big_arg, "put_get": put_get,
     }
-    for w in args.workloads:
-        h.run(w, fns[w])
-    bad = non_loopback_sockets()
-    h.close()
-    client.close()
-    cluster.close()
-    if bad:
-        log("dask_bench: sockets off loopback seen after the run:\n  " + "\n  ".join(bad))
-        return 1
-    log("dask_bench: all sockets of the Dask processes were on loopback")
-    return 0
+
+    def close():
+        client.close()
+        cluster.close()
+
+    return finish("Dask", h, fns, args.workloads, close)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from common import (  # noqa: E402
-    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args, put_get_figures,
+    Harness, capped_loop, latency_figures, log, non_loopback_sockets, parse_args, put_get_figures, finish,
 )
 
 
@@ -178,16 +178,7 @@ def main() -> int:
         "noop_throughput": noop_throughput, "rtt": rtt, "chain": chain, "tree": tree,
         "nested": nested, "big_arg": big_arg, "put_get": put_get,
     }
-    for w in args.workloads:
-        h.run(w, fns[w])
-    bad = non_loopback_sockets()
-    h.close()
-    ray.shutdown()
-    if bad:
-        log("ray_bench: sockets off loopback seen after the run:\n  " + "\n  ".join(bad))
-        return 1
-    log("ray_bench: all sockets of the Ray processes were on loopback")
-    return 0
+    return finish("Ray", h, fns, args.workloads, ray.shutdown)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,24 @@ impl fmt::Display for ParseNameError {
 
 impl std::error::Error for ParseNameError {}
 
+impl ParseNameError {
+    /// The member of `all` whose `name` is `s`, or the error naming `what`.
+    pub(crate) fn lookup<T: Copy>(
+        all: &[T],
+        name: fn(T) -> &'static str,
+        what: &'static str,
+        s: &str,
+    ) -> Result<T, ParseNameError> {
+        all.iter()
+            .copied()
+            .find(|t| name(*t) == s)
+            .ok_or_else(|| ParseNameError {
+                what,
+                name: s.to_string(),
+            })
+    }
+}
+
 /// Why command-line flags were refused, or why a graph is not well formed.
 /// Messages follow the reference's `error: ...` lines.
 #[derive(Clone, Debug, PartialEq)]

@@ -111,13 +111,7 @@ impl FromStr for DependenceType {
     type Err = ParseNameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| ParseNameError {
-                what: "dependence type",
-                name: s.to_string(),
-            })
+        ParseNameError::lookup(&Self::ALL, Self::name, "dependence type", s)
     }
 }
 

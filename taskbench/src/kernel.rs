@@ -93,13 +93,7 @@ impl FromStr for KernelType {
     type Err = ParseNameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| ParseNameError {
-                what: "kernel type",
-                name: s.to_string(),
-            })
+        ParseNameError::lookup(&Self::ALL, Self::name, "kernel type", s)
     }
 }
 
