@@ -34,6 +34,10 @@ pub struct ObjectCell {
     /// The runtime (process-local serial) whose table owns this object.
     pub(crate) rt: u32,
     pub(crate) handles: AtomicU32,
+    /// Refs to this object shipped to other nodes whose registration has not
+    /// reached the owning shard yet (see `net::refs`): the entry must not
+    /// be freed meanwhile.
+    pub(crate) in_flight: AtomicU32,
     result: OnceLock<Outcome>,
     // Taken only when a reader finds the value missing or a writer publishes:
     // never on the path of a ready `get`.
@@ -56,6 +60,7 @@ impl ObjectCell {
             id,
             rt,
             handles: AtomicU32::new(handles),
+            in_flight: AtomicU32::new(0),
             result: OnceLock::new(),
             waiting: Mutex::new(Waiting::default()),
         }

@@ -18,6 +18,15 @@ pub struct Config {
     pub store_size: u64,
     pub inline_max: usize,
     pub event_loop: Option<EventLoopKind>,
+    /// This node's place in a cluster; `None` for a single node.
+    pub cluster: Option<Membership>,
+}
+
+/// A node's place in a cluster of `nodes` nodes numbered from 0 (the head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    pub node: crate::ids::NodeId,
+    pub nodes: u32,
 }
 
 impl Default for Config {
@@ -30,6 +39,7 @@ impl Default for Config {
             store_size: 4 << 30,
             inline_max: 64 << 10,
             event_loop: None,
+            cluster: None,
         }
     }
 }
@@ -136,6 +146,13 @@ impl Builder {
     /// Forces an event loop instead of probing for io_uring.
     pub fn event_loop(mut self, kind: EventLoopKind) -> Self {
         self.config.event_loop = Some(kind);
+        self
+    }
+
+    /// Makes this node `node` of a cluster of `nodes`; the cluster's links
+    /// are connected after start (see `owl::in_process`).
+    pub fn cluster_member(mut self, node: crate::ids::NodeId, nodes: u32) -> Self {
+        self.config.cluster = Some(Membership { node, nodes });
         self
     }
 

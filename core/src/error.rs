@@ -21,6 +21,13 @@ pub enum TaskErrorKind {
     DependencyFailed(Arc<TaskError>),
     /// Its result (or an argument) could not be stored.
     Store(String),
+    /// The node running it died (or left) and no retry was left.
+    WorkerDied(NodeId),
+    /// The node that owns the object died: its objects fate-share with it.
+    OwnerDied(NodeId),
+    /// No node can run it (an unknown node was asked for, or the function
+    /// is not in the receiving node's binary).
+    Unplaceable(String),
 }
 
 impl std::fmt::Display for TaskErrorKind {
@@ -34,6 +41,15 @@ impl std::fmt::Display for TaskErrorKind {
                 write!(f, "did not run because an argument failed: {e}")
             }
             TaskErrorKind::Store(m) => write!(f, "could not store a value: {m}"),
+            TaskErrorKind::WorkerDied(n) => write!(
+                f,
+                "was lost because {n}, which ran it, died; raise max_retries to retry it elsewhere"
+            ),
+            TaskErrorKind::OwnerDied(n) => write!(
+                f,
+                "is lost because its owner {n} died (objects fate-share with their owner)"
+            ),
+            TaskErrorKind::Unplaceable(m) => write!(f, "cannot be placed: {m}"),
         }
     }
 }

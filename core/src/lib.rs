@@ -34,6 +34,7 @@ mod cell;
 mod config;
 mod error;
 mod ids;
+mod net;
 mod objref;
 mod runtime;
 pub mod sched;
@@ -43,7 +44,7 @@ mod task;
 mod value;
 mod wait;
 
-pub use config::{Builder, Config};
+pub use config::{Builder, Config, Membership};
 pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
@@ -51,6 +52,7 @@ pub use ids::{FnId, NodeId, ObjectId, ShardId};
 pub use objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
 pub use owl_macros::{main, remote};
 pub use owl_store::ArenaStats;
+pub use net::{in_process, NetLeaks};
 pub use runtime::{runtime, LeakReport, Runtime};
 pub use shard::{EventLoopKind, LeakCounts};
 pub use task::{CallOpts, FnInfo, IntoArg};
@@ -65,7 +67,9 @@ pub mod __private {
     pub use crate::cell::ObjectCell;
     pub use crate::error::TaskErrorKind;
     pub use crate::ids::stable_hash;
-    pub use crate::task::{Arg, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS};
+    pub use crate::task::{
+        Arg, ArgIn, ArgOut, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS,
+    };
     pub use crate::value::{store, Stored};
     pub use linkme;
     pub use owl_store::Arena;

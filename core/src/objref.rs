@@ -31,6 +31,10 @@ impl RawRef {
     pub fn id(&self) -> ObjectId {
         self.cell.id()
     }
+
+    pub(crate) fn cell(&self) -> &Arc<ObjectCell> {
+        &self.cell
+    }
 }
 
 impl Clone for RawRef {
@@ -47,7 +51,7 @@ impl Clone for RawRef {
 impl Drop for RawRef {
     fn drop(&mut self) {
         if self.cell.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            crate::runtime::release(self.cell.rt, self.cell.id());
+            crate::runtime::release(&self.cell);
         }
     }
 }
@@ -110,6 +114,10 @@ impl<T> ObjectRef<T> {
 
     pub(crate) fn cell(&self) -> &Arc<ObjectCell> {
         &self.raw.cell
+    }
+
+    pub(crate) fn raw(&self) -> &RawRef {
+        &self.raw
     }
 }
 

@@ -11,7 +11,8 @@ use owl_store::{Arena, ArenaStats};
 
 use crate::config::{Builder, Config};
 use crate::error::{PutError, StartError, SubmitError, TaskErrorKind};
-use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::cell::ObjectCell;
+use crate::ids::{NodeId, ShardId};
 use crate::objref::{ObjectRef, RawRef};
 use crate::shard::{
     probe_event_loop, run_shard, with_current, EventLoopKind, LeakCounts, Msg, Shard, ShardRemote,
@@ -39,6 +40,8 @@ pub(crate) struct NodeShared {
     idle: AtomicUsize,
     /// Tasks parked until their arguments are ready (see `shard::parked`).
     pub parked: AtomicUsize,
+    /// The cluster side of this node; `None` for a single node.
+    pub net: Option<crate::net::Net>,
     stopping: AtomicBool,
     next_external: AtomicUsize,
     cores: Vec<core_affinity::CoreId>,
@@ -85,23 +88,38 @@ impl NodeShared {
         Some(self.cores[shard.0 as usize % self.cores.len()])
     }
 
-    fn release(&self, id: ObjectId) {
-        if let Some(s) = self.shards.get(id.shard.0 as usize) {
-            s.send(Msg::Release(id));
+    /// Sends `msg` to one of this node's shards.
+    pub(crate) fn to_shard(&self, shard: ShardId, msg: Msg) {
+        if let Some(s) = self.shards.get(shard.0 as usize) {
+            s.send(msg);
+        }
+    }
+
+    /// The end of a handle group on this node, from any thread.
+    fn release_group(&self, cell: &Arc<ObjectCell>) {
+        let id = cell.id();
+        if id.node != self.node {
+            if let Some(net) = self.net.as_ref() {
+                net.release_borrowed(cell);
+            }
+        } else {
+            self.to_shard(id.shard, Msg::Release(id));
         }
     }
 }
 
-/// Routes the end of a node's handle group to the owning shard.
-pub(crate) fn release(rt: u32, id: ObjectId) {
+/// Routes the end of a node's handle group to the owning shard, or for a
+/// proxy of another node's object, to that owner.
+pub(crate) fn release(cell: &Arc<ObjectCell>) {
+    let (rt, id) = (cell.rt, cell.id());
     let done = with_current(|s| {
         if s.shared.serial != rt {
             return false;
         }
-        if s.id == id.shard {
+        if s.id == id.shard && id.node == s.shared.node {
             s.release(id);
         } else {
-            s.shared.release(id);
+            s.shared.release_group(cell);
         }
         true
     });
@@ -115,7 +133,7 @@ pub(crate) fn release(rt: u32, id: ObjectId) {
         .and_then(Weak::upgrade);
     // A runtime that is gone has freed its tables already.
     if let Some(node) = node {
-        node.release(id);
+        node.release_group(cell);
     }
 }
 
@@ -230,9 +248,14 @@ impl Runtime {
             .iter()
             .map(|w| ShardRemote::new(w.stealer()))
             .collect();
+        let (node, net) = match config.cluster {
+            Some(m) => (m.node, Some(crate::net::Net::new(m.node, m.nodes))),
+            None => (NodeId(0), None),
+        };
         let shared = Arc::new(NodeShared {
             serial,
-            node: NodeId(0),
+            node,
+            net,
             shards,
             arena,
             cores: if config.pin {
@@ -290,6 +313,15 @@ impl Runtime {
 
     pub fn node(&self) -> NodeId {
         self.shared.node
+    }
+
+    /// Nodes in this node's cluster (1 when it is not part of one).
+    pub fn nodes(&self) -> u32 {
+        self.shared.net.as_ref().map_or(1, |n| n.nodes)
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<NodeShared> {
+        &self.shared
     }
 
     pub fn config(&self) -> &Config {
@@ -468,8 +500,15 @@ impl Runtime {
             shards.push(rx.recv().unwrap_or_default());
         }
         LeakReport {
+            node: self.shared.node,
             shards,
             parked_tasks: self.shared.parked.load(Ordering::Relaxed),
+            net: self
+                .shared
+                .net
+                .as_ref()
+                .map(crate::net::Net::leaks)
+                .unwrap_or_default(),
             arena: self.shared.arena.stats(),
         }
     }
@@ -508,7 +547,10 @@ impl Runtime {
 /// What `leak_report` found.
 #[derive(Debug, Clone)]
 pub struct LeakReport {
+    pub node: NodeId,
     pub shards: Vec<LeakCounts>,
+    /// Cross-node state: proxies, exports, remote tasks, pulls.
+    pub net: crate::net::NetLeaks,
     /// Tasks waiting for arguments, node-wide.
     pub parked_tasks: usize,
     pub arena: ArenaStats,
@@ -517,6 +559,7 @@ pub struct LeakReport {
 impl LeakReport {
     pub fn is_empty(&self) -> bool {
         self.parked_tasks == 0
+            && self.net.is_empty()
             && self.shards.iter().all(LeakCounts::is_empty)
             && self.arena.live_blocks == 0
             && self.arena.used_bytes == 0

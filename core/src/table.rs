@@ -12,13 +12,21 @@
 //!   end arrives as exactly one release. Submitted-task refs and contained-in
 //!   refs on this node are handles of that group, so they can never be
 //!   undercounted by a message overtaking another.
-//! - *borrowers*: other nodes holding the object; each must report release.
+//!   A handle group that ended may still be on its way here as a release
+//!   when a ref to the object comes back from another node and starts a new
+//!   group (see `net::refs`), so `local_refs` may briefly be 2.
+//! - *borrowers*: other nodes holding the object, each with a signed count of
+//!   registrations: +n when a node hands the ref to it (the owner is told
+//!   before the sender can release its own hold), -n when its handle group
+//!   ends. Messages from different nodes race, so a count may be negative
+//!   for a while; the entry lives until every count is back to zero.
 //! - *lineage*: the function that produces the object, kept while the entry
 //!   lives.
 //!
 //! Invariants (checked by `check` in debug builds and in tests):
-//! 1. An entry exists from creation until `local_refs == 0` and
-//!    `borrowers` is empty; it is removed at that moment, never later.
+//! 1. An entry exists from creation until `local_refs == 0`, `borrowers`
+//!    is empty and no shipped ref is in flight; it is removed at that
+//!    moment, never later.
 //! 2. An entry's cell has the entry's id.
 //! 3. A release for an id whose entry is gone (or whose slot was reused) is
 //!    ignored.
@@ -37,13 +45,20 @@ pub struct Entry {
     gen: u32,
     pub cell: Arc<ObjectCell>,
     pub lineage: Option<&'static FnInfo>,
-    pub local_refs: u32,
-    pub borrowers: SmallVec<[NodeId; 2]>,
+    /// Handle groups on this node (signed: see the module docs).
+    pub local_refs: i32,
+    /// Registrations per borrowing node; zero counts are removed.
+    pub borrowers: SmallVec<[(NodeId, i32); 2]>,
+    /// A ref to it was sent to another node: the node's export index holds
+    /// the cell and must forget it when the entry goes.
+    pub exported: bool,
 }
 
 impl Entry {
     fn is_free(&self) -> bool {
-        self.local_refs == 0 && self.borrowers.is_empty()
+        self.local_refs == 0
+            && self.borrowers.is_empty()
+            && self.cell.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0
     }
 }
 
@@ -104,6 +119,7 @@ impl OwnershipTable {
             lineage,
             local_refs: 1,
             borrowers: SmallVec::new(),
+            exported: false,
         });
         debug_assert_eq!(key, id.index as usize);
         cell
@@ -127,22 +143,85 @@ impl OwnershipTable {
             .filter(|e| e.gen == id.gen)
     }
 
-    /// The node's handle group for `id` ended.
-    pub fn release_local(&mut self, id: ObjectId) -> Released {
-        let Some(entry) = self
-            .entries
+    fn entry_mut(&mut self, id: ObjectId) -> Option<&mut Entry> {
+        self.entries
             .get_mut(id.index as usize)
             .filter(|e| e.gen == id.gen)
-        else {
-            return Released::Stale;
-        };
-        debug_assert_eq!(entry.local_refs, 1, "one handle group per node");
-        entry.local_refs = entry.local_refs.saturating_sub(1);
-        if entry.is_free() {
+    }
+
+    fn free_if_unused(&mut self, id: ObjectId) -> Released {
+        if self.entries[id.index as usize].is_free() {
             Released::Freed(self.entries.remove(id.index as usize))
         } else {
             Released::Kept
         }
+    }
+
+    /// The node's handle group for `id` ended.
+    pub fn release_local(&mut self, id: ObjectId) -> Released {
+        let Some(entry) = self.entry_mut(id) else {
+            return Released::Stale;
+        };
+        entry.local_refs -= 1;
+        self.free_if_unused(id)
+    }
+
+    /// A new handle group for `id` started on this node (a ref came back
+    /// after the previous group ended). Its release may have been applied
+    /// already, so this can free the entry.
+    pub fn group_started(&mut self, id: ObjectId) -> Released {
+        let Some(entry) = self.entry_mut(id) else {
+            return Released::Stale;
+        };
+        entry.local_refs += 1;
+        self.free_if_unused(id)
+    }
+
+    /// Adds `delta` registrations of `node` as a borrower of `id`.
+    /// `shipped` marks a registration this node made when it sent the ref
+    /// (it ends the cell's in-flight count taken at sending).
+    pub fn borrow(&mut self, id: ObjectId, node: NodeId, delta: i32, shipped: bool) -> Released {
+        let Some(entry) = self.entry_mut(id) else {
+            return Released::Stale;
+        };
+        if shipped {
+            entry.exported = true;
+            entry
+                .cell
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        match entry.borrowers.iter().position(|(n, _)| *n == node) {
+            Some(i) => {
+                entry.borrowers[i].1 += delta;
+                if entry.borrowers[i].1 == 0 {
+                    entry.borrowers.swap_remove(i);
+                }
+            }
+            None if delta != 0 => entry.borrowers.push((node, delta)),
+            None => {}
+        }
+        self.free_if_unused(id)
+    }
+
+    /// Forgets every registration of a dead node (its death releases
+    /// everything it borrowed); returns the entries that freed.
+    pub fn purge_borrower(&mut self, node: NodeId) -> Vec<Entry> {
+        let mut freed = Vec::new();
+        let keys: Vec<usize> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.borrowers.iter().any(|(n, _)| *n == node))
+            .map(|(k, _)| k)
+            .collect();
+        for key in keys {
+            let entry = &mut self.entries[key];
+            entry.borrowers.retain(|(n, _)| *n != node);
+            if entry.is_free() {
+                freed.push(self.entries.remove(key));
+            }
+        }
+        freed
     }
 
     pub fn len(&self) -> usize {
@@ -187,6 +266,7 @@ mod tests {
         name: "f",
         path: "t::f",
         is_async: false,
+        decode: |_| Err("not callable".into()),
     };
 
     fn table() -> OwnershipTable {
@@ -231,9 +311,64 @@ mod tests {
             .get_mut(id.index as usize)
             .unwrap()
             .borrowers
-            .push(NodeId(5));
+            .push((NodeId(5), 1));
         assert!(matches!(t.release_local(id), Released::Kept));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn borrower_counts_may_cross_zero_in_any_order() {
+        let mut t = table();
+        let id = t.insert_pending(&F).id();
+        // Node 2 releases before the registration that covers it arrives.
+        assert!(matches!(t.borrow(id, NodeId(2), -1, false), Released::Kept));
+        assert!(matches!(t.release_local(id), Released::Kept));
+        t.check();
+        assert!(matches!(t.borrow(id, NodeId(2), 1, false), Released::Freed(_)));
+        assert!(t.is_empty());
+        assert!(matches!(t.borrow(id, NodeId(2), 1, false), Released::Stale));
+    }
+
+    #[test]
+    fn shipped_ref_holds_entry_until_registered() {
+        let mut t = table();
+        let cell = t.insert_pending(&F);
+        let id = cell.id();
+        cell.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        assert!(matches!(t.release_local(id), Released::Kept));
+        assert!(matches!(t.borrow(id, NodeId(1), 1, true), Released::Kept));
+        assert!(matches!(t.borrow(id, NodeId(1), -1, false), Released::Freed(e) if e.exported));
+    }
+
+    #[test]
+    fn returning_ref_starts_a_second_group() {
+        let mut t = table();
+        let id = t.insert_pending(&F).id();
+        t.borrow(id, NodeId(1), 1, false);
+        // The first group ends, the ref comes back, that group ends before
+        // its start is applied: counts meet at zero in any order.
+        assert!(matches!(t.release_local(id), Released::Kept));
+        assert!(matches!(t.release_local(id), Released::Kept));
+        assert!(matches!(t.group_started(id), Released::Kept));
+        assert!(matches!(t.borrow(id, NodeId(1), -1, false), Released::Freed(_)));
+    }
+
+    #[test]
+    fn dead_borrower_is_purged() {
+        let mut t = table();
+        let a = t.insert_pending(&F).id();
+        let b = t.insert_pending(&F).id();
+        t.borrow(a, NodeId(4), 2, false);
+        t.borrow(b, NodeId(4), 1, false);
+        t.borrow(b, NodeId(5), 1, false);
+        t.release_local(a);
+        t.release_local(b);
+        let freed = t.purge_borrower(NodeId(4));
+        assert_eq!(freed.len(), 1);
+        assert_eq!(freed[0].cell.id(), a);
+        assert_eq!(t.len(), 1);
+        t.check();
     }
 
     #[test]

@@ -10,7 +10,8 @@ use owl_store::Arena;
 use crate::cell::ObjectCell;
 use crate::error::{PutError, TaskErrorKind};
 use crate::ids::FnId;
-use crate::objref::{deserialize_stored, ObjectRef};
+use crate::ids::NodeId;
+use crate::objref::{deserialize_stored, ObjectRef, RawRef};
 use crate::value::{store, Stored, Value};
 
 /// A registered remote function (placed in [`REMOTE_FNS`] at compile time).
@@ -21,6 +22,23 @@ pub struct FnInfo {
     /// Module path and name; `id` is its stable hash.
     pub path: &'static str,
     pub is_async: bool,
+    /// Rebuilds a call from arguments received from another node.
+    pub decode: fn(Vec<ArgIn>) -> Result<Box<dyn Call>, String>,
+}
+
+/// An argument as it crosses nodes, seen by the sender: an archived value,
+/// or a ref whose value the receiver fetches itself.
+#[derive(Debug)]
+pub enum ArgOut<'a> {
+    Value(&'a Stored),
+    Ref(&'a RawRef),
+}
+
+/// An argument as it arrives from another node.
+#[derive(Debug)]
+pub enum ArgIn {
+    Value(Stored),
+    Ref(RawRef),
 }
 
 /// Every `#[owl::remote]` fn of the program, collected at link time.
@@ -53,6 +71,15 @@ pub trait Call: Send + 'static {
     fn keep_args(&mut self, arena: &Arc<Arena>, inline_max: usize) -> Result<(), PutError>;
     /// Runs one attempt. Arguments are ready when this is called.
     fn run(&mut self) -> Exec;
+    /// Prepares the arguments for another node (values archived, gathered
+    /// refs resolved into one value) and hands each to `f`, in order.
+    /// Arguments are ready when this is called.
+    fn wire(
+        &mut self,
+        arena: &Arc<Arena>,
+        inline_max: usize,
+        f: &mut dyn FnMut(ArgOut<'_>),
+    ) -> Result<(), PutError>;
 }
 
 /// One argument of a call: a value, or a ref whose value the task receives.
@@ -123,6 +150,42 @@ impl<P: Value> Arg<P> {
         Ok(())
     }
 
+    /// Archives the argument for another node and hands it to `f`. Gathered
+    /// refs become one archived value: the receiver's parameter is a `Vec<T>`
+    /// that no single ref on the wire could stand for.
+    pub fn wire(
+        &mut self,
+        arena: &Arc<Arena>,
+        inline_max: usize,
+        f: &mut dyn FnMut(ArgOut<'_>),
+    ) -> Result<(), PutError> {
+        if let Arg::Gather(g) = self {
+            let value = g.take().map_err(|e| PutError::Serialize(e.to_string()))?;
+            *self = Arg::Kept(store(&value, arena, inline_max)?);
+        }
+        self.keep(arena, inline_max)?;
+        match self {
+            Arg::Kept(stored) => f(ArgOut::Value(stored)),
+            Arg::Ref(r) => f(ArgOut::Ref(r.raw())),
+            Arg::Value(None) => {
+                return Err(PutError::Serialize(
+                    "argument already consumed by an earlier attempt".into(),
+                ))
+            }
+            Arg::Value(Some(_)) | Arg::Gather(_) => unreachable!("archived above"),
+        }
+        Ok(())
+    }
+
+    /// The argument of a call received from another node.
+    pub fn from_wire(arg: Option<ArgIn>) -> Result<Arg<P>, String> {
+        match arg {
+            Some(ArgIn::Value(stored)) => Ok(Arg::Kept(stored)),
+            Some(ArgIn::Ref(raw)) => Ok(Arg::Ref(ObjectRef::from_raw(raw))),
+            None => Err("fewer arguments than the function takes".into()),
+        }
+    }
+
     /// The argument's value for this attempt.
     pub fn take(&mut self) -> Result<P, TaskErrorKind> {
         match self {
@@ -181,6 +244,8 @@ pub struct CallOpts {
     /// Also retry when the function panics or returns `Err` (application
     /// errors); by default only system failures are retried.
     pub retry_on_error: bool,
+    /// Run on this node (placement); `None` lets the scheduler choose.
+    pub node: Option<NodeId>,
 }
 
 impl CallOpts {
@@ -208,6 +273,13 @@ impl CallOpts {
         self
     }
 
+    /// Places the task on `node`. If that node dies before answering, the
+    /// task is retried elsewhere within `max_retries` (system failure).
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
     /// Whether an application error (panic or `Err`) gets another attempt.
     pub(crate) fn retries_app_errors(&self) -> bool {
         self.retry_on_error && self.max_retries > 0
@@ -222,6 +294,8 @@ pub(crate) struct Task {
     /// `None` for the defaults, to keep queued tasks small.
     pub opts: Option<Box<CallOpts>>,
     pub attempt: u32,
+    /// Set when another node owns the task: its outcome goes back there.
+    pub reply_to: Option<NodeId>,
 }
 
 /// A task dropped without publishing a result (runtime shutdown, a queue
@@ -252,6 +326,21 @@ impl Task {
             Some(n) => n.to_string(),
             None => self.func.name.to_string(),
         }
+    }
+
+    /// The node the caller placed it on, if any.
+    pub fn target(&self) -> Option<NodeId> {
+        self.opts.as_ref().and_then(|o| o.node)
+    }
+
+    /// Whether an argument's task failed (the task then fails at once).
+    pub fn dep_failed(&self) -> bool {
+        let mut failed = false;
+        self.call.deps(&mut |c| {
+            failed = matches!(c.result(), Some(Err(_)));
+            !failed
+        });
+        failed
     }
 
     /// Whether every argument is ready.

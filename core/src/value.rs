@@ -101,6 +101,44 @@ impl Stored {
     pub(crate) fn contained(&self) -> &[RawRef] {
         &self.contained
     }
+
+    /// A value received from another node: `bytes` is an archive written by
+    /// owl on the sender, `contained` its refs, already resolved here.
+    pub(crate) fn from_bytes(
+        bytes: &[u8],
+        contained: Vec<RawRef>,
+        arena: &Arc<Arena>,
+        inline_max: usize,
+    ) -> Result<Stored, owl_store::ArenaError> {
+        let repr = if bytes.len() <= SMALL {
+            let mut small = SmallBuf([0; SMALL]);
+            small.0[..bytes.len()].copy_from_slice(bytes);
+            Repr::Small {
+                buf: small,
+                len: bytes.len() as u8,
+            }
+        } else if bytes.len() <= inline_max {
+            let mut heap = AlignedVec::with_capacity(bytes.len());
+            heap.extend_from_slice(bytes);
+            Repr::Heap(heap)
+        } else {
+            let mut block = arena.alloc(bytes.len())?;
+            block.as_mut_slice().copy_from_slice(bytes);
+            Repr::Arena(block.freeze())
+        };
+        Ok(Stored {
+            repr,
+            contained: contained.into_boxed_slice(),
+        })
+    }
+
+    /// A value pulled in chunks straight into an arena block.
+    pub(crate) fn from_block(block: Block, contained: Vec<RawRef>) -> Stored {
+        Stored {
+            repr: Repr::Arena(block),
+            contained: contained.into_boxed_slice(),
+        }
+    }
 }
 
 enum Mode {

@@ -67,6 +67,7 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     let call_name = format_ident!("__OwlCall_{}", name);
     let with_name = format_ident!("__OwlWith_{}", name);
     let info_name = format_ident!("__OWL_FN_{}", name_str.to_uppercase());
+    let decode_name = format_ident!("__owl_decode_{}", name);
 
     // Parameters: injected runtimes, and call arguments.
     let mut arg_fields: Vec<Ident> = Vec::new();
@@ -134,7 +135,22 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
             name: #name_str,
             path: concat!(module_path!(), "::", #name_str),
             is_async: #is_async,
+            decode: #decode_name,
         };
+
+        #[allow(non_snake_case)]
+        fn #decode_name(
+            __args: ::std::vec::Vec<::owl::__private::ArgIn>,
+        ) -> ::std::result::Result<::std::boxed::Box<dyn ::owl::__private::Call>, ::std::string::String> {
+            let mut __it = __args.into_iter();
+            let __call = #call_name {
+                #(#arg_fields: ::owl::__private::Arg::from_wire(__it.next())?,)*
+            };
+            if __it.next().is_some() {
+                return Err("more arguments than the function takes".into());
+            }
+            Ok(::std::boxed::Box::new(__call))
+        }
 
         #[allow(non_camel_case_types)]
         struct #call_name {
@@ -159,6 +175,17 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
             fn run(&mut self) -> ::owl::__private::Exec {
                 #(#takes)*
                 #run_body
+            }
+
+            fn wire(
+                &mut self,
+                __arena: &::owl::__private::Arc<::owl::__private::Arena>,
+                __max: usize,
+                __f: &mut dyn FnMut(::owl::__private::ArgOut<'_>),
+            ) -> ::std::result::Result<(), ::owl::PutError> {
+                #(self.#arg_fields.wire(__arena, __max, __f)?;)*
+                let _ = (__arena, __max, __f);
+                Ok(())
             }
         }
 

@@ -88,12 +88,27 @@ impl Shard {
             Err(kind) if task.should_retry(&kind) => {
                 tracing::debug!(task = %task.name(), attempt = task.attempt, error = %kind, "retrying task");
                 task.attempt += 1;
-                self.push_ready(task);
+                return self.push_ready(task);
             }
             Err(kind) => {
                 let err = self.task_error(&task, kind);
                 task.cell.complete(Err(err));
             }
+        }
+        self.reply(&task);
+    }
+
+    /// Fails a task that cannot run (no retry).
+    pub(crate) fn fail(&self, task: Task, kind: TaskErrorKind) {
+        let err = self.task_error(&task, kind);
+        task.cell.complete(Err(err));
+        self.reply(&task);
+    }
+
+    /// A task run for another node: its outcome goes back to the owner.
+    fn reply(&self, task: &Task) {
+        if let (Some(owner), Some(net)) = (task.reply_to, self.shared.net.as_ref()) {
+            net.task_done(&self.shared, owner, &task.cell);
         }
     }
 

@@ -17,7 +17,7 @@ use crate::ids::{ObjectId, ShardId};
 use crate::objref::RawRef;
 use crate::runtime::NodeShared;
 use crate::sched::{next_source, should_donate, PriorityQueue, Source};
-use crate::table::OwnershipTable;
+use crate::table::{OwnershipTable, Released};
 use crate::task::{Task, TaskFuture};
 use crate::value::Stored;
 
@@ -121,9 +121,40 @@ impl Shard {
                 break;
             };
             let released = self.table.borrow_mut().release_local(id);
-            drop(released);
+            self.drop_released(released);
         }
         self.releasing.set(false);
+    }
+
+    /// Drops a freed entry outside the table borrow; an exported one leaves
+    /// the node's export index first.
+    fn drop_released(&self, released: Released) {
+        if let Released::Freed(entry) = released {
+            if entry.exported {
+                if let Some(net) = self.shared.net.as_ref() {
+                    net.unexport(entry.cell.id());
+                }
+            }
+            drop(entry);
+        }
+    }
+
+    fn borrow(&self, id: ObjectId, node: crate::ids::NodeId, delta: i32, shipped: bool) {
+        let released = self.table.borrow_mut().borrow(id, node, delta, shipped);
+        self.drop_released(released);
+    }
+
+    fn group_started(&self, id: ObjectId) {
+        let released = self.table.borrow_mut().group_started(id);
+        self.drop_released(released);
+    }
+
+    /// A dead node's borrows count as released.
+    pub(crate) fn purge_borrower(&self, node: crate::ids::NodeId) {
+        let freed = self.table.borrow_mut().purge_borrower(node);
+        for entry in freed {
+            self.drop_released(Released::Freed(entry));
+        }
     }
 
     // ---- tasks ---------------------------------------------------------
@@ -146,6 +177,7 @@ impl Shard {
             call,
             opts,
             attempt: 0,
+            reply_to: None,
         });
         handle
     }
@@ -161,6 +193,11 @@ impl Shard {
     }
 
     pub(crate) fn push_ready(&self, task: Task) {
+        if let Some(node) = task.target() {
+            if node != self.shared.node {
+                return self.dispatch(task, node);
+            }
+        }
         let priority = task.priority();
         if priority == 0 {
             // Only the push that makes the FIFO non-empty wakes a parked
@@ -202,6 +239,29 @@ impl Shard {
             Msg::Release(id) => self.release(id),
             Msg::Wake(key) => self.woken.borrow_mut().push_back(key),
             Msg::Run(f) => f(self),
+            Msg::Borrow {
+                id,
+                node,
+                delta,
+                shipped,
+            } => self.borrow(id, node, delta, shipped),
+            Msg::GroupStarted(id) => self.group_started(id),
+            Msg::Enqueue(task) => self.enqueue(task),
+        }
+    }
+
+    /// Sends a ready task to another node (its arguments travel with it).
+    fn dispatch(&self, task: Task, node: crate::ids::NodeId) {
+        if task.dep_failed() {
+            // Fails here at once with the dependency's error.
+            return self.execute(task);
+        }
+        let Some(net) = self.shared.net.as_ref() else {
+            let why = format!("node {node} was asked for, but this runtime is not part of a cluster");
+            return self.fail(task, TaskErrorKind::Unplaceable(why));
+        };
+        if let Err((task, kind)) = net.dispatch(&self.shared, task, node) {
+            self.fail(task, kind);
         }
     }
 
@@ -251,6 +311,13 @@ impl Shard {
                 dropped = true;
                 match msg {
                     Msg::Release(id) => self.release(id),
+                    Msg::Borrow {
+                        id,
+                        node,
+                        delta,
+                        shipped,
+                    } => self.borrow(id, node, delta, shipped),
+                    Msg::GroupStarted(id) => self.group_started(id),
                     // Work from outside threads is dropped: a caller waiting
                     // for its answer gets `Shutdown`.
                     other => drop(other),

@@ -21,7 +21,7 @@ use crossbeam_deque::Stealer;
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
-use crate::ids::ObjectId;
+use crate::ids::{NodeId, ObjectId};
 use crate::task::Task;
 
 pub use event_loop::EventLoopKind;
@@ -38,6 +38,18 @@ pub(crate) enum Msg {
     Wake(TaskKey),
     /// Work from outside the shard (a non-shard thread, or setup).
     Run(Box<dyn FnOnce(&Shard) + Send>),
+    /// Registrations of `node` as a borrower of an object owned here.
+    Borrow {
+        id: ObjectId,
+        node: NodeId,
+        delta: i32,
+        /// Made by this node when it sent the ref (ends an in-flight count).
+        shipped: bool,
+    },
+    /// A ref to an object owned here came back and started a handle group.
+    GroupStarted(ObjectId),
+    /// A task to queue here (from another node, or a retry).
+    Enqueue(Task),
 }
 
 /// The part of a shard other threads may touch.

@@ -1,0 +1,257 @@
+//! Objects moving between nodes. A node that receives a ref to an object
+//! owned elsewhere asks the owner for it (`Fetch`, a standing request the
+//! owner answers once the value is ready). Small values come back whole;
+//! large ones as a header, then the receiver pulls chunks straight into a
+//! block of its arena, several in flight. One proxy per object and node
+//! means one fetch: concurrent readers on a node share it.
+
+use std::sync::{Arc, Weak};
+use std::task::{Wake, Waker};
+
+use owl_store::BlockMut;
+use owl_transport::proto::{Msg, WireError, WireId, WireValue};
+
+use super::{refs, wire, Net};
+use crate::cell::ObjectCell;
+use crate::error::{TaskError, TaskErrorKind};
+use crate::ids::{NodeId, ObjectId};
+use crate::objref::RawRef;
+use crate::runtime::NodeShared;
+use crate::value::Stored;
+
+/// Values larger than this are pulled in chunks of this size.
+pub(crate) const CHUNK: usize = 4 << 20;
+/// Chunks requested ahead of those received.
+const WINDOW: u64 = 8;
+
+/// A large value arriving in chunks.
+pub(super) struct Pull {
+    from: NodeId,
+    block: Option<BlockMut>,
+    contained: Vec<RawRef>,
+    len: u64,
+    requested: u64,
+    received: u64,
+}
+
+/// Answers a standing fetch once the object's value is there.
+struct FetchWaker {
+    node: Weak<NodeShared>,
+    cell: Weak<ObjectCell>,
+    to: NodeId,
+}
+
+impl Wake for FetchWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let (Some(node), Some(cell)) = (self.node.upgrade(), self.cell.upgrade()) else {
+            return;
+        };
+        if let Some(net) = node.net.as_ref() {
+            net.send_value(&node, self.to, &cell);
+        }
+    }
+}
+
+fn store_error(object: ObjectId, node: NodeId, message: String) -> Arc<TaskError> {
+    Arc::new(TaskError {
+        kind: TaskErrorKind::Store(message),
+        task: object.to_string(),
+        object,
+        node,
+        shard: object.shard,
+        attempts: 0,
+    })
+}
+
+impl Net {
+    pub(super) fn on_fetch(&self, node: &Arc<NodeShared>, from: NodeId, id: ObjectId) {
+        let Some(cell) = self.export_cell(id) else {
+            let err = store_error(id, self.me, "the owner has no such object (freed)".into());
+            return self.send(
+                from,
+                Msg::Value {
+                    object: wire::wire_id(id),
+                    outcome: Err(wire::wire_error(&err)),
+                },
+            );
+        };
+        let waker = Waker::from(Arc::new(FetchWaker {
+            node: Arc::downgrade(node),
+            cell: Arc::downgrade(&cell),
+            to: from,
+        }));
+        if !cell.wait(&waker) {
+            self.send_value(node, from, &cell);
+        }
+    }
+
+    /// Sends a ready object's value (or error) to `to`.
+    fn send_value(&self, node: &NodeShared, to: NodeId, cell: &ObjectCell) {
+        let object = wire::wire_id(cell.id());
+        let msg = match cell.result() {
+            None => return,
+            Some(Err(e)) => Msg::Value {
+                object,
+                outcome: Err(wire::wire_error(e)),
+            },
+            Some(Ok(stored)) if stored.bytes().len() <= CHUNK => Msg::Value {
+                object,
+                outcome: Ok(self.ship_value(node, to, stored)),
+            },
+            Some(Ok(stored)) => Msg::ValueHeader {
+                object,
+                len: stored.bytes().len() as u64,
+                refs: stored
+                    .contained()
+                    .iter()
+                    .map(|r| self.ship_ref(node, to, r))
+                    .collect(),
+            },
+        };
+        self.send(to, msg);
+    }
+
+    fn proxy(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+        self.borrowed.lock().get(&id).map(|b| Arc::clone(&b.cell))
+    }
+
+    pub(super) fn on_value(
+        &self,
+        node: &Arc<NodeShared>,
+        id: ObjectId,
+        outcome: Result<WireValue, WireError>,
+    ) {
+        let outcome = self.receive_outcome(node, id, outcome);
+        if let Some(cell) = self.proxy(id) {
+            cell.complete(outcome);
+        }
+    }
+
+    pub(super) fn on_value_header(
+        &self,
+        node: &Arc<NodeShared>,
+        from: NodeId,
+        id: ObjectId,
+        len: u64,
+        refs: Vec<WireId>,
+    ) {
+        let contained: Vec<RawRef> = refs.iter().map(|w| self.resolve(node, wire::id(w))).collect();
+        let block = match node.arena.alloc(len as usize) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(cell) = self.proxy(id) {
+                    cell.complete(Err(store_error(id, self.me, format!("pulling {len} bytes: {e}"))));
+                }
+                return;
+            }
+        };
+        let mut pulls = self.pulls.lock();
+        if pulls.contains_key(&id) {
+            return;
+        }
+        let mut pull = Pull {
+            from,
+            block: Some(block),
+            contained,
+            len,
+            requested: 0,
+            received: 0,
+        };
+        for _ in 0..WINDOW {
+            self.request_chunk(id, &mut pull);
+        }
+        pulls.insert(id, pull);
+    }
+
+    fn request_chunk(&self, id: ObjectId, pull: &mut Pull) {
+        if pull.requested >= pull.len {
+            return;
+        }
+        let len = (pull.len - pull.requested).min(CHUNK as u64);
+        self.send(
+            pull.from,
+            Msg::Pull {
+                object: wire::wire_id(id),
+                offset: pull.requested,
+                len: len as u32,
+            },
+        );
+        pull.requested += len;
+    }
+
+    pub(super) fn on_pull(&self, from: NodeId, id: ObjectId, offset: u64, len: u32) {
+        let data = self.export_cell(id).and_then(|cell| match cell.result() {
+            Some(Ok(stored)) => {
+                let bytes = stored.bytes();
+                let start = usize::try_from(offset).ok()?.min(bytes.len());
+                let end = start.saturating_add(len as usize).min(bytes.len());
+                Some(bytes[start..end].to_vec())
+            }
+            _ => None,
+        });
+        match data {
+            Some(data) => self.send(
+                from,
+                Msg::Chunk {
+                    object: wire::wire_id(id),
+                    offset,
+                    data,
+                },
+            ),
+            None => tracing::warn!(object = %id, %from, "pull of an object this node does not hold"),
+        }
+    }
+
+    pub(super) fn on_chunk(&self, _node: &Arc<NodeShared>, id: ObjectId, offset: u64, data: Vec<u8>) {
+        let done = {
+            let mut pulls = self.pulls.lock();
+            let Some(pull) = pulls.get_mut(&id) else { return };
+            let Some(block) = pull.block.as_mut() else { return };
+            let dst = block.as_mut_slice();
+            let start = offset as usize;
+            let Some(slot) = dst.get_mut(start..start + data.len()) else {
+                tracing::warn!(object = %id, offset, "chunk outside the object dropped");
+                return;
+            };
+            slot.copy_from_slice(&data);
+            pull.received += data.len() as u64;
+            self.request_chunk(id, pull);
+            if pull.received >= pull.len {
+                pulls.remove(&id)
+            } else {
+                None
+            }
+        };
+        if let Some(mut pull) = done {
+            let block = pull.block.take().expect("block present until done").freeze();
+            let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
+            if let Some(cell) = self.proxy(id) {
+                cell.complete(Ok(stored));
+            }
+        }
+    }
+
+    pub(super) fn fail_pulls_from(&self, dead: NodeId) {
+        let failed: Vec<ObjectId> = {
+            let mut pulls = self.pulls.lock();
+            let ids: Vec<ObjectId> = pulls
+                .iter()
+                .filter(|(_, p)| p.from == dead)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                pulls.remove(id);
+            }
+            ids
+        };
+        for id in failed {
+            if let Some(cell) = self.proxy(id) {
+                cell.complete(Err(refs::owner_died(id)));
+            }
+        }
+    }
+}

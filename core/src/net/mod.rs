@@ -1,0 +1,220 @@
+//! The node's part in a cluster: refs that cross nodes, tasks that run on
+//! other nodes, and objects pulled from their owners.
+//!
+//! Everything here is driven by two kinds of events: a shard deciding to
+//! send something (a task placed elsewhere, a value a remote caller asked
+//! for) and messages arriving from the transport's I/O thread. Messages
+//! that touch an ownership table are forwarded to the owning shard's inbox;
+//! the rest (borrowed refs, exports, pulls, remote tasks) live in small
+//! node-wide maps behind short locks.
+//!
+//! Invariants:
+//! 1. Every ref that leaves this node is registered with its owner before
+//!    this node can release its own hold on it (`refs`), so no window exists
+//!    where nobody counts an object.
+//! 2. Every registration a node receives is released exactly once: by the
+//!    release of the handle group it joined, or by the node's death.
+//! 3. A message about an object whose entry, proxy or pull is gone is
+//!    dropped, never a panic.
+
+mod fetch;
+mod inproc;
+mod link;
+mod refs;
+mod remote;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock, Weak};
+
+use owl_transport::proto::Msg;
+use link::{Handler, Link, PeerDown};
+use parking_lot::{Mutex, RwLock};
+
+use crate::cell::ObjectCell;
+use crate::ids::{NodeId, ObjectId};
+use crate::runtime::NodeShared;
+use crate::task::{FnInfo, REMOTE_FNS};
+
+pub use inproc::in_process;
+pub(crate) use refs::Borrowed;
+pub(crate) use remote::RemoteTask;
+
+/// The cluster state of one node.
+pub(crate) struct Net {
+    pub me: NodeId,
+    pub nodes: u32,
+    link: OnceLock<Arc<dyn Link>>,
+    /// Proxies of objects owned elsewhere, one handle group each.
+    borrowed: Mutex<HashMap<ObjectId, Borrowed>>,
+    /// Objects owned here whose refs went to other nodes: how incoming refs
+    /// and fetches find their cells without asking the owning shard.
+    exports: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+    /// Tasks owned here running on other nodes.
+    remote: Mutex<HashMap<ObjectId, RemoteTask>>,
+    /// Large values being pulled into this node's arena.
+    pulls: Mutex<HashMap<ObjectId, fetch::Pull>>,
+    fns: HashMap<u64, &'static FnInfo>,
+    dead: RwLock<HashSet<NodeId>>,
+    next_shard: AtomicUsize,
+}
+
+impl Net {
+    pub(crate) fn new(me: NodeId, nodes: u32) -> Net {
+        Net {
+            me,
+            nodes,
+            link: OnceLock::new(),
+            borrowed: Mutex::new(HashMap::new()),
+            exports: Mutex::new(HashMap::new()),
+            remote: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
+            fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
+            dead: RwLock::new(HashSet::new()),
+            next_shard: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn connect(&self, link: Arc<dyn Link>) {
+        if self.link.set(link).is_err() {
+            tracing::error!("node {} connected twice; keeping the first link", self.me);
+        }
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.link.get().is_some()
+    }
+
+    fn send(&self, to: NodeId, msg: Msg) {
+        match self.link.get() {
+            Some(link) => link.send(to.0, msg),
+            None => tracing::error!(to = %to, "message dropped: node {} has no link yet", self.me),
+        }
+    }
+
+    pub(crate) fn is_dead(&self, node: NodeId) -> bool {
+        self.dead.read().contains(&node)
+    }
+
+    /// What is left in the node-wide maps (all empty after a finished workload).
+    pub(crate) fn leaks(&self) -> NetLeaks {
+        NetLeaks {
+            borrowed: self.borrowed.lock().len(),
+            exports: self.exports.lock().len(),
+            remote_tasks: self.remote.lock().len(),
+            pulls: self.pulls.lock().len(),
+        }
+    }
+
+    /// Handles a batch of messages from `from`, in order.
+    pub(crate) fn on_msgs(&self, node: &Arc<NodeShared>, from: NodeId, msgs: Vec<Msg>) {
+        if self.is_dead(from) {
+            // Late messages of a node declared dead are dropped (DESIGN §6).
+            return;
+        }
+        for msg in msgs {
+            self.on_msg(node, from, msg);
+        }
+    }
+
+    fn on_msg(&self, node: &Arc<NodeShared>, from: NodeId, msg: Msg) {
+        match msg {
+            Msg::Submit {
+                object,
+                func,
+                name,
+                priority,
+                max_retries,
+                retry_on_error,
+                args,
+            } => self.on_submit(
+                node,
+                from,
+                wire::id(&object),
+                func,
+                remote::SubmitOpts {
+                    name,
+                    priority,
+                    max_retries,
+                    retry_on_error,
+                },
+                args,
+            ),
+            Msg::TaskDone { object, outcome } => {
+                self.on_task_done(node, from, wire::id(&object), outcome)
+            }
+            Msg::AddBorrower {
+                object,
+                borrower,
+                count,
+            } => self.on_borrow(node, wire::id(&object), NodeId(borrower), count as i32),
+            Msg::RemoveBorrower {
+                object,
+                borrower,
+                count,
+            } => self.on_borrow(node, wire::id(&object), NodeId(borrower), -(count as i32)),
+            Msg::Fetch { object } => self.on_fetch(node, from, wire::id(&object)),
+            Msg::Value { object, outcome } => self.on_value(node, wire::id(&object), outcome),
+            Msg::ValueHeader { object, len, refs } => {
+                self.on_value_header(node, from, wire::id(&object), len, refs)
+            }
+            Msg::Pull {
+                object,
+                offset,
+                len,
+            } => self.on_pull(from, wire::id(&object), offset, len),
+            Msg::Chunk {
+                object,
+                offset,
+                data,
+            } => self.on_chunk(node, wire::id(&object), offset, data),
+            Msg::Cancel { object } => self.on_cancel(wire::id(&object)),
+            Msg::NodeDead { node: dead } => self.on_node_dead(node, NodeId(dead)),
+            Msg::Heartbeat { .. } | Msg::Join { .. } | Msg::Members { .. } | Msg::Shutdown => {}
+        }
+    }
+}
+
+/// What `Net` still holds; part of the leak report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NetLeaks {
+    /// Proxies of objects owned by other nodes.
+    pub borrowed: usize,
+    /// Objects owned here that other nodes may still refer to.
+    pub exports: usize,
+    /// Tasks owned here still running on other nodes.
+    pub remote_tasks: usize,
+    /// Large values still being pulled.
+    pub pulls: usize,
+}
+
+impl NetLeaks {
+    pub fn is_empty(&self) -> bool {
+        *self == NetLeaks::default()
+    }
+}
+
+/// The transport's view of a node: forwards to its `Net` while it lives.
+pub(crate) struct NodeHandler(pub Weak<NodeShared>);
+
+impl Handler for NodeHandler {
+    fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
+        if let Some(node) = self.0.upgrade() {
+            if let Some(net) = node.net.as_ref() {
+                net.on_msgs(&node, NodeId(from), msgs);
+            }
+        }
+    }
+
+    fn on_peer_down(&self, peer: u32, why: PeerDown) {
+        if let Some(node) = self.0.upgrade() {
+            if let Some(net) = node.net.as_ref() {
+                if !node.stopping() {
+                    tracing::warn!(peer, why = ?why, "node {} lost a peer", net.me);
+                }
+                net.on_node_dead(&node, NodeId(peer));
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Tasks placed on other nodes: the owner sends the call and keeps the
+//! task (for its arguments' lifetime and for retries); the executor runs it
+//! and sends the outcome back; a dead executor's tasks are retried or failed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use owl_transport::proto::{Msg, WireArg, WireError, WireValue};
+
+use super::{refs, wire, Net};
+use crate::cell::ObjectCell;
+use crate::error::{TaskError, TaskErrorKind};
+use crate::ids::{NodeId, ObjectId};
+use crate::runtime::NodeShared;
+use crate::shard::Msg as ShardMsg;
+use crate::task::{ArgIn, ArgOut, CallOpts, Task};
+
+/// Values of ref arguments up to this size travel with the call; larger
+/// ones are pulled by the executor from their owner.
+const INLINE_REF_ARG: usize = 64 * 1024;
+
+/// Attempts after a node running a task dies, unless `max_retries` says more.
+pub(crate) const SYSTEM_RETRIES: u32 = 3;
+
+/// A task owned here, running elsewhere.
+pub(crate) struct RemoteTask {
+    pub task: Task,
+    pub node: NodeId,
+}
+
+pub(super) struct SubmitOpts {
+    pub name: Option<String>,
+    pub priority: i32,
+    pub max_retries: u32,
+    pub retry_on_error: bool,
+}
+
+impl Net {
+    /// Sends a ready task to `target`. On failure the task comes back with
+    /// the reason, to be failed by the caller.
+    pub(crate) fn dispatch(
+        &self,
+        node: &NodeShared,
+        mut task: Task,
+        target: NodeId,
+    ) -> Result<(), (Task, TaskErrorKind)> {
+        if target.0 >= self.nodes {
+            let why = format!("node {target} does not exist (the cluster has {} nodes)", self.nodes);
+            return Err((task, TaskErrorKind::Unplaceable(why)));
+        }
+        if self.is_dead(target) {
+            return Err((task, TaskErrorKind::WorkerDied(target)));
+        }
+        let mut args = Vec::new();
+        let wired = task
+            .call
+            .wire(&node.arena, node.config.inline_max, &mut |a| {
+                args.push(self.ship_arg(node, target, a))
+            });
+        if let Err(e) = wired {
+            return Err((task, TaskErrorKind::Store(e.to_string())));
+        }
+        let opts = task.opts.as_deref();
+        let msg = Msg::Submit {
+            object: wire::wire_id(task.cell.id()),
+            func: task.func.id.0,
+            name: opts.and_then(|o| o.name.as_deref()).map(str::to_string),
+            priority: opts.map_or(0, |o| o.priority),
+            max_retries: opts.map_or(0, |o| o.max_retries),
+            retry_on_error: opts.is_some_and(|o| o.retry_on_error),
+            args,
+        };
+        let id = task.cell.id();
+        self.remote.lock().insert(id, RemoteTask { task, node: target });
+        self.send(target, msg);
+        Ok(())
+    }
+
+    fn ship_arg(&self, node: &NodeShared, to: NodeId, arg: ArgOut<'_>) -> WireArg {
+        match arg {
+            ArgOut::Value(stored) => WireArg::Value(self.ship_value(node, to, stored)),
+            ArgOut::Ref(r) => match r.cell().result() {
+                Some(Ok(stored)) if stored.bytes().len() <= INLINE_REF_ARG => {
+                    WireArg::Value(self.ship_value(node, to, stored))
+                }
+                _ => WireArg::Ref(self.ship_ref(node, to, r)),
+            },
+        }
+    }
+
+    /// A call from `from` to run here: rebuilt, then queued on a shard. Its
+    /// outcome goes back when it finishes (`task_done`).
+    pub(super) fn on_submit(
+        &self,
+        node: &Arc<NodeShared>,
+        from: NodeId,
+        object: ObjectId,
+        func: u64,
+        opts: SubmitOpts,
+        args: Vec<WireArg>,
+    ) {
+        let mut ins = Vec::with_capacity(args.len());
+        let mut bad = None;
+        for a in args {
+            match a {
+                WireArg::Value(v) => match self.receive_value(node, v) {
+                    Ok(s) => ins.push(ArgIn::Value(s)),
+                    Err(kind) => bad = Some(kind),
+                },
+                WireArg::Ref(w) => ins.push(ArgIn::Ref(self.resolve(node, wire::id(&w)))),
+                WireArg::Gather(ws) => {
+                    // Never sent by owl (gathers travel as one value); still
+                    // resolve them so their registrations are returned.
+                    drop(ws.iter().map(|w| self.resolve(node, wire::id(w))).collect::<Vec<_>>());
+                    bad = Some(TaskErrorKind::Store("unexpected gathered argument".into()));
+                }
+            }
+        }
+        let cell = Arc::new(ObjectCell::new(object, node.serial, 0));
+        let name = opts.name.clone().unwrap_or_else(|| format!("f{func:x}"));
+        let fail = |kind: TaskErrorKind| {
+            let err = TaskError {
+                kind,
+                task: name.clone(),
+                object,
+                node: self.me,
+                shard: object.shard,
+                attempts: 1,
+            };
+            self.send(
+                from,
+                Msg::TaskDone {
+                    object: wire::wire_id(object),
+                    outcome: Err(wire::wire_error(&err)),
+                },
+            );
+        };
+        if let Some(kind) = bad {
+            return fail(kind);
+        }
+        let Some(&info) = self.fns.get(&func) else {
+            return fail(TaskErrorKind::Unplaceable(format!(
+                "function {func:#x} is not registered on {}: every node must run the same binary",
+                self.me
+            )));
+        };
+        let call = match (info.decode)(ins) {
+            Ok(call) => call,
+            Err(why) => return fail(TaskErrorKind::Unplaceable(format!("{}: {why}", info.name))),
+        };
+        let defaults = CallOpts {
+            name: opts.name.map(Into::into),
+            priority: opts.priority,
+            max_retries: opts.max_retries,
+            retry_on_error: opts.retry_on_error,
+            node: None,
+        };
+        let task = Task {
+            cell,
+            func: info,
+            call,
+            opts: (defaults != CallOpts::default()).then(|| Box::new(defaults)),
+            attempt: 0,
+            reply_to: Some(from),
+        };
+        let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % node.shards.len();
+        node.shards[n].send(ShardMsg::Enqueue(task));
+    }
+
+    /// A task run here for another node finished: send its outcome back.
+    pub(crate) fn task_done(&self, node: &NodeShared, owner: NodeId, cell: &ObjectCell) {
+        let outcome: Result<WireValue, WireError> = match cell.result() {
+            Some(Ok(stored)) => Ok(self.ship_value(node, owner, stored)),
+            Some(Err(e)) => Err(wire::wire_error(e)),
+            None => return,
+        };
+        self.send(
+            owner,
+            Msg::TaskDone {
+                object: wire::wire_id(cell.id()),
+                outcome,
+            },
+        );
+    }
+
+    pub(super) fn on_task_done(
+        &self,
+        node: &Arc<NodeShared>,
+        from: NodeId,
+        object: ObjectId,
+        outcome: Result<WireValue, WireError>,
+    ) {
+        let outcome = self.receive_outcome(node, object, outcome);
+        let remote = self.remote.lock().remove(&object);
+        match remote {
+            Some(r) if r.node == from => {
+                r.task.cell.complete(outcome);
+            }
+            Some(r) => {
+                // An answer from a node the task no longer runs on: keep waiting.
+                self.remote.lock().insert(object, r);
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn on_cancel(&self, object: ObjectId) {
+        tracing::debug!(object = %object, "cancel from owner: the result will be discarded");
+    }
+
+    /// `dead` left the cluster: retry or fail the tasks it ran for us, fail
+    /// our proxies of its objects, and forget its borrows of ours.
+    pub(crate) fn on_node_dead(&self, node: &Arc<NodeShared>, dead: NodeId) {
+        if dead == self.me || !self.dead.write().insert(dead) {
+            return;
+        }
+        let lost: Vec<RemoteTask> = {
+            let mut remote = self.remote.lock();
+            let ids: Vec<ObjectId> = remote
+                .iter()
+                .filter(|(_, r)| r.node == dead)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| remote.remove(id)).collect()
+        };
+        for RemoteTask { mut task, .. } in lost {
+            let budget = task.opts.as_ref().map_or(0, |o| o.max_retries).max(SYSTEM_RETRIES);
+            if task.attempt < budget {
+                task.attempt += 1;
+                // Retry on this node (which is alive): clear the placement.
+                if let Some(o) = task.opts.as_mut() {
+                    o.node = None;
+                }
+                node.to_shard(task.cell.id().shard, ShardMsg::Enqueue(task));
+            } else {
+                let id = task.cell.id();
+                task.cell.complete(Err(Arc::new(TaskError {
+                    kind: TaskErrorKind::WorkerDied(dead),
+                    task: task.name(),
+                    object: id,
+                    node: dead,
+                    shard: id.shard,
+                    attempts: task.attempt + 1,
+                })));
+            }
+        }
+        let proxies: Vec<Arc<ObjectCell>> = self
+            .borrowed
+            .lock()
+            .iter()
+            .filter(|(id, _)| id.node == dead)
+            .map(|(_, b)| Arc::clone(&b.cell))
+            .collect();
+        for cell in proxies {
+            cell.complete(Err(refs::owner_died(cell.id())));
+        }
+        self.fail_pulls_from(dead);
+        for s in node.shards.iter() {
+            s.send(ShardMsg::Run(Box::new(move |s| s.purge_borrower(dead))));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Conversions between owl's types and the transport's wire types.
+
+use std::sync::Arc;
+
+use owl_transport::proto::{WireError, WireId, WireValue};
+
+use super::Net;
+use crate::error::{TaskError, TaskErrorKind};
+use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::runtime::NodeShared;
+use crate::value::Stored;
+
+pub(super) fn id(w: &WireId) -> ObjectId {
+    ObjectId {
+        node: NodeId(w.node),
+        shard: ShardId(w.shard),
+        index: w.index,
+        gen: w.gen,
+    }
+}
+
+pub(super) fn wire_id(id: ObjectId) -> WireId {
+    WireId {
+        node: id.node.0,
+        shard: id.shard.0,
+        index: id.index,
+        gen: id.gen,
+    }
+}
+
+const PANICKED: u8 = 0;
+const FAILED: u8 = 1;
+const CANCELLED: u8 = 2;
+const SHUTDOWN: u8 = 3;
+const DEPENDENCY: u8 = 4;
+const STORE: u8 = 5;
+const WORKER_DIED: u8 = 6;
+const OWNER_DIED: u8 = 7;
+const UNPLACEABLE: u8 = 8;
+
+pub(super) fn wire_error(e: &TaskError) -> WireError {
+    let (kind, message, cause) = match &e.kind {
+        TaskErrorKind::Panicked(m) => (PANICKED, m.clone(), None),
+        TaskErrorKind::Failed(m) => (FAILED, m.clone(), None),
+        TaskErrorKind::Cancelled => (CANCELLED, String::new(), None),
+        TaskErrorKind::Shutdown => (SHUTDOWN, String::new(), None),
+        TaskErrorKind::DependencyFailed(c) => (DEPENDENCY, String::new(), Some(Box::new(wire_error(c)))),
+        TaskErrorKind::Store(m) => (STORE, m.clone(), None),
+        TaskErrorKind::WorkerDied(n) => (WORKER_DIED, n.0.to_string(), None),
+        TaskErrorKind::OwnerDied(n) => (OWNER_DIED, n.0.to_string(), None),
+        TaskErrorKind::Unplaceable(m) => (UNPLACEABLE, m.clone(), None),
+    };
+    WireError {
+        kind,
+        message,
+        task: e.task.clone(),
+        node: e.node.0,
+        shard: e.shard.0,
+        attempts: e.attempts,
+        cause,
+    }
+}
+
+/// The error a peer reported for `object` (causes keep the same object id:
+/// the wire does not carry theirs).
+pub(super) fn task_error(object: ObjectId, w: WireError) -> Arc<TaskError> {
+    let node_in = |m: &str| NodeId(m.parse().unwrap_or(w.node));
+    let kind = match w.kind {
+        PANICKED => TaskErrorKind::Panicked(w.message),
+        FAILED => TaskErrorKind::Failed(w.message),
+        CANCELLED => TaskErrorKind::Cancelled,
+        SHUTDOWN => TaskErrorKind::Shutdown,
+        DEPENDENCY => match w.cause {
+            Some(c) => TaskErrorKind::DependencyFailed(task_error(object, *c)),
+            None => TaskErrorKind::Store("a dependency failed (no cause sent)".into()),
+        },
+        STORE => TaskErrorKind::Store(w.message),
+        WORKER_DIED => TaskErrorKind::WorkerDied(node_in(&w.message)),
+        OWNER_DIED => TaskErrorKind::OwnerDied(node_in(&w.message)),
+        UNPLACEABLE => TaskErrorKind::Unplaceable(w.message),
+        other => TaskErrorKind::Store(format!(
+            "a peer sent an error of unknown kind {other}: {}",
+            w.message
+        )),
+    };
+    Arc::new(TaskError {
+        kind,
+        task: w.task,
+        object,
+        node: NodeId(w.node),
+        shard: ShardId(w.shard),
+        attempts: w.attempts,
+    })
+}
+
+impl Net {
+    /// A stored value as it goes to `to`: its bytes, and its refs registered.
+    pub(super) fn ship_value(&self, node: &NodeShared, to: NodeId, stored: &Stored) -> WireValue {
+        WireValue {
+            bytes: stored.bytes().to_vec(),
+            refs: stored
+                .contained()
+                .iter()
+                .map(|r| self.ship_ref(node, to, r))
+                .collect(),
+        }
+    }
+
+    /// A value that arrived: its refs resolved here, its bytes copied into
+    /// aligned memory (the arena for large ones).
+    pub(super) fn receive_value(
+        &self,
+        node: &Arc<NodeShared>,
+        v: WireValue,
+    ) -> Result<Stored, TaskErrorKind> {
+        let contained = v.refs.iter().map(|w| self.resolve(node, id(w))).collect();
+        Stored::from_bytes(&v.bytes, contained, &node.arena, node.config.inline_max)
+            .map_err(|e| TaskErrorKind::Store(format!("received value: {e}")))
+    }
+
+    pub(super) fn receive_outcome(
+        &self,
+        node: &Arc<NodeShared>,
+        object: ObjectId,
+        outcome: Result<WireValue, WireError>,
+    ) -> Result<Stored, Arc<TaskError>> {
+        match outcome {
+            Ok(v) => self.receive_value(node, v).map_err(|kind| {
+                Arc::new(TaskError {
+                    kind,
+                    task: object.to_string(),
+                    object,
+                    node: self.me,
+                    shard: object.shard,
+                    attempts: 0,
+                })
+            }),
+            Err(e) => Err(task_error(object, e)),
+        }
+    }
+}

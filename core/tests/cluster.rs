@@ -1,0 +1,177 @@
+//! Several nodes in one process (in-process links): remote tasks, refs that
+//! cross nodes in every direction, objects pulled between arenas, and exact
+//! reference counts (every node's tables empty at the end).
+
+use owl::{CallOpts, GetError, NodeId, ObjectRef, Runtime, TaskErrorKind};
+
+fn cluster(n: u32) -> Vec<Runtime> {
+    owl::in_process(n, |_| {
+        Runtime::builder()
+            .shards(2)
+            .pin(false)
+            .store_size(256 << 20)
+            .inline_max(1024)
+    })
+    .expect("cluster starts")
+}
+
+fn no_leaks(nodes: &[Runtime]) {
+    for rt in nodes {
+        rt.assert_no_leaks();
+    }
+}
+
+fn on(node: u32) -> CallOpts {
+    CallOpts::new().node(NodeId(node))
+}
+
+#[owl::remote]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[owl::remote]
+fn where_am_i(rt: Runtime) -> u32 {
+    rt.node().0
+}
+
+#[owl::remote]
+fn sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| b as u64).sum()
+}
+
+#[owl::remote]
+fn boom(x: u64) -> u64 {
+    panic!("boom {x}")
+}
+
+/// Puts a value on the node it runs on and returns the ref inside a value.
+#[owl::remote]
+fn make_boxed(rt: Runtime, n: u64) -> (u64, ObjectRef<Vec<u64>>) {
+    let r = rt.put((0..n).collect::<Vec<u64>>()).expect("put");
+    (n, r)
+}
+
+/// Receives a ref (not its value) and reads it: a get through the owner.
+#[owl::remote]
+async fn read_len(r: ObjectRef<Vec<u64>>) -> u64 {
+    r.get().await.expect("value").len() as u64
+}
+
+/// Passes a ref on to a task on another node (a borrower of a borrower).
+#[owl::remote]
+async fn forward(rt: Runtime, r: ObjectRef<Vec<u64>>, next: u32) -> u64 {
+    let len = read_len.options(on(next)).remote(&rt, r).expect("submit");
+    len.get_owned().await.expect("len")
+}
+
+/// Stores a received ref inside a new object and returns that object's ref.
+#[owl::remote]
+fn wrap(rt: Runtime, r: ObjectRef<Vec<u64>>) -> ObjectRef<(u32, ObjectRef<Vec<u64>>)> {
+    rt.put((rt.node().0, r)).expect("put")
+}
+
+#[test]
+fn tasks_run_where_placed_and_results_come_back() {
+    let nodes = cluster(3);
+    let rt = &nodes[0];
+    for n in 0..3 {
+        let r = where_am_i.options(on(n)).remote(rt).unwrap();
+        assert_eq!(*r.get_blocking().unwrap(), n);
+    }
+    let r = add.options(on(2)).remote(rt, 40, 2).unwrap();
+    assert_eq!(*r.get_blocking().unwrap(), 42);
+    // A chain that hops between nodes, each step taking the previous ref.
+    let mut x = rt.put(0u64).unwrap();
+    for i in 0..30u32 {
+        x = add.options(on(i % 3)).remote(rt, x, 1).unwrap();
+    }
+    assert_eq!(*x.get_blocking().unwrap(), 30);
+    drop((r, x));
+    no_leaks(&nodes);
+}
+
+#[test]
+fn large_values_are_pulled_in_chunks() {
+    let nodes = cluster(2);
+    let rt = &nodes[0];
+    let data: Vec<u8> = (0..(10 << 20)).map(|i| (i % 251) as u8).collect();
+    let expect: u64 = data.iter().map(|&b| b as u64).sum();
+    let big = rt.put(data).unwrap();
+    // By ref: node 1 pulls 10 MiB from node 0's arena.
+    let s = sum.options(on(1)).remote(rt, &big).unwrap();
+    assert_eq!(*s.get_blocking().unwrap(), expect);
+    drop((s, big));
+    no_leaks(&nodes);
+}
+
+#[test]
+fn refs_returned_inside_values_stay_alive_and_are_freed() {
+    let nodes = cluster(2);
+    let rt = &nodes[0];
+    let boxed = make_boxed.options(on(1)).remote(rt, 1000).unwrap();
+    let (n, inner) = boxed.get_blocking().unwrap().deserialize().unwrap();
+    assert_eq!(n, 1000);
+    assert_eq!(inner.id().node, NodeId(1), "owned where it was put");
+    drop(boxed);
+    // The outer object is gone; the inner one lives while `inner` does.
+    let v = inner.get_blocking().unwrap();
+    assert_eq!(v.len(), 1000);
+    assert_eq!(v[999], 999);
+    drop((v, inner));
+    no_leaks(&nodes);
+}
+
+#[test]
+fn borrowers_of_borrowers_are_counted() {
+    let nodes = cluster(3);
+    let rt = &nodes[0];
+    let x = rt.put((0..500u64).collect::<Vec<u64>>()).unwrap();
+    let len = forward.options(on(1)).remote(rt, x.clone(), 2).unwrap();
+    drop(x);
+    assert_eq!(*len.get_blocking().unwrap(), 500);
+    drop(len);
+    no_leaks(&nodes);
+}
+
+#[test]
+fn refs_stored_in_objects_on_other_nodes() {
+    let nodes = cluster(3);
+    let rt = &nodes[0];
+    let x = rt.put((0..64u64).collect::<Vec<u64>>()).unwrap();
+    let wrapped = wrap.options(on(1)).remote(rt, x.clone()).unwrap();
+    drop(x);
+    let outer: ObjectRef<(u32, ObjectRef<Vec<u64>>)> = wrapped.get_blocking().unwrap().deserialize().unwrap();
+    drop(wrapped);
+    assert_eq!(outer.id().node, NodeId(1));
+    // Read it from node 2: it holds the outer ref, which holds x.
+    let len = read_len.options(on(2)).remote(rt, {
+        let (node, inner) = outer.get_blocking().unwrap().deserialize().unwrap();
+        assert_eq!(node, 1);
+        inner
+    });
+    assert_eq!(*len.unwrap().get_blocking().unwrap(), 64);
+    drop(outer);
+    no_leaks(&nodes);
+}
+
+#[test]
+fn remote_errors_name_the_node() {
+    let nodes = cluster(2);
+    let rt = &nodes[0];
+    let r = boom.options(on(1)).remote(rt, 7).unwrap();
+    match r.get_blocking() {
+        Err(GetError::Task(e)) => {
+            assert!(matches!(&e.kind, TaskErrorKind::Panicked(m) if m == "boom 7"), "{e}");
+            assert_eq!(e.node, NodeId(1));
+        }
+        other => panic!("expected a task error, got {other:?}"),
+    }
+    // A dependent on another node fails with the cause.
+    let d = add.options(on(0)).remote(rt, &r, 1).unwrap();
+    assert!(matches!(d.get_blocking(), Err(GetError::Task(e)) if matches!(e.kind, TaskErrorKind::DependencyFailed(_))));
+    let bad = add.options(on(9)).remote(rt, 1, 1).unwrap();
+    assert!(matches!(bad.get_blocking(), Err(GetError::Task(e)) if matches!(&e.kind, TaskErrorKind::Unplaceable(m) if m.contains("node n9"))));
+    drop((r, d, bad));
+    no_leaks(&nodes);
+}
