@@ -1,0 +1,172 @@
+//! The typed messages nodes exchange, and their rkyv encoding.
+//!
+//! A frame's payload is one rkyv archive of a `Vec<Msg>` (a batch). The
+//! receiver validates it with bytecheck exactly once ([`decode_batch`]) and
+//! deserializes it into owned messages; nothing inside the process trusts
+//! bytes that did not pass through that function.
+//!
+//! `WireValue::bytes` is itself an rkyv archive of a user value, opaque to the
+//! transport. After deserialization it lives in a plain `Vec<u8>` whose start
+//! is *not* guaranteed to be 16-byte aligned: the receiver copies it into
+//! 16-byte aligned memory (an `rkyv::util::AlignedVec<16>` or its arena slot)
+//! before `rkyv::access` on it. The object store does that copy anyway when it
+//! places the value in its arena, so the transport does not do it twice.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// An object id on the wire: the owner's node and shard, a slot index and a
+/// generation (so a reused slot never aliases an old object).
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WireId {
+    pub node: u32,
+    pub shard: u16,
+    pub index: u32,
+    pub gen: u32,
+}
+
+/// A value: an rkyv archive (see the module doc for alignment) plus the ids of
+/// the object refs it contains, so the receiver can register as a borrower.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct WireValue {
+    pub bytes: Vec<u8>,
+    pub refs: Vec<WireId>,
+}
+
+/// A task argument.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum WireArg {
+    Value(WireValue),
+    Ref(WireId),
+    Gather(Vec<WireId>),
+}
+
+/// A task error as stored in an object; `cause` chains errors of arguments.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[rkyv(serialize_bounds(
+    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
+    __S::Error: rkyv::rancor::Source,
+))]
+#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
+#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext, __C::Error: rkyv::rancor::Source)))]
+pub struct WireError {
+    pub kind: u8,
+    pub message: String,
+    pub task: String,
+    pub node: u32,
+    pub shard: u16,
+    pub attempts: u32,
+    #[rkyv(omit_bounds)]
+    pub cause: Option<Box<WireError>>,
+}
+
+/// Every message of the protocol. One frame carries a batch of them.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// To the head: "node `node` listens on `addr` and runs `shards` shards".
+    Join {
+        node: u32,
+        addr: String,
+        shards: u32,
+    },
+    /// The head's reply once every node joined: each node's listen address.
+    Members {
+        members: Vec<(u32, String)>,
+    },
+    /// Liveness plus load, sent every `MeshConfig::heartbeat` to each peer.
+    Heartbeat {
+        seq: u64,
+        queued: u32,
+        idle_shards: u32,
+    },
+    /// From the head: `node` is dead; late messages from it are dropped.
+    NodeDead {
+        node: u32,
+    },
+    Submit {
+        object: WireId,
+        func: u64,
+        name: Option<String>,
+        priority: i32,
+        max_retries: u32,
+        retry_on_error: bool,
+        args: Vec<WireArg>,
+    },
+    TaskDone {
+        object: WireId,
+        outcome: Result<WireValue, WireError>,
+    },
+    AddBorrower {
+        object: WireId,
+        borrower: u32,
+        count: u32,
+    },
+    RemoveBorrower {
+        object: WireId,
+        borrower: u32,
+        count: u32,
+    },
+    /// "Send me this object's value when it is ready."
+    Fetch {
+        object: WireId,
+    },
+    /// A small value, whole.
+    Value {
+        object: WireId,
+        outcome: Result<WireValue, WireError>,
+    },
+    /// A large value: the receiver pulls it in chunks of at most [`MAX_CHUNK`].
+    ValueHeader {
+        object: WireId,
+        len: u64,
+        refs: Vec<WireId>,
+    },
+    Pull {
+        object: WireId,
+        offset: u64,
+        len: u32,
+    },
+    Chunk {
+        object: WireId,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    Cancel {
+        object: WireId,
+    },
+    /// The sender is leaving cleanly: its connection closing is not a failure.
+    Shutdown,
+}
+
+/// The largest `Chunk::data` a sender should put in one message (4 MiB), so
+/// chunks interleave with control messages well under the frame limit.
+pub const MAX_CHUNK: usize = 4 << 20;
+
+/// Why a payload could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("frame payload failed rkyv validation ({0}); the peer runs an incompatible build or the bytes are corrupt")]
+    Invalid(String),
+    #[error("rkyv serialization failed: {0}")]
+    Encode(String),
+}
+
+/// Serializes a batch into `scratch` (cleared first; reused across frames so
+/// steady-state encoding allocates nothing).
+// `&Vec` because rkyv serializes a sized `Vec<Msg>`, not a `[Msg]`.
+#[allow(clippy::ptr_arg)]
+pub fn encode_batch(
+    msgs: &Vec<Msg>,
+    scratch: &mut rkyv::util::AlignedVec<16>,
+) -> Result<(), CodecError> {
+    scratch.clear();
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(msgs, scratch)
+        .map(|_| ())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Validates (bytecheck, exactly once) and deserializes a batch. `aligned`
+/// must hold the whole payload and nothing else.
+pub fn decode_batch(aligned: &[u8]) -> Result<Vec<Msg>, CodecError> {
+    rkyv::from_bytes::<Vec<Msg>, rkyv::rancor::Error>(aligned)
+        .map_err(|e| CodecError::Invalid(e.to_string()))
+}
