@@ -120,6 +120,7 @@ fn env(args: EnvArgs) -> ExitCode {
             "job": p.job,
             "head_listener": p.head_listener.is_some(),
             "rendezvous_file": p.rendezvous_file.as_ref().map(|f| f.display().to_string()),
+            "secret_fp": secret_fingerprint(&p.secret),
             "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
         });
         if let Some(c) = &check {
@@ -158,6 +159,17 @@ fn env(args: EnvArgs) -> ExitCode {
         Some(Err(_)) => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// 32 bits of FNV-1a over the secret: enough to see that nodes agree on
+/// it, too little to help guess it.
+fn secret_fingerprint(secret: &[u8; 32]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in secret {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", (h >> 32) as u32 ^ h as u32)
 }
 
 /// Head: accepts `size - 1` connections on its bound listener, answering

@@ -1,0 +1,226 @@
+//! `owl env` launched by a real Slurm (`srun`, `sbatch`) and a real Open MPI
+//! (`mpirun`) on this machine: every rank must find its rank, the size, the
+//! same head (reachable: `--check-head` connects every rank to it) and the
+//! same secret.
+//!
+//! Skipped, with a line saying so, where `srun` (with a controller that
+//! answers) or `mpirun` is missing — unless `OWL_REQUIRE_SLURM` /
+//! `OWL_REQUIRE_MPI` is set, as `.ci/run` does, which turns a skip into a
+//! failure. `scripts/slurm-local.sh start --with-mpi` sets both up.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const OWL: &str = env!("CARGO_BIN_EXE_owl");
+
+fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether to run; panics when required but unavailable.
+fn available(what: &str, require_var: &str, ok: bool, how: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os(require_var).is_some() {
+        panic!("{require_var} is set but {what} is not available: {how}");
+    }
+    eprintln!(
+        "skipped: {what} is not available ({how}; set {require_var}=1 to make this a failure)"
+    );
+    false
+}
+
+/// A command with none of the launchers' variables leaking in from the
+/// test's own environment, and a private HOME (the shared cluster secret
+/// goes to `$HOME/.owl`).
+fn launcher(program: &str, home: &Path) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("60").arg(program);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("OWL_")
+            || k.starts_with("SLURM_")
+            || k.starts_with("OMPI_")
+            || k.starts_with("PMIX_")
+        {
+            c.env_remove(k);
+        }
+    }
+    c.env("HOME", home);
+    c
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "launch failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// All ranks 0..n present once, one size, one head, one secret, all reached
+/// the head.
+fn check_cluster(ranks: &[Value], n: u64, source: &str) {
+    assert_eq!(ranks.len() as u64, n, "{ranks:?}");
+    let got: BTreeSet<u64> = ranks.iter().map(|r| r["rank"].as_u64().unwrap()).collect();
+    assert_eq!(got, (0..n).collect::<BTreeSet<_>>(), "{ranks:?}");
+    for r in ranks {
+        assert_eq!(r["size"], n, "{r}");
+        assert_eq!(r["source"], source, "{r}");
+        assert_eq!(r["head"], ranks[0]["head"], "{ranks:?}");
+        assert_eq!(r["secret_fp"], ranks[0]["secret_fp"], "{ranks:?}");
+        assert_eq!(r["job"], ranks[0]["job"], "{ranks:?}");
+        assert_eq!(r["head_reachable"], true, "{r}");
+    }
+    let head = ranks.iter().find(|r| r["rank"] == 0).unwrap();
+    assert_eq!(head["head_listener"], true, "rank 0 bound the head: {head}");
+    assert_eq!(head["listen"], head["head"], "{head}");
+}
+
+fn slurm_ready() -> bool {
+    let ok = on_path("srun")
+        && Command::new("timeout")
+            .args(["3", "sinfo", "-h"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    available(
+        "Slurm (srun with a running controller)",
+        "OWL_REQUIRE_SLURM",
+        ok,
+        "run scripts/slurm-local.sh start",
+    )
+}
+
+#[test]
+fn srun_places_two_ranks() {
+    if !slurm_ready() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = launcher("srun", home.path())
+        .args([
+            "-n",
+            "2",
+            "--overcommit",
+            OWL,
+            "env",
+            "--json",
+            "--check-head",
+            "--wait",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    let ranks = json_lines(&out);
+    check_cluster(&ranks, 2, "slurm");
+    let secret = home.path().join(".owl/cluster-secret");
+    assert!(secret.exists(), "rank 0 created the shared secret");
+}
+
+#[test]
+fn sbatch_script_without_srun_is_a_single_node() {
+    if !slurm_ready() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let log = home.path().join("job.out");
+    let script = format!("{OWL} env --json; srun {OWL} env --json --check-head --wait 30");
+    let out = launcher("sbatch", home.path())
+        .args(["--wait", "-n", "2", "--overcommit", "-o"])
+        .arg(&log)
+        .args(["--wrap", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sbatch: {out:?}; log: {:?}",
+        std::fs::read_to_string(&log)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(
+        lines[0]["source"], "single",
+        "the batch script itself: {text}"
+    );
+    assert_eq!(lines[0]["size"], 1);
+    check_cluster(&lines[1..], 2, "slurm");
+}
+
+#[test]
+fn mpirun_places_two_ranks_through_the_rendezvous_file() {
+    if !available(
+        "mpirun",
+        "OWL_REQUIRE_MPI",
+        on_path("mpirun"),
+        "apt-get install openmpi-bin",
+    ) {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = launcher("mpirun", home.path())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args([
+            "-n",
+            "2",
+            "--oversubscribe",
+            OWL,
+            "env",
+            "--json",
+            "--check-head",
+            "--wait",
+            "30",
+        ])
+        .output()
+        .unwrap();
+    let ranks = json_lines(&out);
+    check_cluster(&ranks, 2, "mpi");
+    let file = ranks[0]["rendezvous_file"].as_str().unwrap();
+    assert!(file.ends_with(".head"), "{file}");
+    assert_eq!(
+        std::fs::read_to_string(file).unwrap().trim(),
+        ranks[0]["head"].as_str().unwrap()
+    );
+    let _ = std::fs::remove_file(file);
+    // A second mpirun is a different job: a different rendezvous file.
+    let again = json_lines(
+        &launcher("mpirun", home.path())
+            .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .args([
+                "-n",
+                "2",
+                "--oversubscribe",
+                OWL,
+                "env",
+                "--json",
+                "--check-head",
+                "--wait",
+                "30",
+            ])
+            .output()
+            .unwrap(),
+    );
+    check_cluster(&again, 2, "mpi");
+    assert_ne!(again[0]["job"], ranks[0]["job"]);
+    let _ = std::fs::remove_file(again[0]["rendezvous_file"].as_str().unwrap());
+}
