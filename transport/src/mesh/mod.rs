@@ -1,0 +1,382 @@
+//! The node-facing API every driver implements: [`Link`] to send, [`Handler`]
+//! to receive, [`start`] to join a cluster.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::proto::{FrameError, Msg, DEFAULT_MAX_FRAME};
+
+pub(crate) mod node;
+
+/// Receives what the transport delivers. Called on the transport's single
+/// I/O thread: keep it short (hand work to shards), never block on the
+/// network from inside it.
+pub trait Handler: Send + Sync + 'static {
+    /// A batch from `from`, in the order the peer sent them. Heartbeats are
+    /// delivered too (they carry the peer's load); `Join`, `Members`,
+    /// `NodeDead` and `Shutdown` are consumed by the transport.
+    fn on_msgs(&self, from: u32, msgs: Vec<Msg>);
+    /// `peer` is gone: reported at most once per peer, never for a peer that
+    /// left with `Shutdown`, never after this node's own shutdown began.
+    fn on_peer_down(&self, peer: u32, why: PeerDown);
+}
+
+/// What the runtime sends through.
+pub trait Link: Send + Sync + 'static {
+    /// Queues `msg` for `to`; never blocks, never fails. Messages to one peer
+    /// arrive in the order sent; messages to a dead peer (or to this node, or
+    /// to an id out of range) are dropped.
+    fn send(&self, to: u32, msg: Msg);
+    fn me(&self) -> u32;
+    fn nodes(&self) -> u32;
+}
+
+/// Why a peer was reported down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerDown {
+    /// The connection closed or failed.
+    ConnectionLost(String),
+    /// Nothing heard for longer than `dead_after`.
+    HeartbeatTimeout(Duration),
+    /// The peer sent a frame that failed the protocol's checks.
+    Protocol(FrameError),
+    /// The head announced the node dead (`Msg::NodeDead`).
+    Announced,
+    /// The simulator crashed it.
+    Crashed,
+}
+
+/// Which wire a mesh runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// QUIC (quinn, TLS 1.3, mutual auth under the cluster CA).
+    Quic,
+    /// TCP over io_uring (plain tokio if io_uring is unavailable).
+    /// `plaintext: true` skips frame encryption for a trusted fabric; the
+    /// handshake still authenticates, and every node must agree.
+    Tcp { plaintext: bool },
+}
+
+/// How to join a cluster.
+#[derive(Clone)]
+pub struct MeshConfig {
+    pub node: u32,
+    pub nodes: u32,
+    /// Where this node listens (port 0: any; the head must use `head`).
+    pub listen: SocketAddr,
+    pub head: SocketAddr,
+    pub secret: [u8; 32],
+    pub kind: TransportKind,
+    /// Bound on `start` and on each handshake.
+    pub connect_timeout: Duration,
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+    pub max_frame: usize,
+    /// Shards this node runs, announced in `Join`.
+    pub shards: u32,
+}
+
+impl std::fmt::Debug for MeshConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConfig")
+            .field("node", &self.node)
+            .field("nodes", &self.nodes)
+            .field("listen", &self.listen)
+            .field("head", &self.head)
+            .field("kind", &self.kind)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("heartbeat", &self.heartbeat)
+            .field("dead_after", &self.dead_after)
+            .field("max_frame", &self.max_frame)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshConfig {
+    /// Defaults: TCP encrypted, 10 s connect timeout, 100 ms heartbeats,
+    /// dead after 1 s of silence, 64 MiB frames.
+    pub fn new(
+        node: u32,
+        nodes: u32,
+        listen: SocketAddr,
+        head: SocketAddr,
+        secret: [u8; 32],
+    ) -> Self {
+        Self {
+            node,
+            nodes,
+            listen,
+            head,
+            secret,
+            kind: TransportKind::Tcp { plaintext: false },
+            connect_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(100),
+            dead_after: Duration::from_secs(1),
+            max_frame: DEFAULT_MAX_FRAME,
+            shards: 1,
+        }
+    }
+}
+
+/// Why [`start`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("invalid mesh configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}; pick a free port or port 0")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("mesh not connected after {after:?} ({stage}); nodes {missing:?} missing: check they are running with the same head address, node count and secret")]
+    Timeout {
+        missing: Vec<u32>,
+        after: Duration,
+        stage: &'static str,
+    },
+    #[error("cannot set up the transport: {0}")]
+    Setup(String),
+}
+
+pub(crate) const PENDING: u8 = 0;
+pub(crate) const UP: u8 = 1;
+pub(crate) const DEAD: u8 = 2;
+pub(crate) const LEFT: u8 = 3;
+
+/// One peer as seen from the runtime's threads and the I/O thread.
+pub(crate) struct Peer {
+    pub(crate) queue: Mutex<Vec<Msg>>,
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) state: AtomicU8,
+    pub(crate) last_seen_ms: AtomicU64,
+}
+
+/// State shared by the runtime's threads (through [`Link`]) and the I/O thread.
+pub(crate) struct Shared {
+    pub(crate) me: u32,
+    pub(crate) nodes: u32,
+    pub(crate) peers: Vec<Peer>,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) closing: AtomicBool,
+    pub(crate) stop: tokio::sync::Notify,
+    pub(crate) queued: AtomicU32,
+    pub(crate) idle_shards: AtomicU32,
+}
+
+impl Shared {
+    pub(crate) fn new(me: u32, nodes: u32, handler: Arc<dyn Handler>) -> Self {
+        Self {
+            me,
+            nodes,
+            peers: (0..nodes)
+                .map(|_| Peer {
+                    queue: Mutex::new(Vec::new()),
+                    wake: tokio::sync::Notify::new(),
+                    state: AtomicU8::new(PENDING),
+                    last_seen_ms: AtomicU64::new(0),
+                })
+                .collect(),
+            handler,
+            closing: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
+            queued: AtomicU32::new(0),
+            idle_shards: AtomicU32::new(0),
+        }
+    }
+
+    pub(crate) fn state(&self, peer: u32) -> u8 {
+        self.peers[peer as usize].state.load(Ordering::Acquire)
+    }
+
+    /// Queues for `to`; wakes its writer only on empty -> non-empty, so a
+    /// burst of sends costs one wake-up and goes out as one frame.
+    pub(crate) fn push(&self, to: u32, msg: Msg) {
+        if to >= self.nodes || to == self.me {
+            tracing::debug!(to, "dropping message to self or out-of-range node");
+            return;
+        }
+        let p = &self.peers[to as usize];
+        if matches!(p.state.load(Ordering::Acquire), DEAD | LEFT) {
+            return;
+        }
+        let was_empty = {
+            let mut q = p.queue.lock();
+            q.push(msg);
+            q.len() == 1
+        };
+        if was_empty {
+            p.wake.notify_one();
+        }
+    }
+
+    /// Marks `peer` dead and reports it, once; false if it was already
+    /// dead or gone, or this node is shutting down.
+    pub(crate) fn mark_dead(&self, peer: u32, why: PeerDown) -> bool {
+        let p = &self.peers[peer as usize];
+        let mut cur = p.state.load(Ordering::Acquire);
+        loop {
+            if matches!(cur, DEAD | LEFT) {
+                return false;
+            }
+            match p
+                .state
+                .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        p.queue.lock().clear();
+        p.wake.notify_one();
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        tracing::warn!(node = self.me, peer, ?why, "peer down");
+        self.handler.on_peer_down(peer, why);
+        true
+    }
+
+    /// The peer said `Shutdown`: it is gone without failure.
+    pub(crate) fn mark_left(&self, peer: u32) {
+        let p = &self.peers[peer as usize];
+        if p.state.swap(LEFT, Ordering::AcqRel) != LEFT {
+            p.queue.lock().clear();
+            p.wake.notify_one();
+        }
+    }
+}
+
+/// A running mesh endpoint: the [`Link`] plus lifecycle.
+pub struct Mesh {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    io: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("me", &self.shared.me)
+            .field("local_addr", &self.local_addr)
+            .finish()
+    }
+}
+
+impl Link for Mesh {
+    fn send(&self, to: u32, msg: Msg) {
+        self.shared.push(to, msg);
+    }
+    fn me(&self) -> u32 {
+        self.shared.me
+    }
+    fn nodes(&self) -> u32 {
+        self.shared.nodes
+    }
+}
+
+impl Mesh {
+    /// The address this node actually listens on (the real port if 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Load figures carried by the next heartbeats.
+    pub fn set_load(&self, queued: u32, idle_shards: u32) {
+        self.shared.queued.store(queued, Ordering::Relaxed);
+        self.shared
+            .idle_shards
+            .store(idle_shards, Ordering::Relaxed);
+    }
+
+    /// Whether `peer` is connected and alive.
+    pub fn is_up(&self, peer: u32) -> bool {
+        peer < self.shared.nodes && self.shared.state(peer) == UP
+    }
+
+    /// Sends `Shutdown` to every live peer, flushes (bounded by a second),
+    /// closes every connection and stops the I/O thread. No `on_peer_down`
+    /// is reported from here on. Idempotent.
+    pub fn shutdown(&self) {
+        if !self.shared.closing.swap(true, Ordering::AcqRel) {
+            for peer in 0..self.shared.nodes {
+                if peer != self.shared.me && self.shared.state(peer) == UP {
+                    self.shared.push(peer, Msg::Shutdown);
+                }
+            }
+            self.shared.stop.notify_one();
+        }
+        if let Some(io) = self.io.lock().take() {
+            let _ = io.join();
+        }
+    }
+
+    /// Simulates a crash in tests: stops the I/O thread without sending
+    /// `Shutdown`, so peers see the connection drop.
+    pub fn kill(&self) {
+        self.shared.closing.store(true, Ordering::Release);
+        for p in &self.shared.peers {
+            p.state.store(LEFT, Ordering::Release);
+        }
+        self.shared.stop.notify_one();
+        if let Some(io) = self.io.lock().take() {
+            let _ = io.join();
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Joins the cluster described by `cfg` and returns once this node is
+/// connected to every other node (or fails after `connect_timeout`).
+pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, MeshError> {
+    if cfg.nodes == 0 || cfg.node >= cfg.nodes {
+        return Err(MeshError::Config(format!(
+            "node {} is not in 0..{}",
+            cfg.node, cfg.nodes
+        )));
+    }
+    if cfg.node == 0 && cfg.listen != cfg.head {
+        return Err(MeshError::Config(format!(
+            "node 0 is the head and must listen on the head address {} (got {})",
+            cfg.head, cfg.listen
+        )));
+    }
+    if cfg.heartbeat.is_zero() || cfg.dead_after <= cfg.heartbeat {
+        return Err(MeshError::Config(
+            "heartbeat must be non-zero and shorter than dead_after".into(),
+        ));
+    }
+    let shared = Arc::new(Shared::new(cfg.node, cfg.nodes, handler));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sh = shared.clone();
+    let io = std::thread::Builder::new()
+        .name(format!("owl-io-{}", cfg.node))
+        .spawn(move || node::run_io_thread(cfg, sh, tx))
+        .map_err(|e| MeshError::Setup(format!("cannot spawn the I/O thread: {e}")))?;
+    let res = rx.recv().unwrap_or_else(|_| {
+        Err(MeshError::Setup(
+            "the I/O thread exited during start".into(),
+        ))
+    });
+    match res {
+        Ok(local_addr) => Ok(Arc::new(Mesh {
+            shared,
+            local_addr,
+            io: Mutex::new(Some(io)),
+        })),
+        Err(e) => {
+            shared.closing.store(true, Ordering::Release);
+            shared.stop.notify_one();
+            let _ = io.join();
+            Err(e)
+        }
+    }
+}

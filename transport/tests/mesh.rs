@@ -1,0 +1,222 @@
+//! Real sockets on 127.0.0.1: TCP (encrypted and plaintext) and QUIC meshes.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use owl_transport::proto::Msg;
+use owl_transport::{start, Handler, Link, Mesh, MeshConfig, MeshError, PeerDown, TransportKind};
+use parking_lot::Mutex;
+
+#[derive(Default)]
+struct Recorder {
+    msgs: Mutex<Vec<(u32, Msg)>>,
+    down: Mutex<Vec<(u32, PeerDown)>>,
+}
+
+impl Handler for Recorder {
+    fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
+        let mut m = self.msgs.lock();
+        for msg in msgs {
+            if !matches!(msg, Msg::Heartbeat { .. }) {
+                m.push((from, msg));
+            }
+        }
+    }
+    fn on_peer_down(&self, peer: u32, why: PeerDown) {
+        self.down.lock().push((peer, why));
+    }
+}
+
+const SECRET: [u8; 32] = [42; 32];
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn config(node: u32, nodes: u32, head: SocketAddr, kind: TransportKind) -> MeshConfig {
+    let listen = if node == 0 {
+        head
+    } else {
+        "127.0.0.1:0".parse().unwrap()
+    };
+    let mut c = MeshConfig::new(node, nodes, listen, head, SECRET);
+    c.kind = kind;
+    c.connect_timeout = Duration::from_secs(5);
+    c.heartbeat = Duration::from_millis(50);
+    c.dead_after = Duration::from_millis(500);
+    c
+}
+
+fn cluster(n: u32, kind: TransportKind) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>) {
+    let head = match kind {
+        TransportKind::Quic => std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+        TransportKind::Tcp { .. } => free_port(),
+    };
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let rec = Arc::new(Recorder::default());
+            let cfg = config(i, n, head, kind);
+            let h = rec.clone();
+            (std::thread::spawn(move || start(cfg, h)), rec)
+        })
+        .collect();
+    let mut meshes = Vec::new();
+    let mut recs = Vec::new();
+    for (h, rec) in handles {
+        meshes.push(h.join().unwrap().expect("mesh starts"));
+        recs.push(rec);
+    }
+    (meshes, recs)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn exchange_in_order(kind: TransportKind) {
+    let (meshes, recs) = cluster(3, kind);
+    const N: u64 = 500;
+    for (i, m) in meshes.iter().enumerate() {
+        for to in 0..3u32 {
+            if to as usize != i {
+                for k in 0..N {
+                    m.send(
+                        to,
+                        Msg::Pull {
+                            object: owl_transport::proto::WireId {
+                                node: i as u32,
+                                shard: 0,
+                                index: 0,
+                                gen: 0,
+                            },
+                            offset: k,
+                            len: 1,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    for (i, rec) in recs.iter().enumerate() {
+        wait_for("all messages", || rec.msgs.lock().len() == 2 * N as usize);
+        let msgs = rec.msgs.lock();
+        for from in 0..3u32 {
+            if from as usize == i {
+                continue;
+            }
+            let offsets: Vec<u64> = msgs
+                .iter()
+                .filter(|(f, _)| *f == from)
+                .map(|(_, m)| match m {
+                    Msg::Pull { offset, .. } => *offset,
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(
+                offsets,
+                (0..N).collect::<Vec<_>>(),
+                "FIFO from {from} to {i}"
+            );
+        }
+    }
+    for m in &meshes {
+        m.shutdown();
+    }
+    for rec in &recs {
+        assert!(
+            rec.down.lock().is_empty(),
+            "clean shutdown reports nobody down: {:?}",
+            rec.down.lock()
+        );
+    }
+}
+
+#[test]
+fn tcp_encrypted_mesh_delivers_in_order() {
+    exchange_in_order(TransportKind::Tcp { plaintext: false });
+}
+
+#[test]
+fn tcp_plaintext_mesh_delivers_in_order() {
+    exchange_in_order(TransportKind::Tcp { plaintext: true });
+}
+
+#[test]
+fn quic_mesh_delivers_in_order() {
+    exchange_in_order(TransportKind::Quic);
+}
+
+#[test]
+fn unreachable_head_times_out_naming_node_0() {
+    let head = free_port();
+    let mut cfg = config(1, 2, head, TransportKind::Tcp { plaintext: false });
+    cfg.connect_timeout = Duration::from_millis(300);
+    match start(cfg, Arc::new(Recorder::default())) {
+        Err(MeshError::Timeout { missing, .. }) => assert_eq!(missing, vec![0]),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn head_names_nodes_that_never_join() {
+    let head = free_port();
+    let mut cfg = config(0, 3, head, TransportKind::Tcp { plaintext: false });
+    cfg.connect_timeout = Duration::from_millis(800);
+    let t = std::thread::spawn(move || start(cfg, Arc::new(Recorder::default())));
+    let mut c1 = config(1, 3, head, TransportKind::Tcp { plaintext: false });
+    c1.connect_timeout = Duration::from_millis(800);
+    let r1 = start(c1, Arc::new(Recorder::default()));
+    assert!(matches!(r1, Err(MeshError::Timeout { .. })), "{r1:?}");
+    match t.join().unwrap() {
+        Err(MeshError::Timeout { missing, .. }) => assert_eq!(missing, vec![2]),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+#[test]
+fn killed_peer_is_reported_down_and_announced() {
+    let (meshes, recs) = cluster(3, TransportKind::Tcp { plaintext: false });
+    meshes[2].kill();
+    for rec in &recs[..2] {
+        wait_for("peer down", || rec.down.lock().iter().any(|(p, _)| *p == 2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for rec in &recs[..2] {
+        assert_eq!(
+            rec.down.lock().len(),
+            1,
+            "reported once: {:?}",
+            rec.down.lock()
+        );
+    }
+    // The survivors still talk.
+    meshes[0].send(
+        1,
+        Msg::Cancel {
+            object: owl_transport::proto::WireId {
+                node: 0,
+                shard: 0,
+                index: 1,
+                gen: 0,
+            },
+        },
+    );
+    wait_for("message after a death", || !recs[1].msgs.lock().is_empty());
+    // Messages to the dead node are dropped, not queued forever.
+    meshes[0].send(2, Msg::Shutdown);
+    assert!(!meshes[0].is_up(2));
+}
