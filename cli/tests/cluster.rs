@@ -139,17 +139,39 @@ fn sbatch_script_without_srun_is_a_single_node() {
     let home = tempfile::tempdir().unwrap();
     let log = home.path().join("job.out");
     let script = format!("{OWL} env --json; srun {OWL} env --json --check-head --wait 30");
+    // `sbatch --wait` polls every ~10 s; asking squeue every 50 ms is faster.
     let out = launcher("sbatch", home.path())
-        .args(["--wait", "-n", "2", "--overcommit", "-o"])
+        .args(["--parsable", "-n", "2", "--overcommit", "-o"])
         .arg(&log)
         .args(["--wrap", &script])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "sbatch: {out:?}; log: {:?}",
-        std::fs::read_to_string(&log)
-    );
+    assert!(out.status.success(), "sbatch: {out:?}");
+    let job = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let q = Command::new("timeout")
+            .args(["10", "squeue", "-h", "-j", &job])
+            .output()
+            .unwrap();
+        let gone = String::from_utf8_lossy(&q.stderr).contains("Invalid job id");
+        if gone || (q.status.success() && q.stdout.iter().all(u8::is_ascii_whitespace)) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = Command::new("scancel").arg(&job).status();
+            panic!(
+                "batch job {job} did not finish in 60 s; log: {:?}",
+                std::fs::read_to_string(&log)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<Value> = text
         .lines()
