@@ -421,20 +421,8 @@ impl<N: Net> Node<N> {
     async fn reader(self: Rc<Self>, peer: u32, mut rd: N::R, mut dec: crate::proto::FrameDecoder) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            let (r, b) = rd.read(buf).await;
-            buf = b;
-            let n = match r {
-                Ok(0) => {
-                    let why = match dec.finish() {
-                        Ok(()) => PeerDown::ConnectionLost("closed by the peer".into()),
-                        Err(e) => PeerDown::Protocol(e),
-                    };
-                    return self.down(peer, why);
-                }
-                Ok(n) => n,
-                Err(e) => return self.down(peer, PeerDown::ConnectionLost(e.to_string())),
-            };
-            dec.feed(&buf[..n]);
+            // Frames first: the handshake may have left whole frames in the
+            // decoder that no further read will announce.
             loop {
                 match dec.next_batch() {
                     Ok(Some(msgs)) => {
@@ -454,6 +442,19 @@ impl<N: Net> Node<N> {
                         return self.down(peer, PeerDown::Protocol(e));
                     }
                 }
+            }
+            let (r, b) = rd.read(buf).await;
+            buf = b;
+            match r {
+                Ok(0) => {
+                    let why = match dec.finish() {
+                        Ok(()) => PeerDown::ConnectionLost("closed by the peer".into()),
+                        Err(e) => PeerDown::Protocol(e),
+                    };
+                    return self.down(peer, why);
+                }
+                Ok(n) => dec.feed(&buf[..n]),
+                Err(e) => return self.down(peer, PeerDown::ConnectionLost(e.to_string())),
             }
         }
     }
