@@ -107,9 +107,14 @@ fn env(args: EnvArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let check = args
-        .check_head
-        .then(|| check_head(&p, Duration::from_secs_f64(args.wait.max(0.0))));
+    let check = args.check_head.then(|| {
+        check_head(
+            &p,
+            Duration::try_from_secs_f64(args.wait)
+                .unwrap_or(Duration::ZERO)
+                .min(Duration::from_secs(1 << 30)),
+        )
+    });
     if args.json {
         let mut v = serde_json::json!({
             "rank": p.rank,

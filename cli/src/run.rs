@@ -107,13 +107,15 @@ pub fn run(args: RunArgs) -> ExitCode {
     let Some((program, rest)) = args.command.split_first() else {
         return fail_usage("missing the program to run: owl run -n N -- PROGRAM [ARGS...]");
     };
-    if args.timeout.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
-        return fail_usage("--timeout must be a positive number of seconds");
-    }
-    if !(args.grace >= 0.0 && args.grace.is_finite()) {
-        return fail_usage("--grace must be a non-negative number of seconds");
-    }
-    let grace = Duration::from_secs_f64(args.grace);
+    let timeout = match args.timeout.map(Duration::try_from_secs_f64) {
+        None => None,
+        Some(Ok(t)) if !t.is_zero() && t < Duration::from_secs(1 << 40) => Some(t),
+        Some(_) => return fail_usage("--timeout must be a positive number of seconds"),
+    };
+    let grace = match Duration::try_from_secs_f64(args.grace) {
+        Ok(g) if g < Duration::from_secs(1 << 40) => g,
+        _ => return fail_usage("--grace must be a non-negative number of seconds"),
+    };
     let n = args.nodes;
 
     // Signals first, so one arriving while nodes start is not lost.
@@ -212,7 +214,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     drop(done_tx);
 
     let started = Instant::now();
-    let deadline = args.timeout.map(|t| started + Duration::from_secs_f64(t));
+    let deadline = timeout.map(|t| started + t);
     let mut first_failure: Option<(u32, ExitStatus)> = None;
     let mut interrupted: Option<i32> = None;
     let mut timed_out = false;

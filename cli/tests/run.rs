@@ -176,6 +176,8 @@ fn bad_invocations_exit_2() {
         &["run", "-n", "2", "--", "/nonexistent/owl-program"][..],
         &["run", "-n", "2", "--", "owl-no-such-program-on-path"][..],
         &["run", "-n", "2", "--timeout", "-1", "--", "true"][..],
+        &["run", "-n", "2", "--timeout", "1e300", "--", "true"][..],
+        &["run", "-n", "2", "--grace", "nan", "--", "true"][..],
         &[
             "run",
             "-n",
