@@ -320,6 +320,17 @@ impl Runtime {
         self.shared.net.as_ref().map_or(1, |n| n.nodes)
     }
 
+    /// Tells this node that `peer` died, as its transport would on a lost
+    /// connection or missed heartbeats: tasks it ran for us are retried or
+    /// failed, our proxies of its objects fail with `OwnerDied`, and its
+    /// borrows of our objects are released. For fault-injection tests.
+    #[doc(hidden)]
+    pub fn peer_down(&self, peer: NodeId) {
+        if let Some(net) = self.shared.net.as_ref() {
+            net.on_node_dead(&self.shared, peer);
+        }
+    }
+
     pub(crate) fn shared(&self) -> &Arc<NodeShared> {
         &self.shared
     }

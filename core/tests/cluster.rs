@@ -175,3 +175,87 @@ fn remote_errors_name_the_node() {
     drop((r, d, bad));
     no_leaks(&nodes);
 }
+
+#[owl::remote]
+async fn slow_add(a: u64, b: u64, ms: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    a + b
+}
+
+#[owl::remote]
+async fn hold(r: ObjectRef<Vec<u64>>, ms: u64) -> u64 {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    r.id().index as u64
+}
+
+/// Starts a slow task where it runs and returns its (pending) ref.
+#[owl::remote]
+fn start_slow(rt: Runtime) -> ObjectRef<u64> {
+    slow_add.remote(&rt, 1, 1, 10_000).unwrap()
+}
+
+/// Kills node `k` of an in-process cluster as a crash would: every other
+/// node is told (as its transport would tell it) and ignores whatever the
+/// dying node still sends, then its runtime stops.
+fn kill(nodes: &mut [Option<Runtime>], k: usize) {
+    for (i, rt) in nodes.iter().enumerate() {
+        if let (true, Some(rt)) = (i != k, rt) {
+            rt.peer_down(NodeId(k as u32));
+        }
+    }
+    drop(nodes[k].take());
+}
+
+#[test]
+fn a_dead_worker_s_tasks_are_retried_and_its_objects_fail_fast() {
+    let mut nodes: Vec<Option<Runtime>> = cluster(3).into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    // Running on node 1 when it dies: retried here (system failure).
+    let slow = slow_add.options(on(1)).remote(&rt, 40, 2, 300).unwrap();
+    // Owned by node 1 and still pending there: fate-shares with it. (A
+    // value already fetched stays readable: it is a correct copy.)
+    let outer = start_slow.options(on(1)).remote(&rt).unwrap();
+    let orphan: ObjectRef<u64> = outer.get_blocking().unwrap().deserialize().unwrap();
+    drop(outer);
+    // Node 2 borrows an object of ours; node 1 too, then dies holding it.
+    let mine = rt.put((0..8u64).collect::<Vec<u64>>()).unwrap();
+    let held = hold.options(on(1)).remote(&rt, mine.clone(), 10_000).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    kill(&mut nodes, 1);
+    assert_eq!(*slow.get_blocking_timeout(std::time::Duration::from_secs(5)).unwrap(), 42);
+    match orphan.get_blocking_timeout(std::time::Duration::from_secs(5)) {
+        Err(GetError::Task(e)) => assert_eq!(e.kind, TaskErrorKind::OwnerDied(NodeId(1))),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    // `hold` is retried here too and finishes (it only sleeps).
+    held.get_blocking_timeout(std::time::Duration::from_secs(15)).unwrap();
+    // Placing work on the dead node fails with WorkerDied, not a hang.
+    let late = add.options(on(1).max_retries(0)).remote(&rt, 1, 1).unwrap();
+    assert!(matches!(late.get_blocking(), Err(GetError::Task(e)) if e.kind == TaskErrorKind::WorkerDied(NodeId(1))));
+    drop((slow, orphan, mine, held, late, rt));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
+
+#[test]
+fn a_busy_node_spills_tasks_to_idle_peers() {
+    let nodes = owl::in_process(2, |_| {
+        Runtime::builder().shards(1).pin(false).store_size(64 << 20)
+    })
+    .unwrap();
+    let counts = nodes[0].block_on(|rt| async move {
+        let refs: Vec<_> = (0..2000).map(|_| where_am_i.remote(&rt).unwrap()).collect();
+        let mut counts = [0u32; 2];
+        for r in refs {
+            counts[r.get_owned().await.unwrap() as usize] += 1;
+        }
+        counts
+    });
+    assert_eq!(counts[0] + counts[1], 2000);
+    assert!(counts[1] > 0, "nothing spilled: {counts:?}");
+    assert!(counts[0] > 0, "everything spilled: {counts:?}");
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}

@@ -20,6 +20,7 @@
 mod fetch;
 mod inproc;
 mod link;
+mod load;
 mod refs;
 mod remote;
 mod wire;
@@ -38,6 +39,7 @@ use crate::runtime::NodeShared;
 use crate::task::{FnInfo, REMOTE_FNS};
 
 pub use inproc::in_process;
+pub(crate) use load::SPILL_BACKLOG;
 pub(crate) use refs::Borrowed;
 pub(crate) use remote::RemoteTask;
 
@@ -58,6 +60,7 @@ pub(crate) struct Net {
     fns: HashMap<u64, &'static FnInfo>,
     dead: RwLock<HashSet<NodeId>>,
     next_shard: AtomicUsize,
+    pub(crate) load: load::LoadView,
 }
 
 impl Net {
@@ -73,6 +76,7 @@ impl Net {
             fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
             dead: RwLock::new(HashSet::new()),
             next_shard: AtomicUsize::new(0),
+            load: load::LoadView::new(nodes),
         }
     }
 
@@ -95,6 +99,14 @@ impl Net {
 
     pub(crate) fn is_dead(&self, node: NodeId) -> bool {
         self.dead.read().contains(&node)
+    }
+
+    /// A node to spill a task to, if any can take it.
+    pub(crate) fn spill_target(&self) -> Option<NodeId> {
+        if self.nodes < 2 || self.link.get().is_none() {
+            return None;
+        }
+        self.load.pick(self.me, |n| self.is_dead(n))
     }
 
     /// What is left in the node-wide maps (all empty after a finished workload).
@@ -171,7 +183,12 @@ impl Net {
             } => self.on_chunk(node, wire::id(&object), offset, data),
             Msg::Cancel { object } => self.on_cancel(wire::id(&object)),
             Msg::NodeDead { node: dead } => self.on_node_dead(node, NodeId(dead)),
-            Msg::Heartbeat { .. } | Msg::Join { .. } | Msg::Members { .. } | Msg::Shutdown => {}
+            Msg::Heartbeat {
+                queued,
+                idle_shards,
+                ..
+            } => self.load.report(from, queued, idle_shards),
+            Msg::Join { .. } | Msg::Members { .. } | Msg::Shutdown => {}
         }
     }
 }

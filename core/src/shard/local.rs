@@ -197,6 +197,8 @@ impl Shard {
             if node != self.shared.node {
                 return self.dispatch(task, node);
             }
+        } else if let Some(node) = self.spill_target(&task) {
+            return self.dispatch(task, node);
         }
         let priority = task.priority();
         if priority == 0 {
@@ -248,6 +250,19 @@ impl Shard {
             Msg::GroupStarted(id) => self.group_started(id),
             Msg::Enqueue(task) => self.enqueue(task),
         }
+    }
+
+    /// Spillback: a busy node sends new ready tasks to a peer that can take
+    /// them. Tasks received from other nodes, and placed ones, stay put.
+    fn spill_target(&self, task: &Task) -> Option<crate::ids::NodeId> {
+        let net = self.shared.net.as_ref()?;
+        if task.reply_to.is_some()
+            || self.fifo.len() < crate::net::SPILL_BACKLOG
+            || self.shared.idle_shards() > 0
+        {
+            return None;
+        }
+        net.spill_target()
     }
 
     /// Sends a ready task to another node (its arguments travel with it).

@@ -1,0 +1,73 @@
+//! Where spilled tasks go: an approximate view of the other nodes' load,
+//! refreshed by their heartbeats (queued tasks, idle shards), and the rule
+//! that decides when a node is busy enough to spill.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::ids::NodeId;
+
+/// A shard spills new ready tasks once this many wait in its own queue and
+/// no shard of its node is idle.
+pub(crate) const SPILL_BACKLOG: usize = 64;
+
+/// Nothing heard yet: assume the node can take work.
+const UNKNOWN: u64 = u64::MAX;
+
+pub(crate) struct LoadView {
+    /// Per node: queued tasks (high half) and idle shards (low half).
+    loads: Box<[AtomicU64]>,
+    next: AtomicUsize,
+}
+
+impl LoadView {
+    pub(crate) fn new(nodes: u32) -> LoadView {
+        LoadView {
+            loads: (0..nodes).map(|_| AtomicU64::new(UNKNOWN)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn report(&self, node: NodeId, queued: u32, idle_shards: u32) {
+        if let Some(l) = self.loads.get(node.0 as usize) {
+            l.store(((queued as u64) << 32) | idle_shards as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn can_take(&self, node: usize) -> bool {
+        let l = self.loads[node].load(Ordering::Relaxed);
+        l == UNKNOWN || (l & 0xffff_ffff) > 0 || ((l >> 32) as usize) < SPILL_BACKLOG
+    }
+
+    /// The next node, round-robin from a moving start, that is neither `me`
+    /// nor dead nor known to be as busy as we are.
+    pub(crate) fn pick(&self, me: NodeId, dead: impl Fn(NodeId) -> bool) -> Option<NodeId> {
+        let n = self.loads.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&i| i != me.0 as usize && !dead(NodeId(i as u32)) && self.can_take(i))
+            .map(|i| NodeId(i as u32))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_round_robin_and_skips_busy_dead_and_self() {
+        let v = LoadView::new(4);
+        let mut seen: Vec<u32> = (0..6).filter_map(|_| v.pick(NodeId(0), |_| false)).map(|n| n.0).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, vec![1, 2, 3]);
+        v.report(NodeId(1), 1000, 0);
+        v.report(NodeId(2), 0, 1);
+        for _ in 0..8 {
+            let p = v.pick(NodeId(0), |n| n == NodeId(3)).unwrap();
+            assert_eq!(p, NodeId(2));
+        }
+        v.report(NodeId(2), 1000, 0);
+        assert_eq!(v.pick(NodeId(0), |n| n == NodeId(3)), None);
+    }
+}
