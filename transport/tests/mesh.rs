@@ -220,3 +220,140 @@ fn killed_peer_is_reported_down_and_announced() {
     meshes[0].send(2, Msg::Shutdown);
     assert!(!meshes[0].is_up(2));
 }
+
+/// A hand-rolled client: runs the proto handshake over a blocking socket.
+fn raw_handshake(
+    addr: SocketAddr,
+    me: u32,
+    secret: [u8; 32],
+    version: u16,
+) -> Result<(), HandshakeError> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let cfg = HandshakeConfig {
+        me,
+        nodes: 3,
+        secret,
+        plaintext: false,
+        max_frame: 1 << 20,
+        version,
+    };
+    let mut hs = Handshake::new(cfg, Role::Initiator, None, [9; 32]);
+    s.write_all(&hs.take_output()).unwrap();
+    let mut buf = [0u8; 256];
+    for _ in 0..4 {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            return Err(hs.eof());
+        }
+        let r = hs.feed(&buf[..n]);
+        let _ = s.write_all(&hs.take_output());
+        if r?.is_some() {
+            return Ok(());
+        }
+    }
+    Err(hs.eof())
+}
+
+use owl_transport::proto::{Handshake, HandshakeConfig, HandshakeError, Role, PROTOCOL_VERSION};
+
+#[test]
+fn intruders_are_refused_and_the_mesh_keeps_working() {
+    let (meshes, recs) = cluster(3, TransportKind::Tcp { plaintext: false });
+    for m in &meshes {
+        let addr = m.local_addr();
+        // Wrong secret: both sides see it.
+        assert_eq!(
+            raw_handshake(addr, (m.me() + 1) % 3, [1; 32], PROTOCOL_VERSION),
+            Err(HandshakeError::BadSecret { peer: m.me() })
+        );
+        // Wrong version.
+        assert_eq!(
+            raw_handshake(addr, (m.me() + 1) % 3, SECRET, PROTOCOL_VERSION + 1),
+            Err(HandshakeError::Version {
+                ours: PROTOCOL_VERSION + 1,
+                theirs: PROTOCOL_VERSION
+            })
+        );
+        // Garbage, then a client that connects and hangs up.
+        use std::io::{Read, Write};
+        let mut g = std::net::TcpStream::connect(addr).unwrap();
+        g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        g.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut sink = Vec::new();
+        let _ = g.read_to_end(&mut sink);
+        drop(std::net::TcpStream::connect(addr).unwrap());
+    }
+    // The good nodes still talk, and nobody was reported down.
+    let id = owl_transport::proto::WireId {
+        node: 0,
+        shard: 0,
+        index: 0,
+        gen: 0,
+    };
+    meshes[2].send(1, Msg::Fetch { object: id });
+    meshes[0].send(2, Msg::Fetch { object: id });
+    wait_for("messages after intruders", || {
+        !recs[1].msgs.lock().is_empty() && !recs[2].msgs.lock().is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    for r in &recs {
+        assert!(r.down.lock().is_empty(), "{:?}", r.down.lock());
+    }
+    for m in &meshes {
+        m.shutdown();
+    }
+}
+
+#[test]
+fn node_with_wrong_secret_cannot_join() {
+    let head = free_port();
+    let mut c0 = config(0, 2, head, TransportKind::Tcp { plaintext: false });
+    c0.connect_timeout = Duration::from_millis(800);
+    let t = std::thread::spawn(move || start(c0, Arc::new(Recorder::default())));
+    let mut c1 = config(1, 2, head, TransportKind::Tcp { plaintext: false });
+    c1.connect_timeout = Duration::from_millis(800);
+    c1.secret = [0; 32];
+    match start(c1, Arc::new(Recorder::default())) {
+        Err(MeshError::Timeout { missing, .. }) => assert_eq!(missing, vec![0]),
+        other => panic!("{other:?}"),
+    }
+    match t.join().unwrap() {
+        Err(MeshError::Timeout { missing, .. }) => assert_eq!(missing, vec![1]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn half_open_impostor_does_not_disturb_the_mesh() {
+    // A client claiming an id already connected, never finishing its handshake, then sending junk.
+    let (meshes, recs) = cluster(2, TransportKind::Tcp { plaintext: true });
+    // A third party claiming id 1 is refused (already connected); the mesh is unaffected.
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(meshes[0].local_addr()).unwrap();
+    let cfg = HandshakeConfig {
+        me: 1,
+        nodes: 2,
+        secret: SECRET,
+        plaintext: true,
+        max_frame: 1 << 20,
+        version: PROTOCOL_VERSION,
+    };
+    let mut hs = Handshake::new(cfg, Role::Initiator, None, [3; 32]);
+    s.write_all(&hs.take_output()).unwrap();
+    s.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let id = owl_transport::proto::WireId {
+        node: 0,
+        shard: 0,
+        index: 0,
+        gen: 0,
+    };
+    meshes[1].send(0, Msg::Cancel { object: id });
+    wait_for("message", || !recs[0].msgs.lock().is_empty());
+    assert!(recs[0].down.lock().is_empty());
+    for m in &meshes {
+        m.shutdown();
+    }
+}

@@ -107,6 +107,8 @@ fn with_local_runtime(
     }
 }
 
+const DIAL_ATTEMPT: Duration = Duration::from_millis(500);
+
 struct Node<N: Net> {
     net: N,
     cfg: MeshConfig,
@@ -297,8 +299,14 @@ impl<N: Net> Node<N> {
             if self.sh.closing.load(Ordering::Acquire) || self.sh.state(peer) != PENDING {
                 return;
             }
-            match tokio::time::timeout_at(deadline, self.net.dial(addr)).await {
-                Err(_) => return,
+            if Instant::now() >= deadline {
+                return;
+            }
+            // Bounded per attempt: a QUIC dial to a port nobody listens on yet
+            // would otherwise wait for its idle timeout instead of retrying.
+            let attempt = deadline.min(Instant::now() + DIAL_ATTEMPT);
+            match tokio::time::timeout_at(attempt, self.net.dial(addr)).await {
+                Err(_) => continue,
                 Ok(Err(e)) => {
                     tracing::debug!(node = self.cfg.node, peer, %addr, error = %e, "dial failed, retrying");
                     tokio::time::sleep(Duration::from_millis(20)).await;
