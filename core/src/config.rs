@@ -1,6 +1,7 @@
 //! Node settings: `Config`, and the `Builder` that fills it from code and
 //! from `OWL_*` variables.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +21,59 @@ pub struct Config {
     pub event_loop: Option<EventLoopKind>,
     /// This node's place in a cluster; `None` for a single node.
     pub cluster: Option<Membership>,
+    /// How it reaches the other nodes (`None`: linked in-process, or alone).
+    pub network: Option<Network>,
+}
+
+/// Which wire nodes talk over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// QUIC (TLS 1.3, mutual authentication under the cluster's CA): the
+    /// default between hosts.
+    Quic,
+    /// TCP (io_uring), frames encrypted with a key from the handshake.
+    Tcp,
+    /// TCP without encryption (the handshake still authenticates): for a
+    /// trusted fabric only.
+    TcpPlaintext,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "quic" => Ok(Transport::Quic),
+            "tcp" => Ok(Transport::Tcp),
+            "tcp-plain" => Ok(Transport::TcpPlaintext),
+            _ => Err("expected `quic`, `tcp` or `tcp-plain`".into()),
+        }
+    }
+}
+
+/// How a node joins a cluster over the network.
+#[derive(Clone)]
+pub struct Network {
+    /// Where this node listens (port 0: any free port; the head listens on `head`).
+    pub listen: SocketAddr,
+    /// Node 0's address.
+    pub head: SocketAddr,
+    /// The cluster secret every node shares.
+    pub secret: [u8; 32],
+    pub transport: Transport,
+    /// How long start-up waits for every node to join.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("listen", &self.listen)
+            .field("head", &self.head)
+            .field("transport", &self.transport)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A node's place in a cluster of `nodes` nodes numbered from 0 (the head).
@@ -40,6 +94,7 @@ impl Default for Config {
             inline_max: 64 << 10,
             event_loop: None,
             cluster: None,
+            network: None,
         }
     }
 }
@@ -76,8 +131,39 @@ impl Builder {
     }
 
     /// Applies `OWL_SHARDS`, `OWL_STORE_DIR`, `OWL_STORE_SIZE`, `OWL_SPIN_US`,
-    /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`).
+    /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`), and finds the
+    /// node's place in a cluster from its launcher (`owl run`, `srun`,
+    /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
+    /// `tcp-plain`; default `quic`) and `OWL_CONNECT_TIMEOUT_S`.
     pub fn from_env(mut self) -> Result<Self, StartError> {
+        let placement = owl_launch::discover().map_err(|e| StartError::Launch(e.to_string()))?;
+        if placement.size > 1 {
+            let transport = match std::env::var("OWL_TRANSPORT") {
+                Ok(v) => v.parse().map_err(|why| StartError::Env {
+                    var: "OWL_TRANSPORT",
+                    value: v,
+                    why,
+                })?,
+                Err(_) => Transport::Quic,
+            };
+            let timeout = env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?
+                .unwrap_or(60);
+            // The launcher bound the head's port to fix it early; the
+            // transport binds it again (QUIC needs UDP on it anyway), so it
+            // is released here, just before the transport starts.
+            drop(placement.head_listener);
+            self = self.network(
+                crate::ids::NodeId(placement.rank),
+                placement.size,
+                Network {
+                    listen: placement.listen,
+                    head: placement.head,
+                    secret: placement.secret,
+                    transport,
+                    connect_timeout: Duration::from_secs(timeout),
+                },
+            );
+        }
         if let Some(n) = env_parse("OWL_SHARDS", "expected a number of shards")? {
             self.config.shards = n;
         }
@@ -153,6 +239,14 @@ impl Builder {
     /// are connected after start (see `owl::in_process`).
     pub fn cluster_member(mut self, node: crate::ids::NodeId, nodes: u32) -> Self {
         self.config.cluster = Some(Membership { node, nodes });
+        self
+    }
+
+    /// Makes this node `node` of `nodes`, joining the others over `network`
+    /// at start (which waits until every node is connected).
+    pub fn network(mut self, node: crate::ids::NodeId, nodes: u32, network: Network) -> Self {
+        self.config.cluster = Some(Membership { node, nodes });
+        self.config.network = Some(network);
         self
     }
 

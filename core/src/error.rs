@@ -152,6 +152,10 @@ pub enum StartError {
         a: &'static str,
         b: &'static str,
     },
+    #[error("could not find this node's place in the cluster: {0}")]
+    Launch(String),
+    #[error("could not join the cluster: {0}")]
+    Mesh(#[from] owl_transport::MeshError),
     #[error("could not start shard thread {shard}: {source}")]
     Thread {
         shard: u16,
@@ -171,6 +175,9 @@ pub enum Error {
     Put(#[from] PutError),
     #[error(transparent)]
     Get(#[from] GetError),
+    /// A worker node lost its head (node 0) without a clean shutdown.
+    #[error("the head node (n0) died or became unreachable; this worker stops")]
+    HeadLost,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -44,7 +44,7 @@ mod task;
 mod value;
 mod wait;
 
-pub use config::{Builder, Config, Membership};
+pub use config::{Builder, Config, Membership, Network, Transport};
 pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };

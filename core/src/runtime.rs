@@ -161,6 +161,11 @@ impl Drop for Owner {
                 let _ = t.join();
             }
         }
+        // Last: what the shards sent while stopping is flushed, then peers
+        // are told this node leaves cleanly.
+        if let Some(mesh) = self.shared.net.as_ref().and_then(|n| n.mesh()) {
+            mesh.shutdown();
+        }
     }
 }
 
@@ -290,7 +295,32 @@ impl Runtime {
                 })?;
             owner.threads.lock().expect("threads lock").push(t);
         }
+        if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
+            let kind = match network.transport {
+                crate::config::Transport::Quic => owl_transport::TransportKind::Quic,
+                crate::config::Transport::Tcp => owl_transport::TransportKind::Tcp { plaintext: false },
+                crate::config::Transport::TcpPlaintext => {
+                    owl_transport::TransportKind::Tcp { plaintext: true }
+                }
+            };
+            let mut cfg = owl_transport::MeshConfig::new(
+                m.node.0,
+                m.nodes,
+                network.listen,
+                network.head,
+                network.secret,
+            );
+            cfg.kind = kind;
+            cfg.connect_timeout = network.connect_timeout;
+            cfg.shards = shared.shards.len() as u32;
+            let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
+            let mesh = owl_transport::start(cfg, handler)?;
+            if let Some(net) = shared.net.as_ref() {
+                net.connect_mesh(mesh);
+            }
+        }
         tracing::info!(
+            node = %shared.node,
             shards = shared.shards.len(),
             event_loop = %event_loop,
             store = %shared.arena.path().display(),
@@ -318,6 +348,29 @@ impl Runtime {
     /// Nodes in this node's cluster (1 when it is not part of one).
     pub fn nodes(&self) -> u32 {
         self.shared.net.as_ref().map_or(1, |n| n.nodes)
+    }
+
+    /// On a worker node (not node 0) of a networked cluster: serves tasks
+    /// until the head leaves. `#[owl::main]` calls it on every node but the
+    /// head, which runs `main`. Returns `Error::HeadLost` if the head died
+    /// rather than shutting down.
+    pub fn serve(&self) -> crate::Result<()> {
+        let Some(net) = self.shared.net.as_ref() else {
+            return Ok(());
+        };
+        let head = NodeId(0);
+        if let Some(mesh) = net.mesh() {
+            while mesh.is_up(head.0) && !net.is_dead(head) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if net.is_dead(head) {
+            return Err(crate::Error::HeadLost);
+        }
+        if std::env::var_os("OWL_CHECK_LEAKS").is_some() {
+            self.assert_no_leaks();
+        }
+        Ok(())
     }
 
     /// Tells this node that `peer` died, as its transport would on a lost

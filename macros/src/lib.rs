@@ -271,11 +271,27 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         },
         ReturnType::Type(..) => quote! { ::owl::Runtime::builder().from_env()?.build()? },
     };
+    // Worker nodes of a cluster serve the head's tasks; only node 0 runs main.
+    let serve = match output {
+        ReturnType::Default => quote! {
+            if let Err(e) = __rt.serve() {
+                panic!("owl worker {}: {e}", __rt.node());
+            }
+            return;
+        },
+        ReturnType::Type(..) => quote! {
+            __rt.serve()?;
+            return Ok(());
+        },
+    };
     quote! {
         #(#attrs)*
         fn main() #output {
             #inner
             let __rt = #start;
+            if __rt.node().0 != 0 {
+                #serve
+            }
             __rt.block_on(__owl_main)
         }
     }

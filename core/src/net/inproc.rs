@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use owl_transport::proto::Msg;
-use super::link::{Handler, Link};
+use owl_transport::{Handler, Link};
 
 use super::NodeHandler;
 use crate::config::Builder;

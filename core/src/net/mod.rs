@@ -19,7 +19,6 @@
 
 mod fetch;
 mod inproc;
-mod link;
 mod load;
 mod refs;
 mod remote;
@@ -30,7 +29,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, OnceLock, Weak};
 
 use owl_transport::proto::Msg;
-use link::{Handler, Link, PeerDown};
+use owl_transport::{Handler, Link, Mesh, PeerDown};
 use parking_lot::{Mutex, RwLock};
 
 use crate::cell::ObjectCell;
@@ -48,6 +47,8 @@ pub(crate) struct Net {
     pub me: NodeId,
     pub nodes: u32,
     link: OnceLock<Arc<dyn Link>>,
+    /// The network mesh, when the link is one (not an in-process cluster).
+    mesh: OnceLock<Arc<Mesh>>,
     /// Proxies of objects owned elsewhere, one handle group each.
     borrowed: Mutex<HashMap<ObjectId, Borrowed>>,
     /// Objects owned here whose refs went to other nodes: how incoming refs
@@ -69,6 +70,7 @@ impl Net {
             me,
             nodes,
             link: OnceLock::new(),
+            mesh: OnceLock::new(),
             borrowed: Mutex::new(HashMap::new()),
             exports: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
@@ -86,8 +88,20 @@ impl Net {
         }
     }
 
-    pub(crate) fn is_connected(&self) -> bool {
-        self.link.get().is_some()
+    pub(crate) fn connect_mesh(&self, mesh: Arc<Mesh>) {
+        let _ = self.mesh.set(Arc::clone(&mesh));
+        self.connect(mesh);
+    }
+
+    pub(crate) fn mesh(&self) -> Option<&Arc<Mesh>> {
+        self.mesh.get()
+    }
+
+    /// Load figures for the next heartbeats (spillback on the peers).
+    pub(crate) fn report_load(&self, queued: usize, idle_shards: usize) {
+        if let Some(mesh) = self.mesh.get() {
+            mesh.set_load(queued as u32, idle_shards as u32);
+        }
     }
 
     fn send(&self, to: NodeId, msg: Msg) {
@@ -213,7 +227,7 @@ impl NetLeaks {
 }
 
 /// The transport's view of a node: forwards to its `Net` while it lives.
-pub(crate) struct NodeHandler(pub Weak<NodeShared>);
+pub struct NodeHandler(pub Weak<NodeShared>);
 
 impl Handler for NodeHandler {
     fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {

@@ -95,6 +95,7 @@ impl Shard {
             if self.turn() || self.steal() {
                 turns += 1;
                 if turns.is_multiple_of(TURNS_PER_YIELD) {
+                    self.report_load();
                     tokio::task::yield_now().await;
                 }
                 continue;
@@ -102,7 +103,20 @@ impl Shard {
             if self.spin() {
                 continue;
             }
+            self.report_load();
             self.park().await;
+        }
+    }
+
+    /// Shard 0 keeps the node's load figures (carried by heartbeats, read
+    /// by peers deciding where to spill) fresh.
+    fn report_load(&self) {
+        if self.id.0 != 0 {
+            return;
+        }
+        if let Some(net) = self.shared.net.as_ref() {
+            let queued = self.shared.shards.iter().map(|s| s.stealer.len()).sum();
+            net.report_load(queued, self.shared.idle_shards());
         }
     }
 

@@ -1,0 +1,105 @@
+//! Nodes in one process joined by the real transport on loopback (TCP with
+//! encryption, plaintext TCP, QUIC): the cross-node workloads and exact
+//! leak checks on every node.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use owl::{CallOpts, Network, NodeId, ObjectRef, Runtime, Transport};
+
+#[owl::remote]
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+#[owl::remote]
+fn sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| b as u64).sum()
+}
+
+#[owl::remote]
+fn make_boxed(rt: Runtime, n: u64) -> (u64, ObjectRef<Vec<u64>>) {
+    (n, rt.put((0..n).collect::<Vec<u64>>()).expect("put"))
+}
+
+#[owl::remote]
+async fn read_len(r: ObjectRef<Vec<u64>>) -> u64 {
+    r.get().await.expect("value").len() as u64
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `n` nodes on loopback over `transport`, concurrently (each waits
+/// for the others to join).
+fn mesh(n: u32, transport: Transport) -> Vec<Runtime> {
+    let head: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let secret = [7u8; 32];
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let listen = if i == 0 { head } else { "127.0.0.1:0".parse().unwrap() };
+                Runtime::builder()
+                    .shards(1)
+                    .pin(false)
+                    .store_size(128 << 20)
+                    .inline_max(1024)
+                    .network(
+                        NodeId(i),
+                        n,
+                        Network {
+                            listen,
+                            head,
+                            secret,
+                            transport,
+                            connect_timeout: Duration::from_secs(10),
+                        },
+                    )
+                    .build()
+                    .expect("node joins")
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn workload(nodes: &[Runtime]) {
+    let rt = &nodes[0];
+    let on = |n: u32| CallOpts::new().node(NodeId(n));
+    let n = nodes.len() as u32;
+    let mut x = rt.put(0u64).unwrap();
+    for i in 0..20u32 {
+        x = add.options(on(i % n)).remote(rt, x, 1).unwrap();
+    }
+    assert_eq!(*x.get_blocking().unwrap(), 20);
+    let data: Vec<u8> = (0..(6 << 20)).map(|i| (i % 253) as u8).collect();
+    let expect: u64 = data.iter().map(|&b| b as u64).sum();
+    let big = rt.put(data).unwrap();
+    let s = sum.options(on(n - 1)).remote(rt, &big).unwrap();
+    assert_eq!(*s.get_blocking().unwrap(), expect);
+    let boxed = make_boxed.options(on(1)).remote(rt, 300).unwrap();
+    let (_, inner) = boxed.get_blocking().unwrap().deserialize().unwrap();
+    drop(boxed);
+    let len = read_len.options(on(n - 1)).remote(rt, inner).unwrap();
+    assert_eq!(*len.get_blocking().unwrap(), 300);
+    drop((x, big, s, len));
+    for rt in nodes {
+        rt.assert_no_leaks();
+    }
+}
+
+#[test]
+fn tcp_encrypted() {
+    workload(&mesh(3, Transport::Tcp));
+}
+
+#[test]
+fn tcp_plaintext() {
+    workload(&mesh(2, Transport::TcpPlaintext));
+}
+
+#[test]
+fn quic() {
+    workload(&mesh(3, Transport::Quic));
+}
