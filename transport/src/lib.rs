@@ -1,4 +1,39 @@
-//! owl-transport: the network between owl nodes.
+//! owl-transport: the network between owl nodes (one OS process per node,
+//! nodes `0..n`, node 0 the head).
+//!
+//! Layers, each usable alone:
+//! - [`proto`] — sans-IO: typed [`proto::Msg`]s encoded with rkyv (validated
+//!   once on receipt), frames `u32 LE len | u64 LE seq | payload [| tag]`
+//!   sealed with ChaCha20-Poly1305, and a versioned HMAC-SHA256 handshake
+//!   proving knowledge of the 32-byte cluster secret. No sockets, threads,
+//!   clock or randomness; tests run two endpoints in memory.
+//! - [`mesh`] — the API the runtime uses: [`Link::send`] to queue,
+//!   [`Handler`] to receive, [`start`] to join a cluster and get a [`Mesh`].
+//! - drivers: TCP over io_uring (tokio-uring; plain tokio if io_uring cannot
+//!   be set up), QUIC (quinn, TLS 1.3, mutual auth under a CA derived from the
+//!   secret), and [`sim`], an in-process network with a manual clock and
+//!   fault injection running the same codec.
+//!
+//! Invariants:
+//! - Per-peer FIFO: messages `send` queues for one peer are delivered to its
+//!   `Handler::on_msgs` in that order, on the receiver's single I/O thread.
+//! - Batching: `send` takes a short per-peer mutex and wakes the I/O thread
+//!   only when the queue goes from empty to non-empty; the writer drains the
+//!   whole queue into one frame (split only past `max_frame`).
+//! - Trust boundary: bytes from a socket are length-checked before buffering,
+//!   authenticated (sealed sessions), sequence-checked (duplicate dropped, gap
+//!   fatal) and rkyv-validated exactly once; a failure closes that connection
+//!   only. A peer with the wrong secret, version or identity is refused with a
+//!   `tracing::warn!`, and the node keeps running.
+//! - Liveness: heartbeats every `heartbeat`; a peer silent for `dead_after`
+//!   or whose connection drops is reported once through `on_peer_down`; the
+//!   head then announces `NodeDead` to all, and late messages from a dead
+//!   node are dropped. A peer that sent `Shutdown` is never reported down.
+//! - `WireValue::bytes` arrives in an unaligned `Vec<u8>`: receivers copy it
+//!   into 16-byte aligned memory before `rkyv::access` (see [`proto::msg`]).
+//!
+//! Threads: one I/O thread per node (`owl-io-<node>`), which runs every
+//! socket and calls the handler; no other thread hops.
 #![forbid(unsafe_code)]
 
 pub mod proto;

@@ -34,12 +34,15 @@ pub(crate) trait Wr: 'static {
     async fn finish(&mut self);
 }
 
+/// Tears a connection down so its pending reads and writes end.
+pub(crate) type Closer = Box<dyn Fn()>;
+
 /// A connected byte stream to one peer.
 pub(crate) struct Conn<R, W> {
     pub(crate) rd: R,
     pub(crate) wr: W,
     /// Tears the connection down so pending reads and writes end.
-    pub(crate) close: Box<dyn Fn()>,
+    pub(crate) close: Closer,
     pub(crate) remote: SocketAddr,
 }
 
@@ -68,6 +71,7 @@ pub(crate) fn run_io_thread(
     match cfg.kind {
         TransportKind::Tcp { .. } => match tokio_uring::Runtime::new(&tokio_uring::builder()) {
             Ok(rt) => rt.block_on(async move {
+                tracing::debug!(node = cfg.node, "TCP transport on io_uring");
                 match crate::tcp::UringNet::bind(cfg.listen) {
                     Ok(net) => Node::run(net, cfg, sh, ready).await,
                     Err(e) => drop(ready.send(Err(e))),
@@ -115,7 +119,7 @@ struct Node<N: Net> {
     sh: Arc<Shared>,
     hs: HandshakeConfig,
     epoch: Instant,
-    closers: RefCell<Vec<Option<Box<dyn Fn()>>>>,
+    closers: RefCell<Vec<Option<Closer>>>,
     /// Head only: who joined, with their addresses.
     joined: RefCell<BTreeMap<u32, String>>,
     members_sent: Cell<bool>,
