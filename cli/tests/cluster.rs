@@ -246,3 +246,67 @@ fn mpirun_places_two_ranks_through_the_rendezvous_file() {
     assert_ne!(again[0]["job"], ranks[0]["job"]);
     let _ = std::fs::remove_file(again[0]["rendezvous_file"].as_str().unwrap());
 }
+
+const PI: &str = env!("CARGO_BIN_EXE_owl-pi");
+
+/// The line `owl-pi` printed on node 0: both nodes ran tasks.
+fn check_pi_run(out: &Output, nodes: u64) {
+    let lines = json_lines(out);
+    assert_eq!(lines.len(), 1, "only node 0 runs main: {lines:?}");
+    let per_node = lines[0]["per_node"].as_array().unwrap();
+    assert_eq!(per_node.len() as u64, nodes, "{lines:?}");
+    assert!(
+        per_node.iter().all(|n| n.as_u64().unwrap() > 0),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn srun_runs_an_owl_program_on_two_nodes() {
+    if !slurm_ready() {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    for transport in ["tcp", "quic"] {
+        let out = launcher("srun", home.path())
+            .env("OWL_TRANSPORT", transport)
+            .env("OWL_CHECK_LEAKS", "1")
+            .env("OWL_SHARDS", "1")
+            .args(["-n", "2", "--overcommit", PI, "2000"])
+            .output()
+            .unwrap();
+        check_pi_run(&out, 2);
+    }
+}
+
+#[test]
+fn mpirun_runs_an_owl_program_on_two_nodes() {
+    if !available(
+        "mpirun",
+        "OWL_REQUIRE_MPI",
+        on_path("mpirun"),
+        "apt-get install openmpi-bin",
+    ) {
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = launcher("mpirun", home.path())
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .args([
+            "-n",
+            "2",
+            "--oversubscribe",
+            "-x",
+            "OWL_CHECK_LEAKS=1",
+            "-x",
+            "OWL_SHARDS=1",
+            "-x",
+            "OWL_TRANSPORT=tcp",
+            PI,
+            "2000",
+        ])
+        .output()
+        .unwrap();
+    check_pi_run(&out, 2);
+}

@@ -136,6 +136,14 @@ impl Builder {
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
     /// `tcp-plain`; default `quic`) and `OWL_CONNECT_TIMEOUT_S`.
     pub fn from_env(mut self) -> Result<Self, StartError> {
+        if let Ok(filter) = std::env::var("OWL_LOG") {
+            // Logs to stderr, e.g. OWL_LOG=info or OWL_LOG=owl=debug; a
+            // program that installed its own subscriber keeps it.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let placement = owl_launch::discover().map_err(|e| StartError::Launch(e.to_string()))?;
         if placement.size > 1 {
             let transport = match std::env::var("OWL_TRANSPORT") {
@@ -146,8 +154,8 @@ impl Builder {
                 })?,
                 Err(_) => Transport::Quic,
             };
-            let timeout = env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?
-                .unwrap_or(60);
+            let timeout =
+                env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?.unwrap_or(60);
             // The launcher bound the head's port to fix it early; the
             // transport binds it again (QUIC needs UDP on it anyway), so it
             // is released here, just before the transport starts.

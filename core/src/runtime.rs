@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use owl_store::{Arena, ArenaStats};
 
+use crate::cell::ObjectCell;
 use crate::config::{Builder, Config};
 use crate::error::{PutError, StartError, SubmitError, TaskErrorKind};
-use crate::cell::ObjectCell;
 use crate::ids::{NodeId, ShardId};
 use crate::objref::{ObjectRef, RawRef};
 use crate::shard::{
@@ -298,7 +298,9 @@ impl Runtime {
         if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
             let kind = match network.transport {
                 crate::config::Transport::Quic => owl_transport::TransportKind::Quic,
-                crate::config::Transport::Tcp => owl_transport::TransportKind::Tcp { plaintext: false },
+                crate::config::Transport::Tcp => {
+                    owl_transport::TransportKind::Tcp { plaintext: false }
+                }
                 crate::config::Transport::TcpPlaintext => {
                     owl_transport::TransportKind::Tcp { plaintext: true }
                 }
@@ -367,10 +369,18 @@ impl Runtime {
         if net.is_dead(head) {
             return Err(crate::Error::HeadLost);
         }
+        self.check_leaks_if_asked();
+        Ok(())
+    }
+
+    /// With `OWL_CHECK_LEAKS` set, asserts that nothing is left on this node
+    /// (`#[owl::main]` calls it when `main` returns; tests of whole programs
+    /// set the variable).
+    #[doc(hidden)]
+    pub fn check_leaks_if_asked(&self) {
         if std::env::var_os("OWL_CHECK_LEAKS").is_some() {
             self.assert_no_leaks();
         }
-        Ok(())
     }
 
     /// Tells this node that `peer` died, as its transport would on a lost

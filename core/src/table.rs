@@ -58,7 +58,11 @@ impl Entry {
     fn is_free(&self) -> bool {
         self.local_refs == 0
             && self.borrowers.is_empty()
-            && self.cell.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0
+            && self
+                .cell
+                .in_flight
+                .load(std::sync::atomic::Ordering::Acquire)
+                == 0
     }
 }
 
@@ -324,7 +328,10 @@ mod tests {
         assert!(matches!(t.borrow(id, NodeId(2), -1, false), Released::Kept));
         assert!(matches!(t.release_local(id), Released::Kept));
         t.check();
-        assert!(matches!(t.borrow(id, NodeId(2), 1, false), Released::Freed(_)));
+        assert!(matches!(
+            t.borrow(id, NodeId(2), 1, false),
+            Released::Freed(_)
+        ));
         assert!(t.is_empty());
         assert!(matches!(t.borrow(id, NodeId(2), 1, false), Released::Stale));
     }
@@ -351,7 +358,10 @@ mod tests {
         assert!(matches!(t.release_local(id), Released::Kept));
         assert!(matches!(t.release_local(id), Released::Kept));
         assert!(matches!(t.group_started(id), Released::Kept));
-        assert!(matches!(t.borrow(id, NodeId(1), -1, false), Released::Freed(_)));
+        assert!(matches!(
+            t.borrow(id, NodeId(1), -1, false),
+            Released::Freed(_)
+        ));
     }
 
     #[test]

@@ -141,7 +141,8 @@ fn refs_stored_in_objects_on_other_nodes() {
     let x = rt.put((0..64u64).collect::<Vec<u64>>()).unwrap();
     let wrapped = wrap.options(on(1)).remote(rt, x.clone()).unwrap();
     drop(x);
-    let outer: ObjectRef<(u32, ObjectRef<Vec<u64>>)> = wrapped.get_blocking().unwrap().deserialize().unwrap();
+    let outer: ObjectRef<(u32, ObjectRef<Vec<u64>>)> =
+        wrapped.get_blocking().unwrap().deserialize().unwrap();
     drop(wrapped);
     assert_eq!(outer.id().node, NodeId(1));
     // Read it from node 2: it holds the outer ref, which holds x.
@@ -162,16 +163,23 @@ fn remote_errors_name_the_node() {
     let r = boom.options(on(1)).remote(rt, 7).unwrap();
     match r.get_blocking() {
         Err(GetError::Task(e)) => {
-            assert!(matches!(&e.kind, TaskErrorKind::Panicked(m) if m == "boom 7"), "{e}");
+            assert!(
+                matches!(&e.kind, TaskErrorKind::Panicked(m) if m == "boom 7"),
+                "{e}"
+            );
             assert_eq!(e.node, NodeId(1));
         }
         other => panic!("expected a task error, got {other:?}"),
     }
     // A dependent on another node fails with the cause.
     let d = add.options(on(0)).remote(rt, &r, 1).unwrap();
-    assert!(matches!(d.get_blocking(), Err(GetError::Task(e)) if matches!(e.kind, TaskErrorKind::DependencyFailed(_))));
+    assert!(
+        matches!(d.get_blocking(), Err(GetError::Task(e)) if matches!(e.kind, TaskErrorKind::DependencyFailed(_)))
+    );
     let bad = add.options(on(9)).remote(rt, 1, 1).unwrap();
-    assert!(matches!(bad.get_blocking(), Err(GetError::Task(e)) if matches!(&e.kind, TaskErrorKind::Unplaceable(m) if m.contains("node n9"))));
+    assert!(
+        matches!(bad.get_blocking(), Err(GetError::Task(e)) if matches!(&e.kind, TaskErrorKind::Unplaceable(m) if m.contains("node n9")))
+    );
     drop((r, d, bad));
     no_leaks(&nodes);
 }
@@ -219,19 +227,30 @@ fn a_dead_worker_s_tasks_are_retried_and_its_objects_fail_fast() {
     drop(outer);
     // Node 2 borrows an object of ours; node 1 too, then dies holding it.
     let mine = rt.put((0..8u64).collect::<Vec<u64>>()).unwrap();
-    let held = hold.options(on(1)).remote(&rt, mine.clone(), 10_000).unwrap();
+    let held = hold
+        .options(on(1))
+        .remote(&rt, mine.clone(), 10_000)
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
     kill(&mut nodes, 1);
-    assert_eq!(*slow.get_blocking_timeout(std::time::Duration::from_secs(5)).unwrap(), 42);
+    assert_eq!(
+        *slow
+            .get_blocking_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+        42
+    );
     match orphan.get_blocking_timeout(std::time::Duration::from_secs(5)) {
         Err(GetError::Task(e)) => assert_eq!(e.kind, TaskErrorKind::OwnerDied(NodeId(1))),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     // `hold` is retried here too and finishes (it only sleeps).
-    held.get_blocking_timeout(std::time::Duration::from_secs(15)).unwrap();
+    held.get_blocking_timeout(std::time::Duration::from_secs(15))
+        .unwrap();
     // Placing work on the dead node fails with WorkerDied, not a hang.
     let late = add.options(on(1).max_retries(0)).remote(&rt, 1, 1).unwrap();
-    assert!(matches!(late.get_blocking(), Err(GetError::Task(e)) if e.kind == TaskErrorKind::WorkerDied(NodeId(1))));
+    assert!(
+        matches!(late.get_blocking(), Err(GetError::Task(e)) if e.kind == TaskErrorKind::WorkerDied(NodeId(1)))
+    );
     drop((slow, orphan, mine, held, late, rt));
     for rt in nodes.iter().flatten() {
         rt.assert_no_leaks();

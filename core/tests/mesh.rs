@@ -28,7 +28,11 @@ async fn read_len(r: ObjectRef<Vec<u64>>) -> u64 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts `n` nodes on loopback over `transport`, concurrently (each waits
@@ -39,7 +43,11 @@ fn mesh(n: u32, transport: Transport) -> Vec<Runtime> {
     let handles: Vec<_> = (0..n)
         .map(|i| {
             std::thread::spawn(move || {
-                let listen = if i == 0 { head } else { "127.0.0.1:0".parse().unwrap() };
+                let listen = if i == 0 {
+                    head
+                } else {
+                    "127.0.0.1:0".parse().unwrap()
+                };
                 Runtime::builder()
                     .shards(1)
                     .pin(false)

@@ -292,7 +292,9 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
             if __rt.node().0 != 0 {
                 #serve
             }
-            __rt.block_on(__owl_main)
+            let __out = __rt.block_on(__owl_main);
+            __rt.check_leaks_if_asked();
+            __out
         }
     }
     .into()

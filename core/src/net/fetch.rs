@@ -139,12 +139,19 @@ impl Net {
         len: u64,
         refs: Vec<WireId>,
     ) {
-        let contained: Vec<RawRef> = refs.iter().map(|w| self.resolve(node, wire::id(w))).collect();
+        let contained: Vec<RawRef> = refs
+            .iter()
+            .map(|w| self.resolve(node, wire::id(w)))
+            .collect();
         let block = match node.arena.alloc(len as usize) {
             Ok(b) => b,
             Err(e) => {
                 if let Some(cell) = self.proxy(id) {
-                    cell.complete(Err(store_error(id, self.me, format!("pulling {len} bytes: {e}"))));
+                    cell.complete(Err(store_error(
+                        id,
+                        self.me,
+                        format!("pulling {len} bytes: {e}"),
+                    )));
                 }
                 return;
             }
@@ -202,15 +209,27 @@ impl Net {
                     data,
                 },
             ),
-            None => tracing::warn!(object = %id, %from, "pull of an object this node does not hold"),
+            None => {
+                tracing::warn!(object = %id, %from, "pull of an object this node does not hold")
+            }
         }
     }
 
-    pub(super) fn on_chunk(&self, _node: &Arc<NodeShared>, id: ObjectId, offset: u64, data: Vec<u8>) {
+    pub(super) fn on_chunk(
+        &self,
+        _node: &Arc<NodeShared>,
+        id: ObjectId,
+        offset: u64,
+        data: Vec<u8>,
+    ) {
         let done = {
             let mut pulls = self.pulls.lock();
-            let Some(pull) = pulls.get_mut(&id) else { return };
-            let Some(block) = pull.block.as_mut() else { return };
+            let Some(pull) = pulls.get_mut(&id) else {
+                return;
+            };
+            let Some(block) = pull.block.as_mut() else {
+                return;
+            };
             let dst = block.as_mut_slice();
             let start = offset as usize;
             let Some(slot) = dst.get_mut(start..start + data.len()) else {
@@ -227,7 +246,11 @@ impl Net {
             }
         };
         if let Some(mut pull) = done {
-            let block = pull.block.take().expect("block present until done").freeze();
+            let block = pull
+                .block
+                .take()
+                .expect("block present until done")
+                .freeze();
             let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
             if let Some(cell) = self.proxy(id) {
                 cell.complete(Ok(stored));

@@ -65,10 +65,7 @@ fn deliver(rx: Receiver<(u32, Msg)>, handler: NodeHandler) {
 
 /// Starts `n` nodes in this process, node `i` configured by `builder(i)`,
 /// all linked to each other.
-pub fn in_process(
-    n: u32,
-    builder: impl Fn(NodeId) -> Builder,
-) -> Result<Vec<Runtime>, StartError> {
+pub fn in_process(n: u32, builder: impl Fn(NodeId) -> Builder) -> Result<Vec<Runtime>, StartError> {
     let mut runtimes = Vec::new();
     for i in 0..n {
         runtimes.push(builder(NodeId(i)).cluster_member(NodeId(i), n).build()?);

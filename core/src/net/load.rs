@@ -29,7 +29,10 @@ impl LoadView {
 
     pub(crate) fn report(&self, node: NodeId, queued: u32, idle_shards: u32) {
         if let Some(l) = self.loads.get(node.0 as usize) {
-            l.store(((queued as u64) << 32) | idle_shards as u64, Ordering::Relaxed);
+            l.store(
+                ((queued as u64) << 32) | idle_shards as u64,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -57,7 +60,10 @@ mod tests {
     #[test]
     fn picks_round_robin_and_skips_busy_dead_and_self() {
         let v = LoadView::new(4);
-        let mut seen: Vec<u32> = (0..6).filter_map(|_| v.pick(NodeId(0), |_| false)).map(|n| n.0).collect();
+        let mut seen: Vec<u32> = (0..6)
+            .filter_map(|_| v.pick(NodeId(0), |_| false))
+            .map(|n| n.0)
+            .collect();
         seen.sort();
         seen.dedup();
         assert_eq!(seen, vec![1, 2, 3]);

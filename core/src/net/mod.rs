@@ -47,6 +47,10 @@ pub(crate) struct Net {
     pub me: NodeId,
     pub nodes: u32,
     link: OnceLock<Arc<dyn Link>>,
+    /// What was sent before the link was set: a peer's first messages can
+    /// arrive (and be answered) while the transport is still finishing
+    /// start-up here.
+    early: Mutex<Vec<(NodeId, Msg)>>,
     /// The network mesh, when the link is one (not an in-process cluster).
     mesh: OnceLock<Arc<Mesh>>,
     /// Proxies of objects owned elsewhere, one handle group each.
@@ -70,6 +74,7 @@ impl Net {
             me,
             nodes,
             link: OnceLock::new(),
+            early: Mutex::new(Vec::new()),
             mesh: OnceLock::new(),
             borrowed: Mutex::new(HashMap::new()),
             exports: Mutex::new(HashMap::new()),
@@ -83,6 +88,12 @@ impl Net {
     }
 
     pub(crate) fn connect(&self, link: Arc<dyn Link>) {
+        // Flush early messages first and publish the link last, under the
+        // lock, so nothing sent meanwhile can overtake them.
+        let mut early = self.early.lock();
+        for (to, msg) in early.drain(..) {
+            link.send(to.0, msg);
+        }
         if self.link.set(link).is_err() {
             tracing::error!("node {} connected twice; keeping the first link", self.me);
         }
@@ -105,9 +116,13 @@ impl Net {
     }
 
     fn send(&self, to: NodeId, msg: Msg) {
+        if let Some(link) = self.link.get() {
+            return link.send(to.0, msg);
+        }
+        let mut early = self.early.lock();
         match self.link.get() {
             Some(link) => link.send(to.0, msg),
-            None => tracing::error!(to = %to, "message dropped: node {} has no link yet", self.me),
+            None => early.push((to, msg)),
         }
     }
 

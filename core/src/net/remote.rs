@@ -45,7 +45,10 @@ impl Net {
         target: NodeId,
     ) -> Result<(), (Task, TaskErrorKind)> {
         if target.0 >= self.nodes {
-            let why = format!("node {target} does not exist (the cluster has {} nodes)", self.nodes);
+            let why = format!(
+                "node {target} does not exist (the cluster has {} nodes)",
+                self.nodes
+            );
             return Err((task, TaskErrorKind::Unplaceable(why)));
         }
         if self.is_dead(target) {
@@ -71,7 +74,9 @@ impl Net {
             args,
         };
         let id = task.cell.id();
-        self.remote.lock().insert(id, RemoteTask { task, node: target });
+        self.remote
+            .lock()
+            .insert(id, RemoteTask { task, node: target });
         self.send(target, msg);
         Ok(())
     }
@@ -111,7 +116,11 @@ impl Net {
                 WireArg::Gather(ws) => {
                     // Never sent by owl (gathers travel as one value); still
                     // resolve them so their registrations are returned.
-                    drop(ws.iter().map(|w| self.resolve(node, wire::id(w))).collect::<Vec<_>>());
+                    drop(
+                        ws.iter()
+                            .map(|w| self.resolve(node, wire::id(w)))
+                            .collect::<Vec<_>>(),
+                    );
                     bad = Some(TaskErrorKind::Store("unexpected gathered argument".into()));
                 }
             }
@@ -224,7 +233,11 @@ impl Net {
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
         for RemoteTask { mut task, .. } in lost {
-            let budget = task.opts.as_ref().map_or(0, |o| o.max_retries).max(SYSTEM_RETRIES);
+            let budget = task
+                .opts
+                .as_ref()
+                .map_or(0, |o| o.max_retries)
+                .max(SYSTEM_RETRIES);
             if task.attempt < budget {
                 task.attempt += 1;
                 // Retry on this node (which is alive): clear the placement.

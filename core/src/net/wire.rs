@@ -44,7 +44,9 @@ pub(super) fn wire_error(e: &TaskError) -> WireError {
         TaskErrorKind::Failed(m) => (FAILED, m.clone(), None),
         TaskErrorKind::Cancelled => (CANCELLED, String::new(), None),
         TaskErrorKind::Shutdown => (SHUTDOWN, String::new(), None),
-        TaskErrorKind::DependencyFailed(c) => (DEPENDENCY, String::new(), Some(Box::new(wire_error(c)))),
+        TaskErrorKind::DependencyFailed(c) => {
+            (DEPENDENCY, String::new(), Some(Box::new(wire_error(c))))
+        }
         TaskErrorKind::Store(m) => (STORE, m.clone(), None),
         TaskErrorKind::WorkerDied(n) => (WORKER_DIED, n.0.to_string(), None),
         TaskErrorKind::OwnerDied(n) => (OWNER_DIED, n.0.to_string(), None),

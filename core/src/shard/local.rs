@@ -272,7 +272,8 @@ impl Shard {
             return self.execute(task);
         }
         let Some(net) = self.shared.net.as_ref() else {
-            let why = format!("node {node} was asked for, but this runtime is not part of a cluster");
+            let why =
+                format!("node {node} was asked for, but this runtime is not part of a cluster");
             return self.fail(task, TaskErrorKind::Unplaceable(why));
         };
         if let Err((task, kind)) = net.dispatch(&self.shared, task, node) {

@@ -93,7 +93,10 @@ pub async fn run_program(rt: Runtime, ops: Vec<Op>) -> Result<(), String> {
             Op::Submit(i, b) => {
                 if let Some(i) = pick(i, live.len()) {
                     let (r, e) = (&live[i].0, live[i].1);
-                    live.push((add.options(at.clone()).remote(&rt, r, b).unwrap(), e.wrapping_add(b)));
+                    live.push((
+                        add.options(at.clone()).remote(&rt, r, b).unwrap(),
+                        e.wrapping_add(b),
+                    ));
                 }
             }
             Op::SubmitByRefs(i, j) => {
@@ -176,4 +179,3 @@ pub async fn run_program(rt: Runtime, ops: Vec<Op>) -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -1,0 +1,174 @@
+//! A multi-node owl program (`owl-pi`) as real processes: launched by
+//! `owl run` over each transport on loopback, and by hand inside two network
+//! namespaces joined by a veth pair, where the nodes have distinct addresses.
+//! Every node checks its tables and arena are empty before it exits
+//! (`OWL_CHECK_LEAKS`), so a leak fails the run.
+
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+const OWL: &str = env!("CARGO_BIN_EXE_owl");
+const PI: &str = env!("CARGO_BIN_EXE_owl-pi");
+
+/// A command with no launcher variables leaking in from the test's own
+/// environment.
+fn clean(program: &str) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("60").arg(program);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if ["OWL_", "SLURM_", "OMPI_", "PMIX_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+        {
+            c.env_remove(k);
+        }
+    }
+    c.env("OWL_CHECK_LEAKS", "1").env("OWL_SHARDS", "1");
+    c
+}
+
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "run failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The result line node 0 printed; checks every node ran its share.
+fn check_pi(stdout: &str, nodes: u64, tasks: u64) {
+    let line = stdout
+        .lines()
+        .map(|l| l.trim_start_matches("[0] "))
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no result line in {stdout}"));
+    let v: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["nodes"], nodes, "{v}");
+    assert_eq!(v["tasks"], tasks, "{v}");
+    let per_node: Vec<u64> = v["per_node"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    assert_eq!(per_node.iter().sum::<u64>(), tasks, "{v}");
+    assert!(per_node.iter().all(|&n| n > 0), "every node ran tasks: {v}");
+    let pi = v["pi"].as_f64().unwrap();
+    assert!((pi - std::f64::consts::PI).abs() < 0.05, "{v}");
+}
+
+fn owl_run(transport: &str, nodes: u64, tasks: u64) {
+    let out = clean(OWL)
+        .args([
+            "run",
+            "-n",
+            &nodes.to_string(),
+            "--transport",
+            transport,
+            "--timeout",
+            "50",
+            "--",
+            PI,
+        ])
+        .arg(tasks.to_string())
+        .output()
+        .unwrap();
+    check_pi(&succeeded(&out), nodes, tasks);
+}
+
+#[test]
+fn owl_run_over_quic() {
+    owl_run("quic", 3, 3000);
+}
+
+#[test]
+fn owl_run_over_tcp() {
+    owl_run("tcp", 3, 3000);
+}
+
+#[test]
+fn owl_run_over_plaintext_tcp() {
+    owl_run("tcp-plain", 2, 2000);
+}
+
+/// Two namespaces with one veth pair between them; removed on drop.
+struct Netns {
+    names: [String; 2],
+}
+
+impl Netns {
+    fn create() -> Option<Netns> {
+        let id = std::process::id() % 100_000;
+        let names = [format!("owl{id}a"), format!("owl{id}b")];
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ip(&["netns", "add", &names[0]]) {
+            return None;
+        }
+        let ns = Netns { names };
+        let (a, b) = (&ns.names[0], &ns.names[1]);
+        let (va, vb) = (format!("v{id}a"), format!("v{id}b"));
+        let ok = ip(&["netns", "add", b])
+            && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+            && ip(&["link", "set", &va, "netns", a])
+            && ip(&["link", "set", &vb, "netns", b])
+            && ip(&["-n", a, "addr", "add", "10.231.7.1/24", "dev", &va])
+            && ip(&["-n", b, "addr", "add", "10.231.7.2/24", "dev", &vb])
+            && ip(&["-n", a, "link", "set", &va, "up"])
+            && ip(&["-n", b, "link", "set", &vb, "up"])
+            && ip(&["-n", a, "link", "set", "lo", "up"])
+            && ip(&["-n", b, "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn nodes_in_two_network_namespaces() {
+    let Some(ns) = Netns::create() else {
+        if std::env::var_os("OWL_REQUIRE_NETNS").is_some() {
+            panic!("OWL_REQUIRE_NETNS is set but network namespaces cannot be created (needs root and iproute2)");
+        }
+        eprintln!("skipped: cannot create network namespaces (needs root and iproute2; set OWL_REQUIRE_NETNS=1 to make this a failure)");
+        return;
+    };
+    let secret = "ab".repeat(32);
+    let head = "10.231.7.1:7411";
+    for transport in ["tcp", "quic"] {
+        let node = |i: usize, listen: &str| {
+            let mut c = clean("ip");
+            c.args(["netns", "exec", &ns.names[i], PI, "1000"])
+                .env("OWL_NODE_ID", i.to_string())
+                .env("OWL_NODES", "2")
+                .env("OWL_HEAD", head)
+                .env("OWL_LISTEN", listen)
+                .env("OWL_SECRET", &secret)
+                .env("OWL_TRANSPORT", transport)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        };
+        let n0 = node(0, head);
+        let n1 = node(1, "10.231.7.2:0");
+        let out0 = n0.wait_with_output().unwrap();
+        let out1 = n1.wait_with_output().unwrap();
+        succeeded(&out1);
+        check_pi(&succeeded(&out0), 2, 1000);
+    }
+}
