@@ -34,7 +34,7 @@ impl Handler for Echo {
 fn measure(kind: TransportKind, rounds: u64) -> anyhow::Result<(f64, f64)> {
     let head = match kind {
         TransportKind::Quic => std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
-        TransportKind::Tcp { .. } => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+        TransportKind::Tcp { .. } | TransportKind::Shm(_) => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
     };
     let mk = |node: u32| {
         let listen = if node == 0 {

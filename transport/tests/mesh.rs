@@ -57,7 +57,7 @@ fn cluster(n: u32, kind: TransportKind) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>) 
             .unwrap()
             .local_addr()
             .unwrap(),
-        TransportKind::Tcp { .. } => free_port(),
+        TransportKind::Tcp { .. } | TransportKind::Shm(_) => free_port(),
     };
     let handles: Vec<_> = (0..n)
         .map(|i| {

@@ -87,6 +87,7 @@ pub(crate) fn run_io_thread(
                 });
             }
         },
+        TransportKind::Shm(shm) => crate::shm::run_io_thread(cfg, shm, sh, ready),
         TransportKind::Quic => with_local_runtime(ready.clone(), async move {
             match crate::quic::QuicNet::bind(&cfg) {
                 Ok(net) => Node::run(net, cfg, sh, ready).await,
@@ -141,6 +142,8 @@ impl<N: Net> Node<N> {
         let plaintext = match cfg.kind {
             TransportKind::Tcp { plaintext } => plaintext,
             TransportKind::Quic => true,
+            // Never reached: the shm driver runs its control mesh over TCP.
+            TransportKind::Shm(_) => false,
         };
         let hs = HandshakeConfig {
             me: cfg.node,

@@ -1,0 +1,340 @@
+//! The shm I/O loop: one thread per node polls its incoming rings, drains
+//! the runtime's queues into outgoing rings, sends heartbeats, and when idle
+//! spins, then sleeps on its doorbell.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::ring::{Consumer, Corrupt, Inbox, Producer};
+use super::setup::{Ctl, Setup};
+use crate::mesh::{Mesh, MeshConfig, PeerDown, Shared, ShmConfig, UP};
+use crate::proto::{FrameDecoder, FrameEncoder, Msg};
+
+/// The longest sleep without looking around (the wake protocol does not
+/// need it; it bounds the damage of a peer that dies between publishing and
+/// ringing).
+const BACKSTOP: Duration = Duration::from_millis(50);
+/// Bytes taken from one ring per turn, so one busy peer cannot starve others.
+const READ_CHUNK: usize = 256 << 10;
+/// How long `shutdown` waits for `Shutdown` to get into the rings.
+const FLUSH: Duration = Duration::from_secs(1);
+
+/// Both directions with one peer.
+struct Pipe {
+    /// Into the peer's inbox (it owns the bell rung after writing).
+    out: Producer,
+    /// From our inbox.
+    inn: Consumer,
+    enc: FrameEncoder,
+    dec: FrameDecoder,
+    /// Encoded bytes not yet in the ring (back-pressure), from `sent` on.
+    pending: Vec<u8>,
+    sent: usize,
+}
+
+pub(crate) struct Driver {
+    cfg: MeshConfig,
+    spin: Duration,
+    sh: Arc<Shared>,
+    control: Arc<Mesh>,
+    events: std::sync::mpsc::Receiver<(u32, Ctl)>,
+    pending: Arc<std::sync::atomic::AtomicBool>,
+    mine: Arc<Inbox>,
+    pipes: Vec<Option<Pipe>>,
+    epoch: Instant,
+    next_beat: Instant,
+    beat_seq: u64,
+    rbuf: Vec<u8>,
+}
+
+impl Driver {
+    pub(crate) fn new(cfg: MeshConfig, shm: ShmConfig, sh: Arc<Shared>, s: Setup) -> Self {
+        let me = cfg.node;
+        let epoch = Instant::now();
+        let pipes = s
+            .peers
+            .into_iter()
+            .enumerate()
+            .map(|(p, theirs)| {
+                theirs.map(|theirs| Pipe {
+                    out: Producer::new(theirs, me),
+                    inn: Consumer::new(s.mine.clone(), p as u32),
+                    enc: FrameEncoder::plaintext(cfg.max_frame),
+                    dec: FrameDecoder::plaintext(cfg.max_frame),
+                    pending: Vec::new(),
+                    sent: 0,
+                })
+            })
+            .collect();
+        for p in (0..cfg.nodes).filter(|&p| p != me) {
+            let peer = &sh.peers[p as usize];
+            peer.last_seen_ms.store(0, Ordering::Relaxed);
+            let _ = peer.state.compare_exchange(
+                crate::mesh::PENDING,
+                UP,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        Self {
+            spin: shm.spin,
+            next_beat: epoch + cfg.heartbeat,
+            cfg,
+            sh,
+            control: s.control,
+            events: s.events,
+            pending: s.pending,
+            mine: s.mine,
+            pipes,
+            epoch,
+            beat_seq: 0,
+            rbuf: Vec::with_capacity(READ_CHUNK),
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut idle_since = None;
+        loop {
+            let mut busy = self.poll_control();
+            busy |= self.poll_in();
+            busy |= self.poll_out();
+            let now = Instant::now();
+            if now >= self.next_beat {
+                self.beat(now);
+            }
+            if self.sh.closing.load(Ordering::Acquire) {
+                break;
+            }
+            if busy {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert(now);
+            if now - since < self.spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let timeout = self.next_beat.saturating_duration_since(now).min(BACKSTOP);
+            self.mine.bell().sleep(timeout, || self.idle());
+            idle_since = None;
+        }
+        self.finish();
+    }
+
+    /// Checked after announcing sleep: every condition some other thread or
+    /// process may change and then ring our bell for.
+    fn idle(&self) -> bool {
+        if self.sh.closing.load(Ordering::SeqCst) || self.pending.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.pipes.iter().enumerate().all(|(p, pipe)| {
+            let Some(pipe) = pipe else { return true };
+            if self.sh.state(p as u32) != UP {
+                return true;
+            }
+            let waiting_out = pipe.sent < pipe.pending.len();
+            pipe.inn.available() == Ok(0)
+                && !(waiting_out && pipe.out.free() != Ok(0))
+                && (waiting_out || self.sh.peers[p].queue.lock().is_empty())
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn poll_control(&mut self) -> bool {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        while let Ok((peer, ctl)) = self.events.try_recv() {
+            if let Ctl::Down(why) = ctl {
+                if self.sh.state(peer) == UP {
+                    self.down(peer, why);
+                }
+            }
+        }
+        true
+    }
+
+    fn poll_in(&mut self) -> bool {
+        let mut busy = false;
+        for p in 0..self.pipes.len() {
+            if self.pipes[p].is_none() || self.sh.state(p as u32) != UP {
+                continue;
+            }
+            let pipe = self.pipes[p].as_mut().expect("checked");
+            self.rbuf.clear();
+            match pipe.inn.read(&mut self.rbuf, READ_CHUNK) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    self.corrupt(p as u32, e);
+                    continue;
+                }
+            }
+            busy = true;
+            pipe.out.bell().ring(); // its producer may wait for space
+            pipe.dec.feed(&self.rbuf);
+            loop {
+                let pipe = self.pipes[p].as_mut().expect("checked");
+                match pipe.dec.next_batch() {
+                    Ok(Some(msgs)) => {
+                        if !self.deliver(p as u32, msgs) {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(node = self.cfg.node, peer = p, "closing the ring: {e}");
+                        self.down(p as u32, PeerDown::Protocol(e));
+                        break;
+                    }
+                }
+            }
+        }
+        busy
+    }
+
+    fn corrupt(&mut self, peer: u32, e: Corrupt) {
+        tracing::warn!(node = self.cfg.node, peer, "{e}");
+        self.down(peer, PeerDown::ConnectionLost(e.to_string()));
+    }
+
+    /// Encodes what the runtime queued and writes what fits; the rest waits
+    /// in `pending` (the queue keeps filling meanwhile: never dropped).
+    fn poll_out(&mut self) -> bool {
+        let mut busy = false;
+        for p in 0..self.pipes.len() {
+            let Some(pipe) = self.pipes[p].as_mut() else {
+                continue;
+            };
+            if self.sh.state(p as u32) != UP {
+                continue;
+            }
+            if pipe.sent == pipe.pending.len() {
+                let batch = std::mem::take(&mut *self.sh.peers[p].queue.lock());
+                if batch.is_empty() {
+                    continue;
+                }
+                pipe.pending.clear();
+                pipe.sent = 0;
+                for (i, e) in pipe.enc.encode_split(batch, &mut pipe.pending) {
+                    tracing::error!(node = self.cfg.node, peer = p, index = i, "message dropped: {e}");
+                }
+            }
+            match pipe.out.write(&pipe.pending[pipe.sent..]) {
+                Ok(0) => {}
+                Ok(n) => {
+                    pipe.sent += n;
+                    pipe.out.bell().ring();
+                    busy = true;
+                }
+                Err(e) => self.corrupt(p as u32, e),
+            }
+        }
+        busy
+    }
+
+    /// As the socket driver's `deliver`: takes out what the transport
+    /// consumes, hands the rest over. False once the peer is gone.
+    fn deliver(&mut self, peer: u32, mut msgs: Vec<Msg>) -> bool {
+        if self.sh.state(peer) != UP {
+            return false;
+        }
+        self.sh.peers[peer as usize]
+            .last_seen_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+        let mut left = false;
+        let mut dead = Vec::new();
+        msgs.retain(|m| match m {
+            Msg::Shutdown => {
+                left = true;
+                false
+            }
+            Msg::NodeDead { node } if peer == 0 => {
+                dead.push(*node);
+                false
+            }
+            // Joining happened on the control mesh.
+            Msg::Join { .. } | Msg::Members { .. } => false,
+            _ => true,
+        });
+        if !msgs.is_empty() {
+            self.sh.handler.on_msgs(peer, msgs);
+        }
+        for node in dead {
+            if node < self.cfg.nodes && node != self.cfg.node && self.sh.state(node) == UP {
+                self.down(node, PeerDown::Announced);
+            }
+        }
+        if left {
+            self.sh.mark_left(peer);
+            return false;
+        }
+        true
+    }
+
+    /// Reports `peer` down (once); the head tells everyone.
+    fn down(&mut self, peer: u32, why: PeerDown) {
+        if self.sh.mark_dead(peer, why) && self.cfg.node == 0 {
+            for other in 1..self.cfg.nodes {
+                if other != peer && self.sh.state(other) == UP {
+                    self.sh.push(other, Msg::NodeDead { node: peer });
+                }
+            }
+        }
+    }
+
+    fn beat(&mut self, now: Instant) {
+        self.next_beat = now + self.cfg.heartbeat;
+        self.beat_seq += 1;
+        let now_ms = self.now_ms();
+        let dead_after = self.cfg.dead_after.as_millis() as u64;
+        let me = self.cfg.node;
+        for peer in (0..self.cfg.nodes).filter(|&p| p != me) {
+            if self.sh.state(peer) != UP {
+                continue;
+            }
+            let silent =
+                now_ms.saturating_sub(self.sh.peers[peer as usize].last_seen_ms.load(Ordering::Relaxed));
+            if silent > dead_after {
+                self.down(peer, PeerDown::HeartbeatTimeout(Duration::from_millis(silent)));
+                continue;
+            }
+            let hb = Msg::Heartbeat {
+                seq: self.beat_seq,
+                queued: self.sh.queued.load(Ordering::Relaxed),
+                idle_shards: self.sh.idle_shards.load(Ordering::Relaxed),
+            };
+            self.sh.push(peer, hb);
+        }
+    }
+
+    /// After `shutdown`: flush `Shutdown` into the rings (bounded), then
+    /// close the control mesh. After `kill`: drop everything, as a crash.
+    fn finish(mut self) {
+        if self.sh.killed.load(Ordering::Acquire) {
+            self.control.kill();
+            return;
+        }
+        let until = Instant::now() + FLUSH;
+        while Instant::now() < until {
+            self.poll_out();
+            let flushed = self.pipes.iter().enumerate().all(|(p, pipe)| {
+                pipe.as_ref().is_none_or(|pipe| {
+                    self.sh.state(p as u32) != UP
+                        || (pipe.sent == pipe.pending.len()
+                            && self.sh.peers[p].queue.lock().is_empty())
+                })
+            });
+            if flushed {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        self.control.shutdown();
+    }
+}
