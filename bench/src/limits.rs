@@ -292,6 +292,14 @@ async fn quic_async(size: Size) -> anyhow::Result<Vec<Sample>> {
 }
 
 /// Spawn-and-await of no-op tasks on a current-thread tokio runtime, batched.
+/// Raw loopback TCP and QUIC round trip and bandwidth: the baselines of
+/// the two-node workloads.
+pub fn raw_transports(size: Size) -> anyhow::Result<Vec<Sample>> {
+    let mut out = tcp(size)?;
+    out.extend(quic(size)?);
+    Ok(out)
+}
+
 fn tokio_spawn(size: Size) -> anyhow::Result<Sample> {
     let n = size.pick(1_000_000, 1_000);
     let rt = tokio::runtime::Builder::new_current_thread().build()?;

@@ -3,6 +3,7 @@
 //! JSON lines and SVG plots.
 
 mod alloc;
+mod cluster;
 mod facts;
 mod harness;
 mod limits;
@@ -37,6 +38,13 @@ workloads (one node):
   limits            the machine's limits (memcpy, core hand-off, loopback TCP
                     and QUIC, tokio spawn) and owl's figures as ratios of them
 
+workloads (two nodes in this process, per transport; see --transport):
+  remote_rtt        2,000 sequential remote calls: latency percentiles, and
+                    their ratio to the raw loopback TCP/QUIC round trip
+  remote_throughput 200,000 no-op tasks placed on the other node
+  transfer          a 1 GiB object pulled into the other node's arena, and
+                    its ratio to raw loopback TCP/QUIC bandwidth
+
   owl-bench metg-report DIR [--cores N]
                     METG(50%) of the Task Bench sweeps logged in DIR (see
                     scripts/taskbench-metg.sh), side by side, with a plot
@@ -45,7 +53,9 @@ options:
   --json       one JSON line per figure instead of the table
   --reps N     repetitions after one warm-up (default 3); the median is reported
   --out DIR    also write results.jsonl, results.md and SVG plots into DIR
-  --shards N   shards per node (default: all cores)
+  --shards N   shards per node (default: all cores; 1 for two-node workloads)
+  --transport LIST  comma-separated, for two-node workloads: inproc, tcp,
+               tcp-plain, quic (default: all)
   --tiny       every workload at a tiny size (a smoke test, not a measurement)";
 
 struct Options {
@@ -55,6 +65,7 @@ struct Options {
     out: Option<PathBuf>,
     shards: Option<usize>,
     size: Size,
+    transports: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -65,6 +76,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         out: None,
         shards: None,
         size: Size::Full,
+        transports: cluster::TRANSPORTS.iter().map(|t| t.to_string()).collect(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -81,6 +93,20 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--reps" => o.reps = number("--reps")?,
             "--shards" => o.shards = Some(number("--shards")?),
             "--out" => o.out = Some(it.next().ok_or("--out needs a directory")?.into()),
+            "--transport" => {
+                let list = it.next().ok_or("--transport needs a list")?;
+                o.transports = list.split(',').map(str::to_string).collect();
+                if let Some(bad) = o
+                    .transports
+                    .iter()
+                    .find(|t| !cluster::TRANSPORTS.contains(&t.as_str()))
+                {
+                    return Err(format!(
+                        "unknown transport `{bad}` (expected {})",
+                        cluster::TRANSPORTS.join(", ")
+                    ));
+                }
+            }
             w if !w.starts_with('-') => o.names.push(w.to_string()),
             other => return Err(format!("unknown option `{other}`")),
         }
@@ -88,7 +114,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     if o.names.is_empty() {
         return Err("no workload given".into());
     }
-    let known = |n: &str| n == "all" || n == "limits" || workloads::ALL.contains(&n);
+    let known = |n: &str| {
+        n == "all" || n == "limits" || workloads::ALL.contains(&n) || cluster::NAMES.contains(&n)
+    };
     if let Some(bad) = o.names.iter().find(|n| !known(n)) {
         return Err(format!("unknown workload `{bad}`"));
     }
@@ -183,6 +211,8 @@ fn run(opts: &Options) -> anyhow::Result<()> {
     for name in names {
         let new = if name == "limits" {
             limits_with_ratios(&rt, opts)?
+        } else if cluster::NAMES.contains(&name) {
+            cluster_with_ratios(name, opts)?
         } else {
             run_workload(name, &rt, opts)?
         };
@@ -260,6 +290,41 @@ fn limits_with_ratios(rt: &Runtime, opts: &Options) -> anyhow::Result<Vec<Figure
         }
     }
     figs.extend(owl);
+    figs.extend(ratios);
+    Ok(figs)
+}
+
+/// A two-node workload per transport, the raw loopback TCP/QUIC figures of
+/// the same run, and owl's figure as a multiple of the raw one.
+fn cluster_with_ratios(name: &str, opts: &Options) -> anyhow::Result<Vec<Figure>> {
+    let shards = opts.shards.unwrap_or(1);
+    let mut figs = cluster::run(name, &opts.transports, opts.size, opts.reps, shards)?;
+    let (metric, raw_metric) = match name {
+        "remote_rtt" => ("p50", "rtt_p50"),
+        "transfer" => ("bw", "bw"),
+        _ => return Ok(figs),
+    };
+    let raw = repeat("limits", opts.reps, || limits::raw_transports(opts.size))?;
+    let mut ratios = Vec::new();
+    for t in &opts.transports {
+        let wire = if t == "quic" { "quic" } else { "tcp" };
+        let owl = figs.iter().find(|f| f.metric == format!("{metric}_{t}"));
+        let base = raw
+            .iter()
+            .find(|f| f.metric == format!("{wire}_{raw_metric}"));
+        if let (Some(o), Some(b), false) = (owl, base, t == "inproc") {
+            ratios.push(Figure {
+                workload: name.into(),
+                metric: format!("ratio_{metric}_{t}_to_raw_{wire}"),
+                value: o.value / b.value,
+                unit: "x",
+                config: json!({ "owl": o.value, "raw": b.value, "raw_metric": b.metric }),
+                reps: vec![o.value / b.value],
+                hist: None,
+            });
+        }
+    }
+    figs.extend(raw);
     figs.extend(ratios);
     Ok(figs)
 }

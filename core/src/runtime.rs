@@ -85,7 +85,10 @@ impl NodeShared {
         if !self.config.pin || self.cores.is_empty() {
             return None;
         }
-        Some(self.cores[shard.0 as usize % self.cores.len()])
+        // Nodes sharing a host (owl run, several ranks per host) take
+        // consecutive cores rather than all starting at core 0.
+        let slot = self.node.0 as usize * self.shards.len() + shard.0 as usize;
+        Some(self.cores[slot % self.cores.len()])
     }
 
     /// Sends `msg` to one of this node's shards.
@@ -145,6 +148,11 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        // First, while shard 0 still drives it: peers are told this node
+        // leaves cleanly, and what is queued for them is flushed.
+        if let Some(mesh) = self.shared.net.as_ref().and_then(|n| n.mesh()) {
+            mesh.shutdown();
+        }
         self.shared.stopping.store(true, Ordering::Release);
         for s in self.shared.shards.iter() {
             s.notify.notify_one();
@@ -160,11 +168,6 @@ impl Drop for Owner {
             for t in threads {
                 let _ = t.join();
             }
-        }
-        // Last: what the shards sent while stopping is flushed, then peers
-        // are told this node leaves cleanly.
-        if let Some(mesh) = self.shared.net.as_ref().and_then(|n| n.mesh()) {
-            mesh.shutdown();
         }
     }
 }
@@ -316,7 +319,11 @@ impl Runtime {
             cfg.connect_timeout = network.connect_timeout;
             cfg.shards = shared.shards.len() as u32;
             let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
-            let mesh = owl_transport::start(cfg, handler)?;
+            // The mesh runs on shard 0's event loop (see `Shard::host_io`):
+            // no I/O thread, no wake-up between the runtime and the wire.
+            let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
+            shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
+            let mesh = starting.wait()?;
             if let Some(net) = shared.net.as_ref() {
                 net.connect_mesh(mesh);
             }

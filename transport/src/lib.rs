@@ -50,5 +50,6 @@ pub mod sim;
 mod tcp;
 
 pub use mesh::{
-    start, Handler, Link, Mesh, MeshConfig, MeshError, PeerDown, ShmConfig, TransportKind,
+    start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError, PeerDown,
+    ShmConfig, Starting, TransportKind,
 };

@@ -63,13 +63,16 @@ pub(crate) fn run_shard(
     match kind {
         #[cfg(target_os = "linux")]
         EventLoopKind::IoUring => match tokio_uring::Runtime::new(&tokio_uring::builder()) {
-            Ok(rt) => rt.block_on(run),
+            Ok(rt) => {
+                shard.on_uring.set(true);
+                rt.block_on(run)
+            }
             Err(e) => {
                 tracing::warn!(shard = %id, error = %e, "io_uring set-up failed on this shard; using tokio");
-                tokio_runtime().block_on(run)
+                tokio::task::LocalSet::new().block_on(&tokio_runtime(), run)
             }
         },
-        _ => tokio_runtime().block_on(run),
+        _ => tokio::task::LocalSet::new().block_on(&tokio_runtime(), run),
     }
     shard.shut_down();
     set_current(None);
@@ -100,7 +103,7 @@ impl Shard {
                 }
                 continue;
             }
-            if self.spin() {
+            if self.spin().await {
                 continue;
             }
             self.report_load();
@@ -149,8 +152,10 @@ impl Shard {
     }
 
     /// Busy-polls for work for the configured spin time: waking a parked
-    /// thread costs far more than a short spin on these machines.
-    fn spin(&self) -> bool {
+    /// thread costs far more than a short spin on these machines. A shard
+    /// that hosts the node's network I/O yields to its event loop as it
+    /// spins, which polls the sockets without blocking.
+    async fn spin(&self) -> bool {
         let spin = self.shared.config.spin;
         if spin.is_zero() {
             return false;
@@ -163,10 +168,26 @@ impl Shard {
             }
             std::hint::spin_loop();
             i += 1;
-            if i.is_multiple_of(64) && Instant::now() >= deadline {
-                return false;
+            if i.is_multiple_of(64) {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                if self.hosts_io.get() {
+                    tokio::task::yield_now().await;
+                }
             }
         }
+    }
+
+    /// Runs the node's mesh on this shard's event loop.
+    pub(crate) fn host_io(&self, io: owl_transport::IoTask) {
+        let io_loop = if self.on_uring.get() {
+            owl_transport::IoLoop::Uring
+        } else {
+            owl_transport::IoLoop::Tokio
+        };
+        self.hosts_io.set(true);
+        tokio::task::spawn_local(io(io_loop));
     }
 
     /// Parks in the event loop until a producer or a timer wakes us.

@@ -65,6 +65,10 @@ pub(crate) struct Shard {
     releases: RefCell<Vec<ObjectId>>,
     releasing: Cell<bool>,
     pub(super) stop: Cell<bool>,
+    /// This shard drives the node's network I/O (see `host_io`).
+    pub(super) hosts_io: Cell<bool>,
+    /// Its event loop is tokio-uring (else tokio with epoll).
+    pub(super) on_uring: Cell<bool>,
 }
 
 impl Shard {
@@ -83,6 +87,8 @@ impl Shard {
             releases: RefCell::new(Vec::new()),
             releasing: Cell::new(false),
             stop: Cell::new(false),
+            hosts_io: Cell::new(false),
+            on_uring: Cell::new(false),
         }
     }
 

@@ -43,7 +43,9 @@ pub struct Starting {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("me", &self.me).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
     }
 }
 

@@ -11,7 +11,10 @@ use parking_lot::Mutex;
 
 use crate::proto::{FrameError, Msg, DEFAULT_MAX_FRAME};
 
+mod hosted;
 pub(crate) mod node;
+
+pub use hosted::{start_hosted, IoLoop, IoTask, Starting};
 
 /// Receives what the transport delivers. Called on the transport's single
 /// I/O thread: keep it short (hand work to shards), never block on the
@@ -305,7 +308,12 @@ pub struct Mesh {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     io: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Hosted meshes (see [`start_hosted`]): signalled when the I/O task ends.
+    hosted_done: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
+
+/// How long shutting down waits for a hosted I/O task to flush and end.
+const HOSTED_STOP: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -360,8 +368,15 @@ impl Mesh {
             self.shared.stop.notify_one();
             self.shared.kick();
         }
+        self.join_io();
+    }
+
+    fn join_io(&self) {
         if let Some(io) = self.io.lock().take() {
             let _ = io.join();
+        }
+        if let Some(done) = self.hosted_done.lock().take() {
+            let _ = done.recv_timeout(HOSTED_STOP);
         }
     }
 
@@ -375,9 +390,7 @@ impl Mesh {
         }
         self.shared.stop.notify_one();
         self.shared.kick();
-        if let Some(io) = self.io.lock().take() {
-            let _ = io.join();
-        }
+        self.join_io();
     }
 }
 
@@ -388,8 +401,16 @@ impl Drop for Mesh {
 }
 
 /// Joins the cluster described by `cfg` and returns once this node is
-/// connected to every other node (or fails after `connect_timeout`).
+/// connected to every other node (or fails after `connect_timeout`). The
+/// mesh runs on an I/O thread of its own; see [`start_hosted`] to run it on
+/// a thread the caller drives.
 pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, MeshError> {
+    check_config(&cfg)?;
+    let shared = Arc::new(Shared::new(cfg.node, cfg.nodes, handler));
+    spawn_io_thread(cfg, shared)
+}
+
+pub(crate) fn check_config(cfg: &MeshConfig) -> Result<(), MeshError> {
     if cfg.nodes == 0 || cfg.node >= cfg.nodes {
         return Err(MeshError::Config(format!(
             "node {} is not in 0..{}",
@@ -407,7 +428,10 @@ pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, Me
             "heartbeat must be non-zero and shorter than dead_after".into(),
         ));
     }
-    let shared = Arc::new(Shared::new(cfg.node, cfg.nodes, handler));
+    Ok(())
+}
+
+fn spawn_io_thread(cfg: MeshConfig, shared: Arc<Shared>) -> Result<Arc<Mesh>, MeshError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let sh = shared.clone();
     let io = std::thread::Builder::new()
@@ -424,6 +448,7 @@ pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, Me
             shared,
             local_addr,
             io: Mutex::new(Some(io)),
+            hosted_done: Mutex::new(None),
         })),
         Err(e) => {
             shared.closing.store(true, Ordering::Release);

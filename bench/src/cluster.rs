@@ -1,0 +1,183 @@
+//! Multi-node workloads: two owl nodes in this process joined by each
+//! transport (in-process channels, TCP, plaintext TCP, QUIC), measured next
+//! to the raw transport in the same run: remote round trip, cross-node no-op
+//! throughput, and the transfer of a large object between arenas.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use owl::{CallOpts, Network, NodeId, ObjectRef, Runtime, Transport};
+use serde_json::json;
+
+use crate::harness::{percentiles, repeat, Figure, Sample};
+use crate::workloads::Size;
+
+pub const NAMES: &[&str] = &["remote_rtt", "remote_throughput", "transfer"];
+
+/// The transports a multi-node workload runs over.
+pub const TRANSPORTS: &[&str] = &["inproc", "tcp", "tcp-plain", "quic"];
+
+#[owl::remote]
+fn one() -> u64 {
+    1
+}
+
+#[owl::remote]
+fn noop() {}
+
+/// Reads a large object through its ref (zero-copy once it is here).
+#[owl::remote]
+async fn byte_len(r: ObjectRef<Vec<u8>>) -> u64 {
+    let v = r.get().await.expect("object");
+    v.len() as u64 + u64::from(v[v.len() - 1])
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Two nodes joined by `transport`; `shards` each.
+pub fn pair(transport: &str, shards: usize) -> anyhow::Result<Vec<Runtime>> {
+    let builder = move || Runtime::builder().shards(shards).store_size(6 << 30);
+    if transport == "inproc" {
+        return Ok(owl::in_process(2, |_| builder())?);
+    }
+    let transport: Transport = transport.parse().map_err(anyhow::Error::msg)?;
+    let head: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let secret = [0x42; 32];
+    let nodes: Vec<_> = (0..2u32)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let listen = if i == 0 {
+                    head
+                } else {
+                    "127.0.0.1:0".parse().expect("address")
+                };
+                builder()
+                    .network(
+                        NodeId(i),
+                        2,
+                        Network {
+                            listen,
+                            head,
+                            secret,
+                            transport,
+                            connect_timeout: Duration::from_secs(20),
+                        },
+                    )
+                    .build()
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(n.join().expect("node start thread")?);
+    }
+    Ok(out)
+}
+
+fn on_peer() -> CallOpts {
+    CallOpts::new().node(NodeId(1))
+}
+
+fn remote_rtt(rt: &Runtime, size: Size, transport: &str) -> Vec<Sample> {
+    let calls = size.pick(2_000, 20);
+    let hist = rt.block_on(move |rt| async move {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+        for i in 0..calls + calls / 10 {
+            let t0 = Instant::now();
+            let r = one.options(on_peer()).remote(&rt).expect("submit");
+            let v = r.get().await.expect("get");
+            assert_eq!(*v, 1);
+            if i >= calls / 10 {
+                h.saturating_record(t0.elapsed().as_nanos() as u64);
+            }
+        }
+        h
+    });
+    let c = json!({ "calls": calls, "transport": transport, "nodes": 2 });
+    let mut out = percentiles(&hist, &c);
+    for s in &mut out {
+        s.metric = format!("{}_{transport}", s.metric);
+    }
+    if let Some(first) = out.first_mut() {
+        first.hist = Some(hist);
+    }
+    out
+}
+
+fn remote_throughput(rt: &Runtime, size: Size, transport: &str) -> Vec<Sample> {
+    let n = size.pick(200_000, 200);
+    let elapsed = rt.block_on(move |rt| async move {
+        let t0 = Instant::now();
+        let refs: Vec<_> = (0..n)
+            .map(|_| noop.options(on_peer()).remote(&rt).expect("submit"))
+            .collect();
+        rt.wait(&refs, n, None).await;
+        let t = t0.elapsed();
+        for r in &refs {
+            r.get().await.expect("no-op task");
+        }
+        t
+    });
+    vec![Sample::new(
+        format!("throughput_{transport}"),
+        n as f64 / elapsed.as_secs_f64(),
+        "tasks/s",
+        json!({ "tasks": n, "transport": transport, "nodes": 2, "placement": "all on node 1, submitted from node 0" }),
+    )]
+}
+
+fn transfer(rt: &Runtime, big: &ObjectRef<Vec<u8>>, transport: &str) -> Vec<Sample> {
+    let bytes = big.get_blocking().expect("object").len() as u64;
+    let big = big.clone();
+    let elapsed = rt.block_on(move |rt| async move {
+        let t0 = Instant::now();
+        let r = byte_len
+            .options(on_peer())
+            .remote(&rt, big)
+            .expect("submit");
+        let n = r.get_owned().await.expect("transfer");
+        assert!(n >= bytes);
+        t0.elapsed()
+    });
+    vec![Sample::new(
+        format!("bw_{transport}"),
+        bytes as f64 / elapsed.as_secs_f64() / 1e9,
+        "GB/s",
+        json!({ "bytes": bytes, "transport": transport, "chunk_bytes": 4 << 20 }),
+    )]
+}
+
+/// Runs workload `name` over each of `transports`, two nodes each.
+pub fn run(
+    name: &str,
+    transports: &[String],
+    size: Size,
+    reps: usize,
+    shards: usize,
+) -> anyhow::Result<Vec<Figure>> {
+    let mut figures = Vec::new();
+    for t in transports {
+        let nodes = pair(t, shards)?;
+        let rt = &nodes[0];
+        let figs = match name {
+            "remote_rtt" => repeat(name, reps, || Ok(remote_rtt(rt, size, t)))?,
+            "remote_throughput" => repeat(name, reps, || Ok(remote_throughput(rt, size, t)))?,
+            "transfer" => {
+                let len = size.pick(1 << 30, 8 << 20);
+                let big = rt.put(vec![7u8; len])?;
+                let figs = repeat(name, reps, || Ok(transfer(rt, &big, t)))?;
+                drop(big);
+                figs
+            }
+            other => anyhow::bail!("unknown multi-node workload `{other}`"),
+        };
+        figures.extend(figs);
+        for n in &nodes {
+            n.assert_no_leaks();
+        }
+    }
+    Ok(figures)
+}
