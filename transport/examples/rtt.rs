@@ -1,5 +1,6 @@
 //! Mesh round trip of a Heartbeat-sized message between two meshes in one
-//! process, over TCP (encrypted and plaintext) and QUIC. Prints one JSON line.
+//! process, over TCP (encrypted and plaintext), QUIC and shared memory (Shm).
+//! Prints one JSON line.
 //!
 //! `cargo run --release -p owl-transport --example rtt [rounds]`
 
@@ -7,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use owl_transport::proto::Msg;
-use owl_transport::{start, Handler, Link, Mesh, MeshConfig, PeerDown, TransportKind};
+use owl_transport::{start, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, TransportKind};
 
 /// Echoes every Pull back (node 1) or signals the waiting sender (node 0).
 struct Echo {
@@ -34,7 +35,9 @@ impl Handler for Echo {
 fn measure(kind: TransportKind, rounds: u64) -> anyhow::Result<(f64, f64)> {
     let head = match kind {
         TransportKind::Quic => std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
-        TransportKind::Tcp { .. } | TransportKind::Shm(_) => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+        TransportKind::Tcp { .. } | TransportKind::Shm(_) => {
+            std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?
+        }
     };
     let mk = |node: u32| {
         let listen = if node == 0 {
@@ -109,6 +112,7 @@ fn main() -> anyhow::Result<()> {
     let (tcp, tcp99) = measure(TransportKind::Tcp { plaintext: false }, rounds)?;
     let (plain, plain99) = measure(TransportKind::Tcp { plaintext: true }, rounds)?;
     let (quic, quic99) = measure(TransportKind::Quic, rounds)?;
+    let (shm, shm99) = measure(TransportKind::Shm(ShmConfig::default()), rounds)?;
     println!(
         "{}",
         serde_json::json!({
@@ -118,6 +122,7 @@ fn main() -> anyhow::Result<()> {
             "tcp_sealed_p50_us": tcp, "tcp_sealed_p99_us": tcp99,
             "tcp_plaintext_p50_us": plain, "tcp_plaintext_p99_us": plain99,
             "quic_p50_us": quic, "quic_p99_us": quic99,
+            "shm_p50_us": shm, "shm_p99_us": shm99,
         })
     );
     Ok(())

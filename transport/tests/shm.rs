@@ -71,11 +71,18 @@ impl Drop for Dir {
 }
 
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn config(node: u32, nodes: u32, head: SocketAddr, dir: &Dir, ring: usize) -> MeshConfig {
-    let listen = if node == 0 { head } else { "127.0.0.1:0".parse().unwrap() };
+    let listen = if node == 0 {
+        head
+    } else {
+        "127.0.0.1:0".parse().unwrap()
+    };
     let mut c = MeshConfig::new(node, nodes, listen, head, SECRET);
     c.kind = TransportKind::Shm(ShmConfig {
         ring_bytes: ring,
@@ -104,14 +111,21 @@ fn cluster(n: u32, dir: &Dir, ring: usize) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>
         meshes.push(h.join().unwrap().expect("mesh starts"));
         recs.push(rec);
     }
-    assert!(dir.files().is_empty(), "inboxes unlinked once mapped: {:?}", dir.files());
+    assert!(
+        dir.files().is_empty(),
+        "inboxes unlinked once mapped: {:?}",
+        dir.files()
+    );
     (meshes, recs)
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -135,7 +149,11 @@ fn shm_mesh_delivers_in_order_through_small_rings() {
     for (i, m) in meshes.iter().enumerate() {
         for to in (0..3u32).filter(|&t| t as usize != i) {
             for k in 0..N {
-                let len = if k % 50 == 7 { 100_000 } else { (k as usize * 13) % 200 };
+                let len = if k % 50 == 7 {
+                    100_000
+                } else {
+                    (k as usize * 13) % 200
+                };
                 m.send(to, chunk(i as u32, k, len));
             }
         }
@@ -149,7 +167,10 @@ fn shm_mesh_delivers_in_order_through_small_rings() {
                 .filter(|(f, _)| *f == from)
                 .map(|(_, m)| match m {
                     Msg::Chunk { offset, data, .. } => {
-                        assert!(data.iter().enumerate().all(|(j, b)| *b == (j as u64 + offset) as u8));
+                        assert!(data
+                            .iter()
+                            .enumerate()
+                            .all(|(j, b)| *b == (j as u64 + offset) as u8));
                         *offset
                     }
                     other => panic!("unexpected {other:?}"),
@@ -162,7 +183,11 @@ fn shm_mesh_delivers_in_order_through_small_rings() {
         m.shutdown();
     }
     for rec in &recs {
-        assert!(rec.down.lock().is_empty(), "clean shutdown: {:?}", rec.down.lock());
+        assert!(
+            rec.down.lock().is_empty(),
+            "clean shutdown: {:?}",
+            rec.down.lock()
+        );
     }
 }
 
@@ -206,7 +231,12 @@ fn shm_killed_peer_is_reported_down_once_and_announced() {
     }
     std::thread::sleep(Duration::from_millis(200));
     for rec in &recs[..2] {
-        assert_eq!(rec.down.lock().len(), 1, "reported once: {:?}", rec.down.lock());
+        assert_eq!(
+            rec.down.lock().len(),
+            1,
+            "reported once: {:?}",
+            rec.down.lock()
+        );
     }
     meshes[0].send(1, chunk(0, 1, 3));
     wait_for("message after a death", || !recs[1].msgs.lock().is_empty());
@@ -254,16 +284,25 @@ fn shm_two_processes_echo_then_child_killed() {
     let dir = Dir::new("procs");
     let head = free_port();
     let mut proc = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "shm_two_processes_echo_then_child_killed", "--nocapture"])
+        .args([
+            "--exact",
+            "shm_two_processes_echo_then_child_killed",
+            "--nocapture",
+        ])
         .env(CHILD, format!("{head}|{}", dir.0.display()))
         .spawn()
         .unwrap();
     let rec = Arc::new(Recorder::default());
     let mesh = start(config(0, 2, head, &dir, 4096), rec.clone()).expect("parent starts");
-    assert!(dir.files().is_empty(), "unlinked once mapped: {:?}", dir.files());
+    // The child unlinks its inbox when our "mapped" reaches it, which may
+    // be just after our own start returned.
+    wait_for("inboxes unlinked once mapped", || dir.files().is_empty());
     const N: u64 = 200;
     for k in 0..N {
-        mesh.send(1, chunk(0, k, if k % 40 == 3 { 20_000 } else { k as usize }));
+        mesh.send(
+            1,
+            chunk(0, k, if k % 40 == 3 { 20_000 } else { k as usize }),
+        );
     }
     wait_for("echoes", || rec.msgs.lock().len() == N as usize);
     let got: Vec<u64> = rec
@@ -272,7 +311,10 @@ fn shm_two_processes_echo_then_child_killed() {
         .iter()
         .map(|(_, m)| match m {
             Msg::Chunk { offset, data, .. } => {
-                assert!(data.iter().enumerate().all(|(j, b)| *b == (j as u64 + offset) as u8));
+                assert!(data
+                    .iter()
+                    .enumerate()
+                    .all(|(j, b)| *b == (j as u64 + offset) as u8));
                 *offset
             }
             other => panic!("unexpected {other:?}"),

@@ -113,7 +113,12 @@ impl Driver {
             }
             let since = *idle_since.get_or_insert(now);
             if now - since < self.spin {
-                std::hint::spin_loop();
+                // Yield, not a bare pause: with more spinning threads than
+                // cores (2-core hosts: a shard, both I/O threads) a pause
+                // would hold the core for a whole time slice while the
+                // thread we wait for cannot run; when nothing else is
+                // runnable, sched_yield returns in a fraction of a µs.
+                std::thread::yield_now();
                 continue;
             }
             let timeout = self.next_beat.saturating_duration_since(now).min(BACKSTOP);
@@ -222,7 +227,12 @@ impl Driver {
                 pipe.pending.clear();
                 pipe.sent = 0;
                 for (i, e) in pipe.enc.encode_split(batch, &mut pipe.pending) {
-                    tracing::error!(node = self.cfg.node, peer = p, index = i, "message dropped: {e}");
+                    tracing::error!(
+                        node = self.cfg.node,
+                        peer = p,
+                        index = i,
+                        "message dropped: {e}"
+                    );
                 }
             }
             match pipe.out.write(&pipe.pending[pipe.sent..]) {
@@ -298,10 +308,16 @@ impl Driver {
             if self.sh.state(peer) != UP {
                 continue;
             }
-            let silent =
-                now_ms.saturating_sub(self.sh.peers[peer as usize].last_seen_ms.load(Ordering::Relaxed));
+            let silent = now_ms.saturating_sub(
+                self.sh.peers[peer as usize]
+                    .last_seen_ms
+                    .load(Ordering::Relaxed),
+            );
             if silent > dead_after {
-                self.down(peer, PeerDown::HeartbeatTimeout(Duration::from_millis(silent)));
+                self.down(
+                    peer,
+                    PeerDown::HeartbeatTimeout(Duration::from_millis(silent)),
+                );
                 continue;
             }
             let hb = Msg::Heartbeat {

@@ -78,9 +78,15 @@ fn layout_error(what: String) -> io::Error {
 impl Inbox {
     /// Creates the owner's inbox at `path`: a new file (never an existing
     /// one), mode 0600, sized and mapped. `ring_bytes` is a power of two.
-    pub(crate) fn create(path: &Path, owner: u32, nodes: u32, ring_bytes: usize) -> io::Result<Self> {
+    pub(crate) fn create(
+        path: &Path,
+        owner: u32,
+        nodes: u32,
+        ring_bytes: usize,
+    ) -> io::Result<Self> {
         assert!(ring_bytes.is_power_of_two() && ring_bytes >= MIN_RING);
-        let len = size_of(nodes, ring_bytes).ok_or_else(|| layout_error("inbox too large".into()))?;
+        let len =
+            size_of(nodes, ring_bytes).ok_or_else(|| layout_error("inbox too large".into()))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -100,7 +106,8 @@ impl Inbox {
     /// Maps a peer's inbox, checking that it belongs to this user alone and
     /// has the layout this cluster agreed on.
     pub(crate) fn open(path: &Path, owner: u32, nodes: u32, ring_bytes: usize) -> io::Result<Self> {
-        let len = size_of(nodes, ring_bytes).ok_or_else(|| layout_error("inbox too large".into()))?;
+        let len =
+            size_of(nodes, ring_bytes).ok_or_else(|| layout_error("inbox too large".into()))?;
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let meta = file.metadata()?;
         if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
@@ -231,7 +238,9 @@ impl Producer {
             std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, n - first);
         }
         self.tail += n as u64;
-        self.inbox.tail(self.from).store(self.tail, Ordering::Release);
+        self.inbox
+            .tail(self.from)
+            .store(self.tail, Ordering::Release);
         Ok(n)
     }
 
@@ -296,7 +305,9 @@ impl Consumer {
             out.set_len(dst + n);
         }
         self.head += n as u64;
-        self.inbox.head(self.from).store(self.head, Ordering::Release);
+        self.inbox
+            .head(self.from)
+            .store(self.head, Ordering::Release);
         Ok(n)
     }
 }
@@ -317,7 +328,9 @@ impl Bell<'_> {
     pub(crate) fn ring(&self) {
         // Pairs with the fence in `sleep`; see there.
         fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) != 0 && self.sleeping.swap(0, Ordering::SeqCst) != 0 {
+        if self.sleeping.load(Ordering::Relaxed) != 0
+            && self.sleeping.swap(0, Ordering::SeqCst) != 0
+        {
             self.seq.fetch_add(1, Ordering::SeqCst);
             // Not FUTEX_PRIVATE: the word is shared between processes.
             let _ = futex::wake(self.seq, futex::Flags::empty(), 1);

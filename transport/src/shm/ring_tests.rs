@@ -30,7 +30,11 @@ fn pair(dir: &Dir, ring: usize) -> (Producer, Consumer, Arc<Inbox>) {
     let owner = Arc::new(Inbox::create(&path, 1, 2, ring).unwrap());
     let peer = Arc::new(Inbox::open(&path, 1, 2, ring).unwrap());
     std::fs::remove_file(&path).unwrap();
-    (Producer::new(peer, 0), Consumer::new(owner.clone(), 0), owner)
+    (
+        Producer::new(peer, 0),
+        Consumer::new(owner.clone(), 0),
+        owner,
+    )
 }
 
 #[test]
@@ -38,7 +42,10 @@ fn open_refuses_wrong_layout_and_create_refuses_existing() {
     let dir = Dir::new("layout");
     let path = dir.0.join("inbox");
     let _a = Inbox::create(&path, 1, 2, 1024).unwrap();
-    assert!(Inbox::create(&path, 1, 2, 1024).is_err(), "must not reuse a file");
+    assert!(
+        Inbox::create(&path, 1, 2, 1024).is_err(),
+        "must not reuse a file"
+    );
     assert!(Inbox::open(&path, 1, 2, 2048).is_err(), "size mismatch");
     assert!(Inbox::open(&path, 0, 2, 1024).is_err(), "owner mismatch");
     Inbox::open(&path, 1, 2, 1024).unwrap();
@@ -131,7 +138,10 @@ fn sleep_and_wake_lose_no_wake_up() {
         }
         while done.load(Ordering::Acquire) < sent {
             std::hint::spin_loop();
-            assert!(t0.elapsed() < Duration::from_secs(10), "burst {burst}: wake-up lost");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "burst {burst}: wake-up lost"
+            );
         }
         worst = worst.max(t0.elapsed());
         // Vary the pause so some bursts land while the consumer is going to
@@ -142,7 +152,10 @@ fn sleep_and_wake_lose_no_wake_up() {
     tx.bell().ring();
     let (got, sleeps) = consumer.join().unwrap();
     assert_eq!(got, (0..sent).map(|i| i as u8).collect::<Vec<_>>());
-    assert!(sleeps > BURSTS / 4, "the consumer should have slept often ({sleeps})");
+    assert!(
+        sleeps > BURSTS / 4,
+        "the consumer should have slept often ({sleeps})"
+    );
     assert!(worst < Duration::from_secs(1), "slowest burst {worst:?}");
 }
 

@@ -11,7 +11,9 @@ use std::time::Instant;
 use ring::rand::SecureRandom;
 
 use super::ring::Inbox;
-use crate::mesh::{Handler, Mesh, MeshConfig, MeshError, PeerDown, Shared, ShmConfig, TransportKind};
+use crate::mesh::{
+    Handler, Mesh, MeshConfig, MeshError, PeerDown, Shared, ShmConfig, TransportKind,
+};
 use crate::proto::{Msg, WireId};
 
 /// What the control mesh tells the shm driver.
@@ -115,7 +117,11 @@ impl Drop for Linked {
     }
 }
 
-pub(crate) fn setup(cfg: &MeshConfig, shm: ShmConfig, sh: &Arc<Shared>) -> Result<Setup, MeshError> {
+pub(crate) fn setup(
+    cfg: &MeshConfig,
+    shm: ShmConfig,
+    sh: &Arc<Shared>,
+) -> Result<Setup, MeshError> {
     let (tx, events) = channel();
     let pending = Arc::new(AtomicBool::new(false));
     let mut ctl_cfg = cfg.clone();
