@@ -16,7 +16,7 @@ use crate::workloads::Size;
 pub const NAMES: &[&str] = &["remote_rtt", "remote_throughput", "transfer"];
 
 /// The transports a multi-node workload runs over.
-pub const TRANSPORTS: &[&str] = &["inproc", "tcp", "tcp-plain", "quic"];
+pub const TRANSPORTS: &[&str] = &["inproc", "shm", "tcp", "tcp-plain", "quic"];
 
 #[owl::remote]
 fn one() -> u64 {
@@ -59,11 +59,8 @@ pub fn pair(transport: &str, shards: usize) -> anyhow::Result<Vec<Runtime>> {
                         NodeId(i),
                         2,
                         Network {
-                            listen,
-                            head,
-                            secret,
-                            transport,
                             connect_timeout: Duration::from_secs(20),
+                            ..Network::new(listen, head, secret, transport)
                         },
                     )
                     .build()

@@ -54,8 +54,8 @@ options:
   --reps N     repetitions after one warm-up (default 3); the median is reported
   --out DIR    also write results.jsonl, results.md and SVG plots into DIR
   --shards N   shards per node (default: all cores; 1 for two-node workloads)
-  --transport LIST  comma-separated, for two-node workloads: inproc, tcp,
-               tcp-plain, quic (default: all)
+  --transport LIST  comma-separated, for two-node workloads: inproc, shm,
+               tcp, tcp-plain, quic (default: all)
   --tiny       every workload at a tiny size (a smoke test, not a measurement)";
 
 struct Options {
@@ -312,7 +312,7 @@ fn cluster_with_ratios(name: &str, opts: &Options) -> anyhow::Result<Vec<Figure>
         let base = raw
             .iter()
             .find(|f| f.metric == format!("{wire}_{raw_metric}"));
-        if let (Some(o), Some(b), false) = (owl, base, t == "inproc") {
+        if let (Some(o), Some(b), false) = (owl, base, t == "inproc" || t == "shm") {
             ratios.push(Figure {
                 workload: name.into(),
                 metric: format!("ratio_{metric}_{t}_to_raw_{wire}"),

@@ -36,6 +36,10 @@ pub enum Transport {
     /// TCP without encryption (the handshake still authenticates): for a
     /// trusted fabric only.
     TcpPlaintext,
+    /// Nodes on one host: rings in shared memory (joining and liveness go
+    /// over an encrypted TCP control mesh). The mesh runs on I/O threads of
+    /// its own that spin, then sleep on a futex.
+    Shm,
 }
 
 impl std::str::FromStr for Transport {
@@ -46,7 +50,8 @@ impl std::str::FromStr for Transport {
             "quic" => Ok(Transport::Quic),
             "tcp" => Ok(Transport::Tcp),
             "tcp-plain" => Ok(Transport::TcpPlaintext),
-            _ => Err("expected `quic`, `tcp` or `tcp-plain`".into()),
+            "shm" => Ok(Transport::Shm),
+            _ => Err("expected `quic`, `tcp`, `tcp-plain` or `shm`".into()),
         }
     }
 }
@@ -63,6 +68,29 @@ pub struct Network {
     pub transport: Transport,
     /// How long start-up waits for every node to join.
     pub connect_timeout: Duration,
+    /// Silence after which a peer is declared dead (default 30 s; a closed
+    /// connection is noticed at once). Every node should use the same.
+    pub dead_after: Duration,
+}
+
+impl Network {
+    /// A network with default timeouts (60 s to join, dead after 30 s of
+    /// silence).
+    pub fn new(
+        listen: SocketAddr,
+        head: SocketAddr,
+        secret: [u8; 32],
+        transport: Transport,
+    ) -> Self {
+        Network {
+            listen,
+            head,
+            secret,
+            transport,
+            connect_timeout: Duration::from_secs(60),
+            dead_after: Duration::from_secs(30),
+        }
+    }
 }
 
 impl std::fmt::Debug for Network {
@@ -72,6 +100,7 @@ impl std::fmt::Debug for Network {
             .field("head", &self.head)
             .field("transport", &self.transport)
             .field("connect_timeout", &self.connect_timeout)
+            .field("dead_after", &self.dead_after)
             .finish_non_exhaustive()
     }
 }
@@ -134,7 +163,8 @@ impl Builder {
     /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`), and finds the
     /// node's place in a cluster from its launcher (`owl run`, `srun`,
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
-    /// `tcp-plain`; default `quic`) and `OWL_CONNECT_TIMEOUT_S`.
+    /// `tcp-plain`, `shm`; default `quic`), `OWL_CONNECT_TIMEOUT_S` and
+    /// `OWL_DEAD_AFTER_S`.
     pub fn from_env(mut self) -> Result<Self, StartError> {
         if let Ok(filter) = std::env::var("OWL_LOG") {
             // Logs to stderr, e.g. OWL_LOG=info or OWL_LOG=owl=debug; a
@@ -156,6 +186,9 @@ impl Builder {
             };
             let timeout =
                 env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?.unwrap_or(60);
+            let dead_after = env_parse::<u64>("OWL_DEAD_AFTER_S", "expected seconds")?
+                .unwrap_or(30)
+                .max(2);
             // The launcher bound the head's port to fix it early; the
             // transport binds it again (QUIC needs UDP on it anyway), so it
             // is released here, just before the transport starts.
@@ -169,6 +202,7 @@ impl Builder {
                     secret: placement.secret,
                     transport,
                     connect_timeout: Duration::from_secs(timeout),
+                    dead_after: Duration::from_secs(dead_after),
                 },
             );
         }

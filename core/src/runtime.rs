@@ -307,6 +307,9 @@ impl Runtime {
                 crate::config::Transport::TcpPlaintext => {
                     owl_transport::TransportKind::Tcp { plaintext: true }
                 }
+                crate::config::Transport::Shm => {
+                    owl_transport::TransportKind::Shm(owl_transport::ShmConfig::default())
+                }
             };
             let mut cfg = owl_transport::MeshConfig::new(
                 m.node.0,
@@ -317,13 +320,25 @@ impl Runtime {
             );
             cfg.kind = kind;
             cfg.connect_timeout = network.connect_timeout;
+            // Shard 0 hosts the mesh and also runs tasks: a long synchronous
+            // task there delays its heartbeats, so silence must last much
+            // longer than any heartbeat gap before a node is declared dead
+            // (a closed connection is still noticed at once).
+            cfg.heartbeat = Duration::from_secs(1);
+            cfg.dead_after = network.dead_after;
             cfg.shards = shared.shards.len() as u32;
             let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
-            // The mesh runs on shard 0's event loop (see `Shard::host_io`):
-            // no I/O thread, no wake-up between the runtime and the wire.
-            let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
-            shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
-            let mesh = starting.wait()?;
+            // Socket meshes run on shard 0's event loop (see
+            // `Shard::host_io`): no I/O thread, no wake-up between the
+            // runtime and the wire. The shared-memory mesh has threads of
+            // its own that spin on its rings.
+            let mesh = if matches!(network.transport, crate::config::Transport::Shm) {
+                owl_transport::start(cfg, handler)?
+            } else {
+                let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
+                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
+                starting.wait()?
+            };
             if let Some(net) = shared.net.as_ref() {
                 net.connect_mesh(mesh);
             }

@@ -98,6 +98,14 @@ impl Stored {
         matches!(self.repr, Repr::Arena(_))
     }
 
+    /// The offset of the bytes in the node's arena file, for arena values.
+    pub(crate) fn arena_offset(&self) -> Option<u64> {
+        match &self.repr {
+            Repr::Arena(b) => Some(b.offset() as u64),
+            _ => None,
+        }
+    }
+
     pub(crate) fn contained(&self) -> &[RawRef] {
         &self.contained
     }

@@ -92,8 +92,33 @@ fn tasks_run_where_placed_and_results_come_back() {
 }
 
 #[test]
-fn large_values_are_pulled_in_chunks() {
+fn large_values_are_copied_from_a_peer_arena_on_the_same_host() {
     let nodes = cluster(2);
+    let rt = &nodes[0];
+    let data: Vec<u8> = (0..(10 << 20)).map(|i| (i % 249) as u8).collect();
+    let expect: u64 = data.iter().map(|&b| b as u64).sum();
+    let big = rt.put(data).unwrap();
+    let s = sum.options(on(1)).remote(rt, &big).unwrap();
+    assert_eq!(*s.get_blocking().unwrap(), expect);
+    drop((s, big));
+    no_leaks(&nodes);
+}
+
+#[test]
+fn large_values_are_pulled_in_chunks() {
+    // Different store directories: node 1 cannot read node 0's arena file
+    // (as across hosts), so it pulls the value over the link.
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let paths: Vec<_> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    let nodes = owl::in_process(2, |n| {
+        Runtime::builder()
+            .shards(2)
+            .pin(false)
+            .store_size(256 << 20)
+            .inline_max(1024)
+            .store_dir(&paths[n.0 as usize])
+    })
+    .unwrap();
     let rt = &nodes[0];
     let data: Vec<u8> = (0..(10 << 20)).map(|i| (i % 251) as u8).collect();
     let expect: u64 = data.iter().map(|&b| b as u64).sum();

@@ -57,11 +57,8 @@ fn mesh(n: u32, transport: Transport) -> Vec<Runtime> {
                         NodeId(i),
                         n,
                         Network {
-                            listen,
-                            head,
-                            secret,
-                            transport,
                             connect_timeout: Duration::from_secs(10),
+                            ..Network::new(listen, head, secret, transport)
                         },
                     )
                     .build()

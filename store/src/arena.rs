@@ -1,6 +1,7 @@
 //! The arena: one mapped file, an offset allocator, and block handles.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,10 +99,12 @@ impl Arena {
             source,
         };
         let path = dir.join(name);
+        // 0600: objects are readable by this user's nodes on the host only.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .map_err(dir_err)?;
         let setup = file

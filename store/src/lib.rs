@@ -16,5 +16,7 @@
 //!   handle to it drops. `live_blocks() == 0` after a finished workload.
 
 mod arena;
+mod peer;
 
 pub use arena::{Arena, ArenaError, ArenaStats, Block, BlockMut, BLOCK_ALIGN};
+pub use peer::{host_id, is_peer_arena, read_peer_arena, PeerArenaError};

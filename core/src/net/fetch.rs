@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
 
 use owl_store::BlockMut;
-use owl_transport::proto::{Msg, WireError, WireId, WireValue};
+use owl_transport::proto::{Msg, SharedBlock, WireError, WireId, WireValue};
 
 use super::{refs, wire, Net};
 use crate::cell::ObjectCell;
@@ -110,12 +110,17 @@ impl Net {
                     .iter()
                     .map(|r| self.ship_ref(node, to, r))
                     .collect(),
+                shared: stored.arena_offset().map(|offset| SharedBlock {
+                    host: owl_store::host_id(),
+                    path: node.arena.path().to_string_lossy().into_owned(),
+                    offset,
+                }),
             },
         };
         self.send(to, msg);
     }
 
-    fn proxy(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+    pub(crate) fn proxy(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
         self.borrowed.lock().get(&id).map(|b| Arc::clone(&b.cell))
     }
 
@@ -138,12 +143,13 @@ impl Net {
         id: ObjectId,
         len: u64,
         refs: Vec<WireId>,
+        shared: Option<SharedBlock>,
     ) {
         let contained: Vec<RawRef> = refs
             .iter()
             .map(|w| self.resolve(node, wire::id(w)))
             .collect();
-        let block = match node.arena.alloc(len as usize) {
+        let mut block = match node.arena.alloc(len as usize) {
             Ok(b) => b,
             Err(e) => {
                 if let Some(cell) = self.proxy(id) {
@@ -156,6 +162,48 @@ impl Net {
                 return;
             }
         };
+        // Same host: one copy straight from the holder's arena file (the
+        // holder keeps the value while our proxy's registration lives), on
+        // a thread of its own so the shard hosting the network keeps
+        // serving it (heartbeats included) during a large copy.
+        let dir = node
+            .arena
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("/"));
+        let local = shared.filter(|sb| {
+            sb.host == owl_store::host_id()
+                && sb.host != 0
+                && owl_store::is_peer_arena(dir, std::path::Path::new(&sb.path))
+        });
+        if let Some(sb) = local {
+            let node = Arc::clone(node);
+            let copy = std::thread::Builder::new()
+                .name("owl-copy".into())
+                .spawn(move || {
+                    let dir = node
+                        .arena
+                        .path()
+                        .parent()
+                        .unwrap_or(std::path::Path::new("/"));
+                    let path = std::path::Path::new(&sb.path);
+                    let outcome =
+                        owl_store::read_peer_arena(dir, path, sb.offset, block.as_mut_slice())
+                            .map(|()| Stored::from_block(block.freeze(), contained))
+                            .map_err(|e| {
+                                store_error(id, node.node, format!("same-host copy: {e}"))
+                            });
+                    if let Some(net) = node.net.as_ref() {
+                        if let Some(cell) = net.proxy(id) {
+                            cell.complete(outcome);
+                        }
+                    }
+                });
+            if let Err(e) = copy {
+                tracing::error!(object = %id, error = %e, "cannot start the copy thread");
+            }
+            return;
+        }
         let mut pulls = self.pulls.lock();
         if pulls.contains_key(&id) {
             return;

@@ -197,9 +197,12 @@ impl Net {
             } => self.on_borrow(node, wire::id(&object), NodeId(borrower), -(count as i32)),
             Msg::Fetch { object } => self.on_fetch(node, from, wire::id(&object)),
             Msg::Value { object, outcome } => self.on_value(node, wire::id(&object), outcome),
-            Msg::ValueHeader { object, len, refs } => {
-                self.on_value_header(node, from, wire::id(&object), len, refs)
-            }
+            Msg::ValueHeader {
+                object,
+                len,
+                refs,
+                shared,
+            } => self.on_value_header(node, from, wire::id(&object), len, refs, shared),
             Msg::Pull {
                 object,
                 offset,

@@ -9,7 +9,7 @@ pub mod msg;
 
 pub use frame::{FrameDecoder, FrameEncoder, FrameError, DEFAULT_MAX_FRAME};
 pub use handshake::{Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION};
-pub use msg::{CodecError, Msg, WireArg, WireError, WireId, WireValue, MAX_CHUNK};
+pub use msg::{CodecError, Msg, SharedBlock, WireArg, WireError, WireId, WireValue, MAX_CHUNK};
 
 #[cfg(test)]
 mod tests;

@@ -32,6 +32,20 @@ pub struct WireValue {
     pub refs: Vec<WireId>,
 }
 
+/// Where a large value lies in its holder's arena file, for a receiver on
+/// the same host: it copies the bytes straight from the file (one copy, no
+/// socket) when `host` matches its own host id and the file is an arena in
+/// its store directory; otherwise it pulls chunks.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SharedBlock {
+    /// The holder's host id (a hash of the kernel's boot id).
+    pub host: u64,
+    /// The holder's arena file.
+    pub path: String,
+    /// The value's offset in that file.
+    pub offset: u64,
+}
+
 /// A task argument.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum WireArg {
@@ -119,6 +133,8 @@ pub enum Msg {
         object: WireId,
         len: u64,
         refs: Vec<WireId>,
+        /// Set when the holder's arena may be read directly on its host.
+        shared: Option<SharedBlock>,
     },
     Pull {
         object: WireId,

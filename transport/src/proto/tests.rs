@@ -145,6 +145,11 @@ fn all_msgs() -> Vec<Msg> {
             object: id(6),
             len: 1 << 30,
             refs: vec![id(7)],
+            shared: Some(SharedBlock {
+                host: 9,
+                path: "/dev/shm/owl-1-1.arena".into(),
+                offset: 1 << 20,
+            }),
         },
         Msg::Pull {
             object: id(6),
@@ -212,16 +217,22 @@ fn wrong_secret_is_refused_on_both_sides() {
 
 #[test]
 fn version_and_plaintext_mismatch_are_typed() {
-    let mut old = cfg(2, SECRET, false);
-    old.version = 2;
-    let (a, b) = run(cfg(1, SECRET, false), old);
+    let mut other = cfg(2, SECRET, false);
+    other.version = PROTOCOL_VERSION + 1;
+    let (a, b) = run(cfg(1, SECRET, false), other);
     assert_eq!(
         a.unwrap_err(),
-        HandshakeError::Version { ours: 1, theirs: 2 }
+        HandshakeError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: PROTOCOL_VERSION + 1
+        }
     );
     assert_eq!(
         b.unwrap_err(),
-        HandshakeError::Version { ours: 2, theirs: 1 }
+        HandshakeError::Version {
+            ours: PROTOCOL_VERSION + 1,
+            theirs: PROTOCOL_VERSION
+        }
     );
     let (a, b) = run(cfg(1, SECRET, true), cfg(2, SECRET, false));
     assert_eq!(
