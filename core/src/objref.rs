@@ -198,10 +198,16 @@ impl Wake for ThreadWaker {
 
 fn resolve<T: Value>(cell: &Arc<ObjectCell>) -> Option<Result<Got<T>, GetError>> {
     match cell.result()? {
-        Ok(_) => Some(Ok(Got {
-            cell: Arc::clone(cell),
-            _t: PhantomData,
-        })),
+        Ok(stored) => Some(match stored.check::<T>() {
+            Ok(()) => Ok(Got {
+                cell: Arc::clone(cell),
+                _t: PhantomData,
+            }),
+            Err(message) => Err(GetError::Deserialize {
+                object: cell.id(),
+                message,
+            }),
+        }),
         Err(e) => Some(Err(GetError::from_task(e))),
     }
 }
@@ -284,16 +290,19 @@ impl<T: Value> std::ops::Deref for Got<T> {
     fn deref(&self) -> &T::Archived {
         // SAFETY: the bytes were written by `value::store::<T>` for this cell
         // (an `ObjectRef<T>` is only made for cells holding archives of `T`),
-        // at an alignment of at least 16 bytes, and never change afterwards.
+        // or received from another node and validated as a `T` before this
+        // `Got` was made (`resolve` calls `Stored::check`); they are aligned
+        // to at least 16 bytes and never change afterwards.
         unsafe { rkyv::access_unchecked::<T::Archived>(self.stored().bytes()) }
     }
 }
 
 /// Deserializes a stored archive of `T`, resolving the refs it contains.
 pub(crate) fn deserialize_stored<T: Value>(stored: &Stored) -> Result<T, String> {
+    stored.check::<T>()?;
     with_contained(stored.contained(), || {
         // SAFETY: see `Got::deref`: `stored` holds an archive of `T` written
-        // by owl's serializer.
+        // by owl's serializer, or validated as one just above.
         let archived = unsafe { rkyv::access_unchecked::<T::Archived>(stored.bytes()) };
         rkyv::deserialize::<T, rkyv::rancor::Error>(archived)
     })

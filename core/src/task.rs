@@ -23,8 +23,11 @@ pub struct FnInfo {
     pub path: &'static str,
     pub is_async: bool,
     /// Rebuilds a call from arguments received from another node.
-    pub decode: fn(Vec<ArgIn>) -> Result<Box<dyn Call>, String>,
+    pub decode: DecodeFn,
 }
+
+/// Rebuilds a call of one remote function from arguments that crossed nodes.
+pub type DecodeFn = fn(Vec<ArgIn>) -> Result<Box<dyn Call>, String>;
 
 /// An argument as it crosses nodes, seen by the sender: an archived value,
 /// or a ref whose value the receiver fetches itself.

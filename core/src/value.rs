@@ -9,10 +9,11 @@
 //! twice.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use owl_store::{Arena, Block, BlockMut};
-use rkyv::api::high::{HighDeserializer, HighSerializer};
+use rkyv::api::high::{HighDeserializer, HighSerializer, HighValidator};
 use rkyv::rancor::{self, Source};
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::ser::{Positional, Writer};
@@ -33,16 +34,20 @@ pub const SMALL: usize = 32;
 /// can be stored inside objects.
 pub trait Value:
     Sized
-    + Archive<Archived: Deserialize<Self, HighDeserializer<rancor::Error>>>
-    + for<'a> Serialize<HighSerializer<OwlWriter, ArenaHandle<'a>, rancor::Error>>
+    + Archive<
+        Archived: Deserialize<Self, HighDeserializer<rancor::Error>>
+                      + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, rancor::Error>>,
+    > + for<'a> Serialize<HighSerializer<OwlWriter, ArenaHandle<'a>, rancor::Error>>
     + Send
     + 'static
 {
 }
 
 impl<T> Value for T where
-    T: Archive<Archived: Deserialize<T, HighDeserializer<rancor::Error>>>
-        + for<'a> Serialize<HighSerializer<OwlWriter, ArenaHandle<'a>, rancor::Error>>
+    T: Archive<
+            Archived: Deserialize<T, HighDeserializer<rancor::Error>>
+                          + for<'a> rkyv::bytecheck::CheckBytes<HighValidator<'a, rancor::Error>>,
+        > + for<'a> Serialize<HighSerializer<OwlWriter, ArenaHandle<'a>, rancor::Error>>
         + Send
         + 'static
 {
@@ -66,6 +71,9 @@ enum Repr {
 pub struct Stored {
     repr: Repr,
     contained: Box<[RawRef]>,
+    /// False for bytes that came from another node until they pass rkyv's
+    /// validation for the type they are read as (once: see `check`).
+    checked: AtomicBool,
 }
 
 impl std::fmt::Debug for Stored {
@@ -110,6 +118,24 @@ impl Stored {
         &self.contained
     }
 
+    /// Validates bytes received from another node as an archive of `T`,
+    /// once; local values were written by owl's serializer and pass at once.
+    /// Every typed read (`get`, task arguments, `deserialize`) calls this
+    /// before trusting the bytes.
+    pub(crate) fn check<T: Value>(&self) -> Result<(), String> {
+        if self.checked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        rkyv::access::<T::Archived, rancor::Error>(self.bytes()).map_err(|e| {
+            format!(
+                "bytes received from another node are not a valid {}: {e}",
+                std::any::type_name::<T>()
+            )
+        })?;
+        self.checked.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// A value received from another node: `bytes` is an archive written by
     /// owl on the sender, `contained` its refs, already resolved here.
     pub(crate) fn from_bytes(
@@ -137,6 +163,7 @@ impl Stored {
         Ok(Stored {
             repr,
             contained: contained.into_boxed_slice(),
+            checked: AtomicBool::new(false),
         })
     }
 
@@ -145,6 +172,7 @@ impl Stored {
         Stored {
             repr: Repr::Arena(block),
             contained: contained.into_boxed_slice(),
+            checked: AtomicBool::new(false),
         }
     }
 }
@@ -274,6 +302,7 @@ pub fn store<T: Value>(
             Ok(Stored {
                 repr,
                 contained: refs.into_boxed_slice(),
+                checked: AtomicBool::new(true),
             })
         }
         Mode::Count { spare } => {
@@ -302,6 +331,7 @@ pub fn store<T: Value>(
             Ok(Stored {
                 repr: Repr::Arena(block.freeze()),
                 contained: refs.into_boxed_slice(),
+                checked: AtomicBool::new(true),
             })
         }
         Mode::Block(_) => unreachable!("first pass starts inline"),
@@ -338,4 +368,33 @@ pub(crate) fn contained_at(slot: u32) -> Option<RawRef> {
     // previous value (null outside any closure) when the closure ends.
     let refs = unsafe { std::slice::from_raw_parts(ptr, len) };
     Some(refs[slot as usize].clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arena() -> (tempfile::TempDir, Arc<Arena>) {
+        let dir = tempfile::tempdir().unwrap();
+        let arena = Arena::create(dir.path(), "v", 1 << 20, 64).unwrap();
+        (dir, arena)
+    }
+
+    #[test]
+    fn bytes_from_a_peer_are_validated_once_for_their_type() {
+        let (_dir, arena) = arena();
+        let good = store(&vec![1u64, 2, 3], &arena, 1024).unwrap();
+        let received = Stored::from_bytes(good.bytes(), Vec::new(), &arena, 1024).unwrap();
+        assert!(!received.checked.load(Ordering::Relaxed));
+        received.check::<Vec<u64>>().unwrap();
+        assert!(received.checked.load(Ordering::Relaxed));
+        // A relative pointer that leads outside the buffer.
+        let mut bad = good.bytes().to_vec();
+        let n = bad.len();
+        bad[n - 8..n - 4].copy_from_slice(&0x7fff_0000i32.to_le_bytes());
+        let received = Stored::from_bytes(&bad, Vec::new(), &arena, 1024).unwrap();
+        let err = received.check::<Vec<u64>>().unwrap_err();
+        assert!(err.contains("not a valid"), "{err}");
+        assert!(!received.checked.load(Ordering::Relaxed));
+    }
 }

@@ -12,6 +12,7 @@
 //!   same ordered link;
 //! - otherwise: `AddBorrower(x, D)` to `O`, sent before the sender's own
 //!   `RemoveBorrower` on the same ordered link.
+//!
 //! A node that receives `x` joins its one handle group for `x` (a proxy
 //! cell, or its own cell) and counts one registration per arrival; when the
 //! group ends it returns them all in one `RemoveBorrower`. Counts at the
