@@ -49,10 +49,12 @@ pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
 pub use ids::{FnId, NodeId, ObjectId, ShardId};
-pub use net::{in_process, NetLeaks};
+pub use net::{in_process, NetLeaks, SimCluster};
 pub use objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
 pub use owl_macros::{main, remote};
 pub use owl_store::ArenaStats;
+/// The transport's simulated network (for `SimCluster` tests).
+pub use owl_transport::sim;
 pub use runtime::{runtime, LeakReport, Runtime};
 pub use shard::{EventLoopKind, LeakCounts};
 pub use task::{CallOpts, FnInfo, IntoArg};

@@ -22,6 +22,7 @@ mod inproc;
 mod load;
 mod refs;
 mod remote;
+mod sim;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -41,6 +42,7 @@ pub use inproc::in_process;
 pub(crate) use load::SPILL_BACKLOG;
 pub(crate) use refs::Borrowed;
 pub(crate) use remote::RemoteTask;
+pub use sim::SimCluster;
 
 /// The cluster state of one node.
 pub(crate) struct Net {
