@@ -53,3 +53,4 @@ pub use mesh::{
     start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError, PeerDown,
     ShmConfig, Starting, TransportKind,
 };
+pub use shm::host::{start_shm_hosted, ShmArm, ShmHost, Wake};

@@ -77,6 +77,18 @@ pub fn start_hosted(
 }
 
 impl Starting {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        ready: Receiver<Result<SocketAddr, MeshError>>,
+        done: Receiver<()>,
+    ) -> Self {
+        Self {
+            shared,
+            ready,
+            done,
+        }
+    }
+
     /// Waits until every peer is connected (or start-up failed).
     pub fn wait(self) -> Result<Arc<Mesh>, MeshError> {
         let res = self.ready.recv().unwrap_or_else(|_| {
@@ -94,6 +106,7 @@ impl Starting {
             Err(e) => {
                 self.shared.closing.store(true, Ordering::Release);
                 self.shared.stop.notify_one();
+                self.shared.kick();
                 Err(e)
             }
         }

@@ -206,6 +206,13 @@ pub(crate) struct Shared {
     pub(crate) kick: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// `Mesh::kill` (not `shutdown`) stopped the node.
     pub(crate) killed: AtomicBool,
+    /// Set by `Mesh::shutdown` once `Shutdown` is queued for every live peer
+    /// (after `closing`): a driver flushing its queues waits for it.
+    pub(crate) shutdown_queued: AtomicBool,
+    /// A mesh this one runs over (the shm driver's TCP control mesh) when
+    /// no I/O thread of ours owns it (hosted): `Mesh::shutdown`/`kill`
+    /// close it after the host finished.
+    pub(crate) control: Mutex<Option<Arc<Mesh>>>,
 }
 
 impl Shared {
@@ -228,6 +235,8 @@ impl Shared {
             idle_shards: AtomicU32::new(0),
             kick: OnceLock::new(),
             killed: AtomicBool::new(false),
+            shutdown_queued: AtomicBool::new(false),
+            control: Mutex::new(None),
         }
     }
 
@@ -365,6 +374,7 @@ impl Mesh {
                     self.shared.push(peer, Msg::Shutdown);
                 }
             }
+            self.shared.shutdown_queued.store(true, Ordering::SeqCst);
             self.shared.stop.notify_one();
             self.shared.kick();
         }
@@ -377,6 +387,14 @@ impl Mesh {
         }
         if let Some(done) = self.hosted_done.lock().take() {
             let _ = done.recv_timeout(HOSTED_STOP);
+        }
+        let control = self.shared.control.lock().take();
+        if let Some(control) = control {
+            if self.shared.killed.load(Ordering::Acquire) {
+                control.kill();
+            } else {
+                control.shutdown();
+            }
         }
     }
 

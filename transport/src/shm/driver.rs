@@ -1,13 +1,16 @@
-//! The shm I/O loop: one thread per node polls its incoming rings, drains
-//! the runtime's queues into outgoing rings, sends heartbeats, and when idle
-//! spins, then sleeps on its doorbell.
+//! The shm data plane. [`Driver::poll`] is one non-blocking pass: incoming
+//! rings to the handler, the runtime's queues into outgoing rings,
+//! heartbeats and silence checks, and after `shutdown` the bounded flush.
+//! Threaded ([`Driver::run`]), an I/O thread of its own loops over it,
+//! spinning then sleeping on its doorbell; hosted ([`super::host`]), the
+//! caller's thread calls it.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::ring::{Consumer, Corrupt, Inbox, Producer};
+use super::ring::{Bell, Consumer, Corrupt, Inbox, Producer};
 use super::setup::{Ctl, Setup};
 use crate::mesh::{Mesh, MeshConfig, PeerDown, Shared, ShmConfig, UP};
 use crate::proto::{FrameDecoder, FrameEncoder, Msg};
@@ -15,7 +18,7 @@ use crate::proto::{FrameDecoder, FrameEncoder, Msg};
 /// The longest sleep without looking around (the wake protocol does not
 /// need it; it bounds the damage of a peer that dies between publishing and
 /// ringing).
-const BACKSTOP: Duration = Duration::from_millis(50);
+pub(crate) const BACKSTOP: Duration = Duration::from_millis(50);
 /// Bytes taken from one ring per turn, so one busy peer cannot starve others.
 const READ_CHUNK: usize = 256 << 10;
 /// How long `shutdown` waits for `Shutdown` to get into the rings.
@@ -47,6 +50,10 @@ pub(crate) struct Driver {
     next_beat: Instant,
     beat_seq: u64,
     rbuf: Vec<u8>,
+    /// Set once `closing` is seen: the end of the flush.
+    flush_until: Option<Instant>,
+    /// The flush is over (or the node was killed): nothing more to do.
+    done: bool,
 }
 
 impl Driver {
@@ -91,26 +98,92 @@ impl Driver {
             epoch,
             beat_seq: 0,
             rbuf: Vec::with_capacity(READ_CHUNK),
+            flush_until: None,
+            done: false,
         }
     }
 
+    /// One non-blocking pass; true if it moved anything (or is flushing).
+    /// After the flush that follows `shutdown` (or at once after `kill`),
+    /// [`Driver::done`] is true and this does nothing.
+    pub(crate) fn poll(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        if self.sh.closing.load(Ordering::Acquire) {
+            return self.poll_closing();
+        }
+        let mut busy = self.poll_control();
+        busy |= self.poll_in();
+        busy |= self.poll_out();
+        let now = Instant::now();
+        if now >= self.next_beat {
+            self.beat(now);
+        }
+        busy
+    }
+
+    pub(crate) fn done(&self) -> bool {
+        self.done
+    }
+
+    /// How long the node may go without a poll (the next heartbeat, at most
+    /// the backstop).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.next_beat
+            .saturating_duration_since(Instant::now())
+            .min(BACKSTOP)
+    }
+
+    /// This node's doorbell: rung by peers after writing to (or reading
+    /// from) its inbox, and by `kick` (local sends, control events, shutdown).
+    pub(crate) fn bell(&self) -> Bell<'_> {
+        self.mine.bell()
+    }
+
+    pub(crate) fn control(&self) -> &Arc<Mesh> {
+        &self.control
+    }
+
+    /// After `shutdown`: flush `Shutdown` into the rings (bounded by
+    /// `FLUSH`); after `kill`: drop everything, as a crash.
+    fn poll_closing(&mut self) -> bool {
+        if !self.sh.killed.load(Ordering::Acquire) {
+            let until = *self
+                .flush_until
+                .get_or_insert_with(|| Instant::now() + FLUSH);
+            self.poll_out();
+            let queued = self.sh.shutdown_queued.load(Ordering::SeqCst);
+            if !(queued && self.flushed()) && Instant::now() < until {
+                return true;
+            }
+        }
+        self.done = true;
+        true
+    }
+
+    fn flushed(&self) -> bool {
+        self.pipes.iter().enumerate().all(|(p, pipe)| {
+            pipe.as_ref().is_none_or(|pipe| {
+                self.sh.state(p as u32) != UP
+                    || (pipe.sent == pipe.pending.len() && self.sh.peers[p].queue.lock().is_empty())
+            })
+        })
+    }
+
+    /// The threaded driver: polls until done, spinning then sleeping on
+    /// the doorbell when idle, then closes the control mesh.
     pub(crate) fn run(mut self) {
         let mut idle_since = None;
-        loop {
-            let mut busy = self.poll_control();
-            busy |= self.poll_in();
-            busy |= self.poll_out();
-            let now = Instant::now();
-            if now >= self.next_beat {
-                self.beat(now);
-            }
-            if self.sh.closing.load(Ordering::Acquire) {
-                break;
-            }
-            if busy {
+        while !self.done {
+            if self.poll() {
                 idle_since = None;
+                if self.sh.closing.load(Ordering::Relaxed) {
+                    std::thread::yield_now(); // flushing: let peers read
+                }
                 continue;
             }
+            let now = Instant::now();
             let since = *idle_since.get_or_insert(now);
             if now - since < self.spin {
                 // Yield, not a bare pause: with more spinning threads than
@@ -121,16 +194,20 @@ impl Driver {
                 std::thread::yield_now();
                 continue;
             }
-            let timeout = self.next_beat.saturating_duration_since(now).min(BACKSTOP);
+            let timeout = self.timeout();
             self.mine.bell().sleep(timeout, || self.idle());
             idle_since = None;
         }
-        self.finish();
+        if self.sh.killed.load(Ordering::Acquire) {
+            self.control.kill();
+        } else {
+            self.control.shutdown();
+        }
     }
 
     /// Checked after announcing sleep: every condition some other thread or
     /// process may change and then ring our bell for.
-    fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         if self.sh.closing.load(Ordering::SeqCst) || self.pending.load(Ordering::SeqCst) {
             return false;
         }
@@ -327,30 +404,5 @@ impl Driver {
             };
             self.sh.push(peer, hb);
         }
-    }
-
-    /// After `shutdown`: flush `Shutdown` into the rings (bounded), then
-    /// close the control mesh. After `kill`: drop everything, as a crash.
-    fn finish(mut self) {
-        if self.sh.killed.load(Ordering::Acquire) {
-            self.control.kill();
-            return;
-        }
-        let until = Instant::now() + FLUSH;
-        while Instant::now() < until {
-            self.poll_out();
-            let flushed = self.pipes.iter().enumerate().all(|(p, pipe)| {
-                pipe.as_ref().is_none_or(|pipe| {
-                    self.sh.state(p as u32) != UP
-                        || (pipe.sent == pipe.pending.len()
-                            && self.sh.peers[p].queue.lock().is_empty())
-                })
-            });
-            if flushed {
-                break;
-            }
-            std::thread::yield_now();
-        }
-        self.control.shutdown();
     }
 }

@@ -15,10 +15,14 @@
 //! sleep on one futex word for all of them (layout in [`ring`]).
 //!
 //! Data plane ([`driver`]): the proto's plaintext frames (same encoder and
-//! decoder, so sequence checks apply) on one I/O thread per node that polls
-//! its incoming rings, drains the runtime's per-peer queues into outgoing
-//! rings, spins `ShmConfig::spin` after the last work, then sleeps on its
-//! doorbell's futex (see [`ring::Bell::sleep`] for why no wake-up is lost).
+//! decoder, so sequence checks apply). A pass polls the incoming rings,
+//! drains the runtime's per-peer queues into outgoing rings and sends
+//! heartbeats. [`crate::start`] runs passes on one I/O thread per node that
+//! spins `ShmConfig::spin` after the last work, then sleeps on its
+//! doorbell's futex (see [`ring::Bell::sleep`] for why no wake-up is lost);
+//! [`start_shm_hosted`](host::start_shm_hosted) leaves them to a thread the
+//! caller drives ([`host::ShmHost`]), woken through a bridge thread that
+//! sleeps on the doorbell only while the host is parked.
 //! Heartbeats go through the rings; a peer is reported down once, on
 //! heartbeat silence, a corrupt ring or frame, or its control connection
 //! closing (a dead process's sockets close; its mappings do not tell).
@@ -39,9 +43,18 @@ use std::sync::Arc;
 use crate::mesh::{MeshConfig, MeshError, Shared, ShmConfig};
 
 mod driver;
+pub(crate) mod host;
 #[allow(unsafe_code)]
 mod ring;
 mod setup;
+
+/// Ring sizes as the ring layout needs them.
+fn normalize(shm: ShmConfig) -> ShmConfig {
+    ShmConfig {
+        ring_bytes: shm.ring_bytes.max(ring::MIN_RING).next_power_of_two(),
+        ..shm
+    }
+}
 
 /// Runs on the node's I/O thread: sets up the rings, reports ready, runs
 /// the driver until shutdown.
@@ -51,10 +64,7 @@ pub(crate) fn run_io_thread(
     sh: Arc<Shared>,
     ready: Sender<Result<SocketAddr, MeshError>>,
 ) {
-    let shm = ShmConfig {
-        ring_bytes: shm.ring_bytes.max(ring::MIN_RING).next_power_of_two(),
-        ..shm
-    };
+    let shm = normalize(shm);
     match setup::setup(&cfg, shm, &sh) {
         Ok(s) => {
             let addr = s.control.local_addr();

@@ -349,18 +349,48 @@ impl Bell<'_> {
     /// makes `futex_wait(seq, s)` return at once (the kernel compares under
     /// its bucket lock) or wakes it.
     pub(crate) fn sleep(&self, timeout: Duration, idle: impl FnOnce() -> bool) {
-        let s = self.seq.load(Ordering::SeqCst);
+        let s = self.seq();
+        self.announce();
+        if idle() {
+            self.wait(s, timeout);
+        }
+        self.retract();
+    }
+
+    /// The futex word now: load it *before* [`Bell::announce`], then wait
+    /// on that value (the steps of [`Bell::sleep`], which a hosted node
+    /// splits between its host thread and its bridge thread).
+    pub(crate) fn seq(&self) -> u32 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    /// Sets the sleeping flag, then a SeqCst fence: ringers from here on
+    /// bump the word; the caller checks its conditions next.
+    pub(crate) fn announce(&self) {
         self.sleeping.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if idle() {
-            let ts = futex::Timespec {
-                tv_sec: timeout.as_secs() as i64,
-                tv_nsec: i64::from(timeout.subsec_nanos()),
-            };
-            // EAGAIN (already rung), ETIMEDOUT and EINTR all mean: look again.
-            let _ = futex::wait(self.seq, futex::Flags::empty(), s, Some(&ts));
-        }
-        self.sleeping.store(0, Ordering::Relaxed);
+    }
+
+    /// Clears the sleeping flag: ringers stop making the syscall.
+    pub(crate) fn retract(&self) {
+        self.sleeping.store(0, Ordering::SeqCst);
+    }
+
+    /// Blocks while the word still equals `s`, at most `timeout`.
+    pub(crate) fn wait(&self, s: u32, timeout: Duration) {
+        let ts = futex::Timespec {
+            tv_sec: timeout.as_secs() as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        // EAGAIN (already rung), ETIMEDOUT and EINTR all mean: look again.
+        let _ = futex::wait(self.seq, futex::Flags::empty(), s, Some(&ts));
+    }
+
+    /// Bumps the word and wakes its waiters whether or not one announced
+    /// (stopping a bridge thread).
+    pub(crate) fn force(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let _ = futex::wake(self.seq, futex::Flags::empty(), i32::MAX as u32);
     }
 }
 
