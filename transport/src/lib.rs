@@ -33,7 +33,11 @@
 //!   into 16-byte aligned memory before `rkyv::access` (see [`proto::msg`]).
 //!
 //! Threads: one I/O thread per node (`owl-io-<node>`), which runs every
-//! socket and calls the handler; no other thread hops.
+//! socket and calls the handler; no other thread hops. Hosted meshes
+//! ([`start_hosted`] for sockets, [`start_shm_hosted`] for shared memory)
+//! run on a thread the caller drives instead, which then calls the handler
+//! (shm keeps its TCP control mesh on `owl-io-<node>`, and a doorbell
+//! bridge thread that sleeps while the host is not parked).
 // `deny`, not `forbid`: `shm::ring` (raw pointers into shared mappings) is
 // the one module allowed unsafe code; every other module forbids it.
 #![deny(unsafe_code)]

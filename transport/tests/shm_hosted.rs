@@ -185,6 +185,8 @@ impl HostThread {
     }
 }
 
+type Cluster = (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>, Vec<Option<HostThread>>);
+
 /// `n` nodes; those in `hosted` on host threads spinning `spin` before they
 /// park, the others threaded (`start`). Hosts poll from the first moment,
 /// before start-up ends.
@@ -195,7 +197,7 @@ fn cluster(
     ring: usize,
     spin: Duration,
     tweak: impl Fn(&mut MeshConfig),
-) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>, Vec<Option<HostThread>>) {
+) -> Cluster {
     let head = free_port();
     let mut waits = Vec::new();
     let mut recs = Vec::new();
@@ -372,7 +374,9 @@ fn hosted_shm_local_send_wakes_the_armed_host() {
         let wakes = st0.wakes.load(Ordering::SeqCst);
         let t0 = Instant::now();
         meshes[0].send(1, chunk(0, k, 16));
-        wait_for("delivery", || recs[1].count.load(Ordering::Acquire) == k + 1);
+        wait_for("delivery", || {
+            recs[1].count.load(Ordering::Acquire) == k + 1
+        });
         assert!(st0.wakes.load(Ordering::SeqCst) > wakes, "woken by wake()");
         assert!(
             t0.elapsed() < Duration::from_millis(30),
@@ -420,8 +424,14 @@ fn hosted_shm_shutdown_while_hosting() {
 #[test]
 fn hosted_shm_killed_peer_is_reported_down_once() {
     let dir = Dir::new("kill");
-    let (meshes, recs, mut hosts) =
-        cluster(3, &[0, 1, 2], &dir, 1 << 16, Duration::from_micros(50), |_| {});
+    let (meshes, recs, mut hosts) = cluster(
+        3,
+        &[0, 1, 2],
+        &dir,
+        1 << 16,
+        Duration::from_micros(50),
+        |_| {},
+    );
     meshes[2].kill();
     hosts[2].take().unwrap().join();
     for rec in &recs[..2] {

@@ -17,8 +17,8 @@ pub(crate) mod node;
 pub use hosted::{start_hosted, IoLoop, IoTask, Starting};
 
 /// Receives what the transport delivers. Called on the transport's single
-/// I/O thread: keep it short (hand work to shards), never block on the
-/// network from inside it.
+/// I/O thread (a hosted mesh's host thread): keep it short (hand work to
+/// shards), never block on the network from inside it.
 pub trait Handler: Send + Sync + 'static {
     /// A batch from `from`, in the order the peer sent them. Heartbeats are
     /// delivered too (they carry the peer's load); `Join`, `Members`,
