@@ -4,6 +4,7 @@
 //! throughput, and the transfer of a large object between arenas.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -16,7 +17,12 @@ use crate::workloads::Size;
 pub const NAMES: &[&str] = &["remote_rtt", "remote_throughput", "transfer"];
 
 /// The transports a multi-node workload runs over.
-pub const TRANSPORTS: &[&str] = &["inproc", "shm", "tcp", "tcp-plain", "quic"];
+pub const TRANSPORTS: &[&str] = &["inproc", "shm", "tcp", "tcp-plain", "quic", "tcp-pull"];
+
+/// `tcp-pull` is TCP with the two nodes' arenas in different directories,
+/// as on two hosts: large objects are pulled in chunks over the socket
+/// instead of copied from the holder's arena file.
+const PULL: &str = "tcp-pull";
 
 #[owl::remote]
 fn one() -> u64 {
@@ -37,24 +43,43 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Two nodes joined by `transport`; `shards` each.
-pub fn pair(transport: &str, shards: usize) -> anyhow::Result<Vec<Runtime>> {
-    let builder = move || Runtime::builder().shards(shards).store_size(6 << 30);
+/// Two nodes joined by `transport`, `shards` each; the arena directories
+/// of `tcp-pull` (kept while the nodes run).
+pub fn pair(
+    transport: &str,
+    shards: usize,
+) -> anyhow::Result<(Vec<Runtime>, Vec<tempfile::TempDir>)> {
+    let apart = transport == PULL;
+    let dirs: Vec<tempfile::TempDir> = if apart {
+        vec![tempfile::tempdir()?, tempfile::tempdir()?]
+    } else {
+        Vec::new()
+    };
+    let paths: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    let store = Arc::new(move |i: u32| {
+        let b = Runtime::builder().shards(shards).store_size(6 << 30);
+        match paths.get(i as usize) {
+            Some(dir) => b.store_dir(dir),
+            None => b,
+        }
+    });
     if transport == "inproc" {
-        return Ok(owl::in_process(2, |_| builder())?);
+        return Ok((owl::in_process(2, |n| store(n.0))?, dirs));
     }
-    let transport: Transport = transport.parse().map_err(anyhow::Error::msg)?;
+    let wire = if apart { "tcp" } else { transport };
+    let transport: Transport = wire.parse().map_err(anyhow::Error::msg)?;
     let head: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let secret = [0x42; 32];
     let nodes: Vec<_> = (0..2u32)
         .map(|i| {
+            let store = Arc::clone(&store);
             std::thread::spawn(move || {
                 let listen = if i == 0 {
                     head
                 } else {
                     "127.0.0.1:0".parse().expect("address")
                 };
-                builder()
+                store(i)
                     .network(
                         NodeId(i),
                         2,
@@ -71,7 +96,7 @@ pub fn pair(transport: &str, shards: usize) -> anyhow::Result<Vec<Runtime>> {
     for n in nodes {
         out.push(n.join().expect("node start thread")?);
     }
-    Ok(out)
+    Ok((out, dirs))
 }
 
 fn on_peer() -> CallOpts {
@@ -157,7 +182,7 @@ pub fn run(
 ) -> anyhow::Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for t in transports {
-        let nodes = pair(t, shards)?;
+        let (nodes, _dirs) = pair(t, shards)?;
         let rt = &nodes[0];
         let figs = match name {
             "remote_rtt" => repeat(name, reps, || Ok(remote_rtt(rt, size, t)))?,

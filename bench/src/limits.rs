@@ -173,6 +173,15 @@ fn tcp(size: Size) -> anyhow::Result<Vec<Sample>> {
             s.read_exact(&mut b)?;
             s.write_all(&b)?;
         }
+        // The same ping-pong with both ends busy-polling non-blocking
+        // sockets, as owl's spinning shards do.
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        for _ in 0..rounds {
+            spin_read(&mut s, &mut b)?;
+            s.write_all(&b)?;
+        }
         let (mut bulk_in, _) = listener.accept()?;
         let mut buf = vec![0u8; MIB];
         let mut got = 0;
@@ -196,6 +205,16 @@ fn tcp(size: Size) -> anyhow::Result<Vec<Sample>> {
         c.read_exact(&mut b)?;
         h.saturating_record(t0.elapsed().as_nanos() as u64);
     }
+    let mut busy = hist();
+    let mut c = TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    c.set_nonblocking(true)?;
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        c.write_all(&b)?;
+        spin_read(&mut c, &mut b)?;
+        busy.saturating_record(t0.elapsed().as_nanos() as u64);
+    }
     let mut bulk_out = TcpStream::connect(addr)?;
     let chunk = vec![0xA5u8; MIB];
     let t0 = Instant::now();
@@ -210,8 +229,23 @@ fn tcp(size: Size) -> anyhow::Result<Vec<Sample>> {
     let c = json!({ "rounds": rounds, "bulk_bytes": bulk });
     Ok(vec![
         Sample::new("tcp_rtt_p50", p50_us(&h), "us", c.clone()),
+        Sample::new("tcp_rtt_busy_p50", p50_us(&busy), "us", c.clone()),
         Sample::new("tcp_bw", gbs, "GB/s", c),
     ])
+}
+
+/// Reads exactly `buf.len()` bytes from a non-blocking socket by spinning.
+fn spin_read(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn quic(size: Size) -> anyhow::Result<Vec<Sample>> {

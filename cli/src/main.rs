@@ -1,6 +1,6 @@
 //! The `owl` command.
 //!
-//! - `owl run -n N [--transport quic|tcp|tcp-plain] [--timeout SECS] [--grace SECS] -- PROGRAM ARGS...`
+//! - `owl run -n N [--transport quic|tcp|tcp-plain|shm] [--timeout SECS] [--grace SECS] -- PROGRAM ARGS...`
 //!   starts N nodes of PROGRAM on this machine, wired together through
 //!   `OWL_*` variables (see `run`).
 //! - `owl env [--json] [--check-head]` prints what `owl_launch::discover()`
@@ -39,10 +39,12 @@ enum Cmd {
 pub enum Transport {
     /// QUIC (quinn): encrypted and authenticated.
     Quic,
-    /// TCP with TLS.
+    /// TCP, frames encrypted with a key from the authenticated handshake.
     Tcp,
-    /// TCP without encryption (loopback testing only).
+    /// TCP without encryption (a trusted fabric only).
     TcpPlain,
+    /// Shared-memory rings between nodes on this host.
+    Shm,
 }
 
 impl Transport {
@@ -51,6 +53,7 @@ impl Transport {
             Transport::Quic => "quic",
             Transport::Tcp => "tcp",
             Transport::TcpPlain => "tcp-plain",
+            Transport::Shm => "shm",
         }
     }
 }

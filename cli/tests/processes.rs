@@ -92,6 +92,11 @@ fn owl_run_over_tcp() {
 }
 
 #[test]
+fn owl_run_over_shared_memory() {
+    owl_run("shm", 3, 3000);
+}
+
+#[test]
 fn owl_run_over_plaintext_tcp() {
     owl_run("tcp-plain", 2, 2000);
 }

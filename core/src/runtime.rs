@@ -328,12 +328,14 @@ impl Runtime {
             cfg.dead_after = network.dead_after;
             cfg.shards = shared.shards.len() as u32;
             let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
-            // Socket meshes run on shard 0's event loop (see
-            // `Shard::host_io`): no I/O thread, no wake-up between the
-            // runtime and the wire. The shared-memory mesh has threads of
-            // its own that spin on its rings.
+            // Meshes run on shard 0's event loop (`Shard::host_io`,
+            // `Shard::host_shm`): no I/O thread, no wake-up between the
+            // runtime and the wire; shard 0 polls sockets or rings as it
+            // spins.
             let mesh = if matches!(network.transport, crate::config::Transport::Shm) {
-                owl_transport::start(cfg, handler)?
+                let (starting, host) = owl_transport::start_shm_hosted(cfg, handler)?;
+                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_shm(host))));
+                starting.wait()?
             } else {
                 let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
                 shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));

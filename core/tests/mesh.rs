@@ -1,5 +1,5 @@
 //! Nodes in one process joined by the real transport on loopback (TCP with
-//! encryption, plaintext TCP, QUIC): the cross-node workloads and exact
+//! encryption, plaintext TCP, QUIC, shared-memory rings): the cross-node workloads and exact
 //! leak checks on every node.
 
 use std::net::{SocketAddr, TcpListener};
@@ -102,6 +102,11 @@ fn tcp_encrypted() {
 #[test]
 fn tcp_plaintext() {
     workload(&mesh(2, Transport::TcpPlaintext));
+}
+
+#[test]
+fn shared_memory() {
+    workload(&mesh(3, Transport::Shm));
 }
 
 #[test]

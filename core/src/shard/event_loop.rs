@@ -95,7 +95,7 @@ impl Shard {
             if self.stop.get() || self.shared.stopping() {
                 break;
             }
-            if self.turn() || self.steal() {
+            if self.turn() || self.steal() || self.poll_shm() {
                 turns += 1;
                 if turns.is_multiple_of(TURNS_PER_YIELD) {
                     self.report_load();
@@ -163,20 +163,51 @@ impl Shard {
         let deadline = Instant::now() + spin;
         let mut i = 0u32;
         loop {
-            if self.work_visible() || self.shared.stopping() {
+            if self.work_visible() || self.shared.stopping() || self.poll_shm() {
                 return true;
             }
             std::hint::spin_loop();
             i += 1;
-            if i.is_multiple_of(64) {
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                if self.hosts_io.get() {
-                    tokio::task::yield_now().await;
-                }
+            // A shard hosting sockets polls them (an epoll_wait with no
+            // timeout, through a yield to its event loop) every few rounds.
+            if self.hosts_io.get() && i.is_multiple_of(8) {
+                tokio::task::yield_now().await;
+            }
+            if i.is_multiple_of(64) && Instant::now() >= deadline {
+                return false;
             }
         }
+    }
+
+    /// One pass over a hosted shm mesh's rings; whether it did anything.
+    fn poll_shm(&self) -> bool {
+        let mut shm = self.shm.borrow_mut();
+        match shm.as_mut() {
+            Some(host) if !host.is_finished() => host.poll(),
+            _ => false,
+        }
+    }
+
+    /// Arms a hosted shm mesh to wake this shard; the park's bound.
+    fn arm_shm(&self) -> (Option<owl_transport::ShmArm>, Duration) {
+        let park = Duration::from_millis(50);
+        let shm = self.shm.borrow();
+        let Some(host) = shm.as_ref().filter(|h| !h.is_finished()) else {
+            return (None, park);
+        };
+        let node = Arc::downgrade(&self.shared);
+        let me = self.id.0 as usize;
+        let wake: owl_transport::Wake = Arc::new(move || {
+            if let Some(node) = node.upgrade() {
+                node.shards[me].notify.notify_one();
+            }
+        });
+        (Some(host.arm(wake)), park.min(host.timeout()))
+    }
+
+    /// Runs a shared-memory mesh's data plane on this shard's loop.
+    pub(crate) fn host_shm(&self, host: owl_transport::ShmHost) {
+        *self.shm.borrow_mut() = Some(host);
     }
 
     /// Runs the node's mesh on this shard's event loop.
@@ -201,9 +232,12 @@ impl Shard {
         self.shared.idle_change(1);
         remote.parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        // A hosted shm mesh wakes us (a Notify permit, so a wake that comes
+        // before the wait is kept) when a peer writes to our rings.
+        let (_armed, bound) = self.arm_shm();
         if !self.work_visible() && !self.shared.stopping() {
             // Bounded, as a backstop against a lost wake-up.
-            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            let _ = tokio::time::timeout(bound, notified).await;
         }
         remote.parked.store(false, Ordering::SeqCst);
         self.shared.idle_change(-1);

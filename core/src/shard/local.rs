@@ -69,6 +69,8 @@ pub(crate) struct Shard {
     pub(super) hosts_io: Cell<bool>,
     /// Its event loop is tokio-uring (else tokio with epoll).
     pub(super) on_uring: Cell<bool>,
+    /// The data plane of a shared-memory mesh this shard drives.
+    pub(super) shm: RefCell<Option<owl_transport::ShmHost>>,
 }
 
 impl Shard {
@@ -89,6 +91,7 @@ impl Shard {
             stop: Cell::new(false),
             hosts_io: Cell::new(false),
             on_uring: Cell::new(false),
+            shm: RefCell::new(None),
         }
     }
 
