@@ -46,9 +46,12 @@ else
 fi
 
 out="${OUT:-target/flamegraph-$label.svg}"
+mkdir -p "$(dirname "$out")"
 data="$(mktemp -t owl-perf.XXXXXX)"
 trap 'rm -f "$data" "$data.folded"' EXIT
 perf record -e cpu-clock -F "${FREQ:-4999}" -g -o "$data" -- "${cmd[@]}" >&2
 perf script -i "$data" 2>/dev/null | inferno-collapse-perf > "$data.folded"
 inferno-flamegraph --title "owl: ${cmd[*]}" < "$data.folded" > "$out"
+# The folded stacks too, for reading the hot frames as text.
+cp "$data.folded" "${out%.svg}.folded"
 echo "flamegraph: wrote $out" >&2
