@@ -19,6 +19,8 @@ pub struct Config {
     pub store_size: u64,
     pub inline_max: usize,
     pub event_loop: Option<EventLoopKind>,
+    /// This node's labels, for placement constraints (`CallOpts::label`).
+    pub labels: Vec<String>,
     /// This node's place in a cluster; `None` for a single node.
     pub cluster: Option<Membership>,
     /// How it reaches the other nodes (`None`: linked in-process, or alone).
@@ -122,6 +124,7 @@ impl Default for Config {
             store_size: 4 << 30,
             inline_max: 64 << 10,
             event_loop: None,
+            labels: Vec::new(),
             cluster: None,
             network: None,
         }
@@ -163,8 +166,8 @@ impl Builder {
     /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`), and finds the
     /// node's place in a cluster from its launcher (`owl run`, `srun`,
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
-    /// `tcp-plain`, `shm`; default `quic`), `OWL_CONNECT_TIMEOUT_S` and
-    /// `OWL_DEAD_AFTER_S`.
+    /// `tcp-plain`, `shm`; default `quic`), `OWL_CONNECT_TIMEOUT_S`,
+    /// `OWL_DEAD_AFTER_S` and `OWL_LABELS` (comma-separated).
     pub fn from_env(mut self) -> Result<Self, StartError> {
         if let Ok(filter) = std::env::var("OWL_LOG") {
             // Logs to stderr, e.g. OWL_LOG=info or OWL_LOG=owl=debug; a
@@ -217,6 +220,14 @@ impl Builder {
         }
         if let Some(us) = env_parse::<u64>("OWL_SPIN_US", "expected microseconds")? {
             self.config.spin = Duration::from_micros(us);
+        }
+        if let Ok(labels) = std::env::var("OWL_LABELS") {
+            self.config.labels = labels
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect();
         }
         if let Some(pin) = env_parse("OWL_PIN", "expected true or false")? {
             self.config.pin = pin;
@@ -274,6 +285,12 @@ impl Builder {
     /// Forces an event loop instead of probing for io_uring.
     pub fn event_loop(mut self, kind: EventLoopKind) -> Self {
         self.config.event_loop = Some(kind);
+        self
+    }
+
+    /// Labels of this node (e.g. `gpu`), matched by `CallOpts::label`.
+    pub fn labels<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Self {
+        self.config.labels = labels.into_iter().map(Into::into).collect();
         self
     }
 

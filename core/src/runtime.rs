@@ -257,7 +257,10 @@ impl Runtime {
             .map(|w| ShardRemote::new(w.stealer()))
             .collect();
         let (node, net) = match config.cluster {
-            Some(m) => (m.node, Some(crate::net::Net::new(m.node, m.nodes))),
+            Some(m) => (
+                m.node,
+                Some(crate::net::Net::new(m.node, m.nodes, config.labels.clone())),
+            ),
             None => (NodeId(0), None),
         };
         let shared = Arc::new(NodeShared {
@@ -343,6 +346,7 @@ impl Runtime {
             };
             if let Some(net) = shared.net.as_ref() {
                 net.connect_mesh(mesh);
+                net.wait_labels(network.connect_timeout);
             }
         }
         tracing::info!(

@@ -249,6 +249,10 @@ pub struct CallOpts {
     pub retry_on_error: bool,
     /// Run on this node (placement); `None` lets the scheduler choose.
     pub node: Option<NodeId>,
+    /// Run on a node with this label (round-robin among them).
+    pub label: Option<Arc<str>>,
+    /// Spread calls round-robin over every live node.
+    pub spread: bool,
 }
 
 impl CallOpts {
@@ -280,6 +284,19 @@ impl CallOpts {
     /// task is retried elsewhere within `max_retries` (system failure).
     pub fn node(mut self, node: NodeId) -> Self {
         self.node = Some(node);
+        self
+    }
+
+    /// Places the task on a node labelled `label` (`Builder::labels`,
+    /// `OWL_LABELS`); fails at once with `Unplaceable` if no live node has it.
+    pub fn label(mut self, label: impl Into<Arc<str>>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Spreads calls round-robin over every live node of the cluster.
+    pub fn spread(mut self) -> Self {
+        self.spread = true;
         self
     }
 
@@ -329,11 +346,6 @@ impl Task {
             Some(n) => n.to_string(),
             None => self.func.name.to_string(),
         }
-    }
-
-    /// The node the caller placed it on, if any.
-    pub fn target(&self) -> Option<NodeId> {
-        self.opts.as_ref().and_then(|o| o.node)
     }
 
     /// Whether an argument's task failed (the task then fails at once).

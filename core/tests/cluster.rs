@@ -303,3 +303,63 @@ fn a_busy_node_spills_tasks_to_idle_peers() {
         rt.assert_no_leaks();
     }
 }
+
+#[test]
+fn placement_by_label_and_spread() {
+    let nodes = owl::in_process(3, |n| {
+        let b = Runtime::builder().shards(1).pin(false).store_size(64 << 20);
+        match n.0 {
+            1 => b.labels(["gpu"]),
+            2 => b.labels(["gpu", "bigmem"]),
+            _ => b,
+        }
+    })
+    .unwrap();
+    let rt = &nodes[0];
+    let gpu: Vec<_> = (0..20)
+        .map(|_| {
+            where_am_i
+                .options(CallOpts::new().label("gpu"))
+                .remote(rt)
+                .unwrap()
+        })
+        .collect();
+    let mut seen = [0u32; 3];
+    for r in &gpu {
+        seen[r.get_blocking().unwrap().to_native() as usize] += 1;
+    }
+    assert_eq!(seen, [0, 10, 10], "round-robin over the labelled nodes");
+    let big = where_am_i
+        .options(CallOpts::new().label("bigmem"))
+        .remote(rt)
+        .unwrap();
+    assert_eq!(*big.get_blocking().unwrap(), 2);
+    let none = where_am_i
+        .options(CallOpts::new().label("tpu"))
+        .remote(rt)
+        .unwrap();
+    match none.get_blocking() {
+        Err(GetError::Task(e)) => {
+            assert!(
+                matches!(&e.kind, TaskErrorKind::Unplaceable(m) if m.contains("`tpu`") && m.contains("n2: [\"gpu\", \"bigmem\"]")),
+                "{e}"
+            );
+        }
+        other => panic!("expected Unplaceable, got {other:?}"),
+    }
+    let spread: Vec<_> = (0..30)
+        .map(|_| {
+            where_am_i
+                .options(CallOpts::new().spread())
+                .remote(rt)
+                .unwrap()
+        })
+        .collect();
+    let mut seen = [0u32; 3];
+    for r in &spread {
+        seen[r.get_blocking().unwrap().to_native() as usize] += 1;
+    }
+    assert_eq!(seen, [10, 10, 10]);
+    drop((gpu, big, none, spread));
+    no_leaks(&nodes);
+}

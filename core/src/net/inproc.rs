@@ -87,5 +87,10 @@ pub fn in_process(n: u32, builder: impl Fn(NodeId) -> Builder) -> Result<Vec<Run
             .expect("cluster members have a net")
             .connect(link);
     }
+    for rt in &runtimes {
+        if let Some(net) = rt.shared().net.as_ref() {
+            net.wait_labels(std::time::Duration::from_secs(10));
+        }
+    }
     Ok(runtimes)
 }

@@ -26,7 +26,7 @@ mod sim;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use owl_transport::proto::Msg;
@@ -67,11 +67,18 @@ pub(crate) struct Net {
     fns: HashMap<u64, &'static FnInfo>,
     dead: RwLock<HashSet<NodeId>>,
     next_shard: AtomicUsize,
+    /// Every node's labels (ours from the start, peers' once they sent them).
+    labels: RwLock<Vec<Option<Vec<String>>>>,
+    next_place: AtomicUsize,
     pub(crate) load: load::LoadView,
 }
 
 impl Net {
-    pub(crate) fn new(me: NodeId, nodes: u32) -> Net {
+    pub(crate) fn new(me: NodeId, nodes: u32, own_labels: Vec<String>) -> Net {
+        let mut labels = vec![None; nodes as usize];
+        if let Some(l) = labels.get_mut(me.0 as usize) {
+            *l = Some(own_labels);
+        }
         Net {
             me,
             nodes,
@@ -85,6 +92,8 @@ impl Net {
             fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
             dead: RwLock::new(HashSet::new()),
             next_shard: AtomicUsize::new(0),
+            labels: RwLock::new(labels),
+            next_place: AtomicUsize::new(0),
             load: load::LoadView::new(nodes),
         }
     }
@@ -99,6 +108,71 @@ impl Net {
         if self.link.set(link).is_err() {
             tracing::error!("node {} connected twice; keeping the first link", self.me);
         }
+        drop(early);
+        let own = self.labels.read()[self.me.0 as usize]
+            .clone()
+            .unwrap_or_default();
+        for peer in (0..self.nodes).map(NodeId).filter(|&n| n != self.me) {
+            self.send(
+                peer,
+                Msg::Labels {
+                    labels: own.clone(),
+                },
+            );
+        }
+    }
+
+    /// Waits (bounded) until every peer's labels are known, so that the
+    /// first placements by label see the whole cluster.
+    pub(crate) fn wait_labels(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.labels.read().iter().any(Option::is_none) {
+            if std::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "node {}: some peers' labels did not arrive in {timeout:?}",
+                    self.me
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
+    /// A live node labelled `label`, round-robin among them.
+    pub(crate) fn labeled(&self, label: &str) -> Result<NodeId, String> {
+        let labels = self.labels.read();
+        let with: Vec<NodeId> = labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.as_ref().is_some_and(|l| l.iter().any(|x| x == label)))
+            .map(|(i, _)| NodeId(i as u32))
+            .filter(|&n| !self.is_dead(n))
+            .collect();
+        if with.is_empty() {
+            let known: Vec<String> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| format!("n{i}: {:?}", l.as_deref().unwrap_or(&[])))
+                .collect();
+            return Err(format!(
+                "no live node has label `{label}` ({})",
+                known.join(", ")
+            ));
+        }
+        Ok(with[self.next_place.fetch_add(1, Ordering::Relaxed) % with.len()])
+    }
+
+    /// The next live node, round-robin over the cluster (this one included).
+    pub(crate) fn spread(&self) -> NodeId {
+        for _ in 0..self.nodes {
+            let n = NodeId(
+                (self.next_place.fetch_add(1, Ordering::Relaxed) % self.nodes as usize) as u32,
+            );
+            if !self.is_dead(n) {
+                return n;
+            }
+        }
+        self.me
     }
 
     pub(crate) fn connect_mesh(&self, mesh: Arc<Mesh>) {
@@ -222,6 +296,11 @@ impl Net {
                 idle_shards,
                 ..
             } => self.load.report(from, queued, idle_shards),
+            Msg::Labels { labels } => {
+                if let Some(l) = self.labels.write().get_mut(from.0 as usize) {
+                    *l = Some(labels);
+                }
+            }
             Msg::Join { .. } | Msg::Members { .. } | Msg::Shutdown => {}
         }
     }

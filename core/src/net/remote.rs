@@ -162,7 +162,7 @@ impl Net {
             priority: opts.priority,
             max_retries: opts.max_retries,
             retry_on_error: opts.retry_on_error,
-            node: None,
+            ..CallOpts::default()
         };
         let task = Task {
             cell,

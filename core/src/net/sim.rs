@@ -48,6 +48,11 @@ impl SimCluster {
             }
         }
         let clock = net.start_auto(tick);
+        for rt in &nodes {
+            if let Some(n) = rt.shared().net.as_ref() {
+                n.wait_labels(Duration::from_secs(10));
+            }
+        }
         Ok(SimCluster {
             nodes: nodes.into_iter().map(Some).collect(),
             net,

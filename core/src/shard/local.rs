@@ -202,12 +202,10 @@ impl Shard {
     }
 
     pub(crate) fn push_ready(&self, task: Task) {
-        if let Some(node) = task.target() {
-            if node != self.shared.node {
-                return self.dispatch(task, node);
-            }
-        } else if let Some(node) = self.spill_target(&task) {
-            return self.dispatch(task, node);
+        match self.place(&task) {
+            Ok(Some(node)) if node != self.shared.node => return self.dispatch(task, node),
+            Ok(_) => {}
+            Err(why) => return self.fail(task, TaskErrorKind::Unplaceable(why)),
         }
         let priority = task.priority();
         if priority == 0 {
@@ -261,14 +259,39 @@ impl Shard {
         }
     }
 
+    /// Where a ready task runs: `None` here; an error if no node can.
+    /// Tasks received from other nodes stay where they are.
+    fn place(&self, task: &Task) -> Result<Option<crate::ids::NodeId>, String> {
+        if task.reply_to.is_some() {
+            return Ok(None);
+        }
+        let net = self.shared.net.as_ref();
+        if let Some(o) = task.opts.as_deref() {
+            if let Some(n) = o.node {
+                return Ok(Some(n));
+            }
+            if let Some(label) = &o.label {
+                return match net {
+                    Some(net) => net.labeled(label).map(Some),
+                    None if self.shared.config.labels.iter().any(|l| **l == **label) => Ok(None),
+                    None => Err(format!(
+                        "no node has label `{label}` (this node's labels: {:?})",
+                        self.shared.config.labels
+                    )),
+                };
+            }
+            if o.spread {
+                return Ok(net.map(crate::net::Net::spread));
+            }
+        }
+        Ok(self.spill_target())
+    }
+
     /// Spillback: a busy node sends new ready tasks to a peer that can take
-    /// them. Tasks received from other nodes, and placed ones, stay put.
-    fn spill_target(&self, task: &Task) -> Option<crate::ids::NodeId> {
+    /// them.
+    fn spill_target(&self) -> Option<crate::ids::NodeId> {
         let net = self.shared.net.as_ref()?;
-        if task.reply_to.is_some()
-            || self.fifo.len() < crate::net::SPILL_BACKLOG
-            || self.shared.idle_shards() > 0
-        {
+        if self.fifo.len() < crate::net::SPILL_BACKLOG || self.shared.idle_shards() > 0 {
             return None;
         }
         net.spill_target()

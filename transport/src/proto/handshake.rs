@@ -21,7 +21,7 @@ use ring::{aead, hkdf, hmac};
 use super::frame::{FrameDecoder, FrameEncoder};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 const MAGIC: [u8; 4] = *b"owl\0";
 const HELLO: usize = 4 + 2 + 1 + 4 + 32;
 const AUTH: usize = 32;

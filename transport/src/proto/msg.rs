@@ -151,6 +151,11 @@ pub enum Msg {
     },
     /// The sender is leaving cleanly: its connection closing is not a failure.
     Shutdown,
+    /// The sender's node labels (placement constraints), sent once to each
+    /// peer after joining.
+    Labels {
+        labels: Vec<String>,
+    },
 }
 
 /// The largest `Chunk::data` a sender should put in one message (4 MiB), so

@@ -151,6 +151,9 @@ fn all_msgs() -> Vec<Msg> {
                 offset: 1 << 20,
             }),
         },
+        Msg::Labels {
+            labels: vec!["gpu".into(), "bigmem".into()],
+        },
         Msg::Pull {
             object: id(6),
             offset: 4096,
