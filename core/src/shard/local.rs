@@ -244,10 +244,19 @@ impl Shard {
     }
 
     pub(super) fn handle(&self, msg: Msg) {
+        match self.apply_counts(msg) {
+            Some(Msg::Wake(key)) => self.woken.borrow_mut().push_back(key),
+            Some(Msg::Run(f)) => f(self),
+            Some(Msg::Enqueue(task)) => self.enqueue(task),
+            _ => {}
+        }
+    }
+
+    /// Applies a message that changes reference counts (also while shutting
+    /// down); hands any other message back.
+    fn apply_counts(&self, msg: Msg) -> Option<Msg> {
         match msg {
             Msg::Release(id) => self.release(id),
-            Msg::Wake(key) => self.woken.borrow_mut().push_back(key),
-            Msg::Run(f) => f(self),
             Msg::Borrow {
                 id,
                 node,
@@ -255,8 +264,9 @@ impl Shard {
                 shipped,
             } => self.borrow(id, node, delta, shipped),
             Msg::GroupStarted(id) => self.group_started(id),
-            Msg::Enqueue(task) => self.enqueue(task),
+            other => return Some(other),
         }
+        None
     }
 
     /// Where a ready task runs: `None` here; an error if no node can.
@@ -357,19 +367,9 @@ impl Shard {
             drop(running);
             while let Some(msg) = inbox.pop() {
                 dropped = true;
-                match msg {
-                    Msg::Release(id) => self.release(id),
-                    Msg::Borrow {
-                        id,
-                        node,
-                        delta,
-                        shipped,
-                    } => self.borrow(id, node, delta, shipped),
-                    Msg::GroupStarted(id) => self.group_started(id),
-                    // Work from outside threads is dropped: a caller waiting
-                    // for its answer gets `Shutdown`.
-                    other => drop(other),
-                }
+                // Work from outside threads is dropped: a caller waiting
+                // for its answer gets `Shutdown`.
+                drop(self.apply_counts(msg));
             }
             if !dropped {
                 break;
