@@ -552,6 +552,9 @@ impl Runtime {
             })
         };
         let was_pending = r.cell().cancel(&name);
+        if let Some(net) = self.shared.net.as_ref() {
+            net.cancel_remote();
+        }
         // Wake the owner so it drops suspended work promptly.
         for s in self.shared.shards.iter() {
             s.wake();

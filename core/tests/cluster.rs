@@ -359,3 +359,25 @@ fn placement_by_label_and_spread() {
     drop((gpu, big, none, spread));
     no_leaks(&nodes);
 }
+
+#[owl::remote]
+async fn slow_parent(rt: Runtime, ms: u64) -> u64 {
+    let child = slow_add.remote(&rt, 1, 1, ms).unwrap();
+    child.get_owned().await.unwrap()
+}
+
+#[test]
+fn cancelling_a_remote_task_stops_it_and_its_children_there() {
+    let nodes = cluster(2);
+    let rt = &nodes[0];
+    let r = slow_parent.options(on(1)).remote(rt, 10_000).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let t0 = std::time::Instant::now();
+    assert!(rt.cancel(&r));
+    assert!(matches!(r.get_blocking(), Err(GetError::Cancelled { .. })));
+    drop(r);
+    // Node 1 dropped the parent and its 10 s child: nothing is left there
+    // long before the child would have finished.
+    no_leaks(&nodes);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}

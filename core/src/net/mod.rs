@@ -62,6 +62,8 @@ pub(crate) struct Net {
     exports: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
     /// Tasks owned here running on other nodes.
     remote: Mutex<HashMap<ObjectId, RemoteTask>>,
+    /// Tasks running here for other nodes (their cells), for `Cancel`.
+    executing: Mutex<HashMap<ObjectId, Weak<ObjectCell>>>,
     /// Large values being pulled into this node's arena.
     pulls: Mutex<HashMap<ObjectId, fetch::Pull>>,
     fns: HashMap<u64, &'static FnInfo>,
@@ -88,6 +90,7 @@ impl Net {
             borrowed: Mutex::new(HashMap::new()),
             exports: Mutex::new(HashMap::new()),
             remote: Mutex::new(HashMap::new()),
+            executing: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
             dead: RwLock::new(HashSet::new()),
@@ -220,6 +223,7 @@ impl Net {
             borrowed: self.borrowed.lock().len(),
             exports: self.exports.lock().len(),
             remote_tasks: self.remote.lock().len(),
+            executing: self.executing.lock().len(),
             pulls: self.pulls.lock().len(),
         }
     }
@@ -289,7 +293,7 @@ impl Net {
                 offset,
                 data,
             } => self.on_chunk(node, wire::id(&object), offset, data),
-            Msg::Cancel { object } => self.on_cancel(wire::id(&object)),
+            Msg::Cancel { object } => self.on_cancel(node, wire::id(&object)),
             Msg::NodeDead { node: dead } => self.on_node_dead(node, NodeId(dead)),
             Msg::Heartbeat {
                 queued,
@@ -315,6 +319,8 @@ pub struct NetLeaks {
     pub exports: usize,
     /// Tasks owned here still running on other nodes.
     pub remote_tasks: usize,
+    /// Tasks running here for other nodes.
+    pub executing: usize,
     /// Large values still being pulled.
     pub pulls: usize,
 }

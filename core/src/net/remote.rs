@@ -164,6 +164,7 @@ impl Net {
             retry_on_error: opts.retry_on_error,
             ..CallOpts::default()
         };
+        self.executing.lock().insert(object, Arc::downgrade(&cell));
         let task = Task {
             cell,
             func: info,
@@ -178,6 +179,7 @@ impl Net {
 
     /// A task run here for another node finished: send its outcome back.
     pub(crate) fn task_done(&self, node: &NodeShared, owner: NodeId, cell: &ObjectCell) {
+        self.executing.lock().remove(&cell.id());
         let outcome: Result<WireValue, WireError> = match cell.result() {
             Some(Ok(stored)) => Ok(self.ship_value(node, owner, stored)),
             Some(Err(e)) => Err(wire::wire_error(e)),
@@ -213,8 +215,53 @@ impl Net {
         }
     }
 
-    pub(super) fn on_cancel(&self, object: ObjectId) {
-        tracing::debug!(object = %object, "cancel from owner: the result will be discarded");
+    /// The owner cancelled a task running here: cancel it (and what it
+    /// submitted) as a local cancel would.
+    pub(super) fn on_cancel(&self, node: &NodeShared, object: ObjectId) {
+        let cell = self
+            .executing
+            .lock()
+            .remove(&object)
+            .and_then(|c| c.upgrade());
+        if let Some(cell) = cell {
+            let me = self.me;
+            cell.cancel(&|c: &ObjectCell| {
+                Arc::new(TaskError {
+                    kind: TaskErrorKind::Cancelled,
+                    task: c.id().to_string(),
+                    object: c.id(),
+                    node: me,
+                    shard: c.id().shard,
+                    attempts: 0,
+                })
+            });
+            for s in node.shards.iter() {
+                s.wake();
+            }
+        }
+    }
+
+    /// After a local cancel: tasks of ours running elsewhere whose cells it
+    /// completed are forgotten here (their arguments released) and
+    /// cancelled on their nodes.
+    pub(crate) fn cancel_remote(&self) {
+        let cancelled: Vec<RemoteTask> = {
+            let mut remote = self.remote.lock();
+            let ids: Vec<ObjectId> = remote
+                .iter()
+                .filter(|(_, r)| r.task.cell.is_ready())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| remote.remove(id)).collect()
+        };
+        for r in cancelled {
+            self.send(
+                r.node,
+                Msg::Cancel {
+                    object: wire::wire_id(r.task.cell.id()),
+                },
+            );
+        }
     }
 
     /// `dead` left the cluster: retry or fail the tasks it ran for us, fail
