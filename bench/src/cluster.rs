@@ -3,12 +3,10 @@
 //! to the raw transport in the same run: remote round trip, cross-node no-op
 //! throughput, and the transfer of a large object between arenas.
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use owl::{CallOpts, Network, NodeId, ObjectRef, Runtime, Transport};
+use owl::{CallOpts, NodeId, ObjectRef, Runtime, Transport};
 use serde_json::json;
 
 use crate::harness::{percentiles, repeat, Figure, Sample};
@@ -39,10 +37,6 @@ async fn byte_len(r: ObjectRef<Vec<u8>>) -> u64 {
     v.len() as u64 + u64::from(v[v.len() - 1])
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// Two nodes joined by `transport`, `shards` each; the arena directories
 /// of `tcp-pull` (kept while the nodes run).
 pub fn pair(
@@ -56,46 +50,19 @@ pub fn pair(
         Vec::new()
     };
     let paths: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
-    let store = Arc::new(move |i: u32| {
+    let store = move |i: u32| {
         let b = Runtime::builder().shards(shards).store_size(6 << 30);
         match paths.get(i as usize) {
             Some(dir) => b.store_dir(dir),
             None => b,
         }
-    });
+    };
     if transport == "inproc" {
         return Ok((owl::in_process(2, |n| store(n.0))?, dirs));
     }
     let wire = if apart { "tcp" } else { transport };
     let transport: Transport = wire.parse().map_err(anyhow::Error::msg)?;
-    let head: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let secret = [0x42; 32];
-    let nodes: Vec<_> = (0..2u32)
-        .map(|i| {
-            let store = Arc::clone(&store);
-            std::thread::spawn(move || {
-                let listen = if i == 0 {
-                    head
-                } else {
-                    "127.0.0.1:0".parse().expect("address")
-                };
-                store(i)
-                    .network(
-                        NodeId(i),
-                        2,
-                        Network {
-                            connect_timeout: Duration::from_secs(20),
-                            ..Network::new(listen, head, secret, transport)
-                        },
-                    )
-                    .build()
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for n in nodes {
-        out.push(n.join().expect("node start thread")?);
-    }
+    let out = owl::on_loopback(2, transport, move |n| store(n.0))?;
     Ok((out, dirs))
 }
 

@@ -2,10 +2,7 @@
 //! encryption, plaintext TCP, QUIC, shared-memory rings): the cross-node workloads and exact
 //! leak checks on every node.
 
-use std::net::{SocketAddr, TcpListener};
-use std::time::Duration;
-
-use owl::{CallOpts, Network, NodeId, ObjectRef, Runtime, Transport};
+use owl::{CallOpts, NodeId, ObjectRef, Runtime, Transport};
 
 #[owl::remote]
 fn add(a: u64, b: u64) -> u64 {
@@ -27,46 +24,16 @@ async fn read_len(r: ObjectRef<Vec<u64>>) -> u64 {
     r.get().await.expect("value").len() as u64
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `n` nodes on loopback over `transport`, concurrently (each waits
-/// for the others to join).
+/// Starts `n` nodes on loopback over `transport`.
 fn mesh(n: u32, transport: Transport) -> Vec<Runtime> {
-    let head: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let secret = [7u8; 32];
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let listen = if i == 0 {
-                    head
-                } else {
-                    "127.0.0.1:0".parse().unwrap()
-                };
-                Runtime::builder()
-                    .shards(1)
-                    .pin(false)
-                    .store_size(128 << 20)
-                    .inline_max(1024)
-                    .network(
-                        NodeId(i),
-                        n,
-                        Network {
-                            connect_timeout: Duration::from_secs(10),
-                            ..Network::new(listen, head, secret, transport)
-                        },
-                    )
-                    .build()
-                    .expect("node joins")
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().unwrap()).collect()
+    owl::on_loopback(n, transport, |_| {
+        Runtime::builder()
+            .shards(1)
+            .pin(false)
+            .store_size(128 << 20)
+            .inline_max(1024)
+    })
+    .expect("nodes join")
 }
 
 fn workload(nodes: &[Runtime]) {

@@ -20,6 +20,7 @@
 mod fetch;
 mod inproc;
 mod load;
+mod loopback;
 mod refs;
 mod remote;
 mod sim;
@@ -40,6 +41,7 @@ use crate::task::{FnInfo, REMOTE_FNS};
 
 pub use inproc::in_process;
 pub(crate) use load::SPILL_BACKLOG;
+pub use loopback::on_loopback;
 pub(crate) use refs::Borrowed;
 pub(crate) use remote::RemoteTask;
 pub use sim::SimCluster;
