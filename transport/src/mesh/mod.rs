@@ -273,6 +273,49 @@ impl Shared {
         }
     }
 
+    /// One heartbeat round of a driver: every live peer silent for longer
+    /// than `dead_after_ms` is returned with its silence (ms), for the driver
+    /// to declare down; every other live peer is sent a heartbeat carrying
+    /// this node's load.
+    pub(crate) fn heartbeat_round(
+        &self,
+        seq: u64,
+        now_ms: u64,
+        dead_after_ms: u64,
+    ) -> Vec<(u32, u64)> {
+        let mut silent_peers = Vec::new();
+        for peer in (0..self.nodes).filter(|&p| p != self.me) {
+            if self.state(peer) != UP {
+                continue;
+            }
+            let silent = now_ms.saturating_sub(
+                self.peers[peer as usize]
+                    .last_seen_ms
+                    .load(Ordering::Relaxed),
+            );
+            if silent > dead_after_ms {
+                silent_peers.push((peer, silent));
+                continue;
+            }
+            let hb = Msg::Heartbeat {
+                seq,
+                queued: self.queued.load(Ordering::Relaxed),
+                idle_shards: self.idle_shards.load(Ordering::Relaxed),
+            };
+            self.push(peer, hb);
+        }
+        silent_peers
+    }
+
+    /// On the head: tells every other live node that `peer` is dead.
+    pub(crate) fn announce_dead(&self, peer: u32) {
+        for other in 1..self.nodes {
+            if other != peer && self.state(other) == UP {
+                self.push(other, Msg::NodeDead { node: peer });
+            }
+        }
+    }
+
     /// Marks `peer` dead and reports it, once; false if it was already
     /// dead or gone, or this node is shutting down.
     pub(crate) fn mark_dead(&self, peer: u32, why: PeerDown) -> bool {

@@ -456,11 +456,7 @@ impl<N: Net> Node<N> {
         let reported = self.sh.mark_dead(peer, why);
         self.close_peer(peer);
         if reported && self.cfg.node == 0 {
-            for other in 1..self.cfg.nodes {
-                if other != peer && self.sh.state(other) == UP {
-                    self.sh.push(other, Msg::NodeDead { node: peer });
-                }
-            }
+            self.sh.announce_dead(peer);
         }
     }
 
@@ -647,28 +643,11 @@ impl<N: Net> Node<N> {
             tick.tick().await;
             seq += 1;
             let now = self.now_ms();
-            for peer in 0..self.cfg.nodes {
-                if peer == self.cfg.node || self.sh.state(peer) != UP {
-                    continue;
-                }
-                let silent = now.saturating_sub(
-                    self.sh.peers[peer as usize]
-                        .last_seen_ms
-                        .load(Ordering::Relaxed),
+            for (peer, silent) in self.sh.heartbeat_round(seq, now, dead_after) {
+                self.down(
+                    peer,
+                    PeerDown::HeartbeatTimeout(Duration::from_millis(silent)),
                 );
-                if silent > dead_after {
-                    self.down(
-                        peer,
-                        PeerDown::HeartbeatTimeout(Duration::from_millis(silent)),
-                    );
-                    continue;
-                }
-                let hb = Msg::Heartbeat {
-                    seq,
-                    queued: self.sh.queued.load(Ordering::Relaxed),
-                    idle_shards: self.sh.idle_shards.load(Ordering::Relaxed),
-                };
-                self.sh.push(peer, hb);
             }
         }
     }

@@ -367,11 +367,7 @@ impl Driver {
     /// Reports `peer` down (once); the head tells everyone.
     fn down(&mut self, peer: u32, why: PeerDown) {
         if self.sh.mark_dead(peer, why) && self.cfg.node == 0 {
-            for other in 1..self.cfg.nodes {
-                if other != peer && self.sh.state(other) == UP {
-                    self.sh.push(other, Msg::NodeDead { node: peer });
-                }
-            }
+            self.sh.announce_dead(peer);
         }
     }
 
@@ -380,29 +376,11 @@ impl Driver {
         self.beat_seq += 1;
         let now_ms = self.now_ms();
         let dead_after = self.cfg.dead_after.as_millis() as u64;
-        let me = self.cfg.node;
-        for peer in (0..self.cfg.nodes).filter(|&p| p != me) {
-            if self.sh.state(peer) != UP {
-                continue;
-            }
-            let silent = now_ms.saturating_sub(
-                self.sh.peers[peer as usize]
-                    .last_seen_ms
-                    .load(Ordering::Relaxed),
+        for (peer, silent) in self.sh.heartbeat_round(self.beat_seq, now_ms, dead_after) {
+            self.down(
+                peer,
+                PeerDown::HeartbeatTimeout(Duration::from_millis(silent)),
             );
-            if silent > dead_after {
-                self.down(
-                    peer,
-                    PeerDown::HeartbeatTimeout(Duration::from_millis(silent)),
-                );
-                continue;
-            }
-            let hb = Msg::Heartbeat {
-                seq: self.beat_seq,
-                queued: self.sh.queued.load(Ordering::Relaxed),
-                idle_shards: self.sh.idle_shards.load(Ordering::Relaxed),
-            };
-            self.sh.push(peer, hb);
         }
     }
 }
