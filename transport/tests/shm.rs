@@ -250,21 +250,38 @@ const CHILD: &str = "OWL_SHM_TEST_CHILD";
 /// Node 1 in a second process: echoes every Chunk back to node 0 until told
 /// `Shutdown`, or forever (the parent kills it) when asked to.
 fn child(head: SocketAddr, dir: PathBuf) {
-    struct Echo(std::sync::OnceLock<Arc<Mesh>>);
+    /// Echoes every chunk back; what arrives before `start` has returned
+    /// (the parent may send as soon as its own start returns) is held and
+    /// echoed, in order, once the mesh is known.
+    #[derive(Default)]
+    struct State {
+        mesh: Option<Arc<Mesh>>,
+        early: Vec<(u32, Msg)>,
+    }
+    #[derive(Default)]
+    struct Echo(parking_lot::Mutex<State>);
     impl Handler for Echo {
         fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
-            for m in msgs {
-                if let (Msg::Chunk { .. }, Some(link)) = (&m, self.0.get()) {
-                    link.send(from, m);
+            let mut st = self.0.lock();
+            for m in msgs.into_iter().filter(|m| matches!(m, Msg::Chunk { .. })) {
+                match &st.mesh {
+                    Some(link) => link.send(from, m),
+                    None => st.early.push((from, m)),
                 }
             }
         }
         fn on_peer_down(&self, _: u32, _: PeerDown) {}
     }
     let d = Dir(dir);
-    let echo = Arc::new(Echo(Default::default()));
+    let echo = Arc::new(Echo::default());
     let mesh = start(config(1, 2, head, &d, 4096), echo.clone()).expect("child joins");
-    let _ = echo.0.set(mesh.clone());
+    {
+        let mut st = echo.0.lock();
+        for (from, m) in std::mem::take(&mut st.early) {
+            mesh.send(from, m);
+        }
+        st.mesh = Some(mesh.clone());
+    }
     while mesh.is_up(0) {
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -199,6 +199,10 @@ impl<N: Net> Node<N> {
             sh,
         });
         let accept = tokio::task::spawn_local(node.clone().accept_loop());
+        // Heartbeats flow to each peer from the moment it is connected, not
+        // from the end of start-up: a node whose own start-up still waits for
+        // a slow peer must not look silent to the peers it already reached.
+        let beat = tokio::task::spawn_local(node.clone().heartbeat_loop());
         let result = tokio::select! {
             r = node.clone().bootstrap() => r,
             () = node.sh.stop.notified() => Err(MeshError::Setup("stopped during start".into())),
@@ -206,10 +210,9 @@ impl<N: Net> Node<N> {
         let ok = result.is_ok();
         let _ = ready.send(result.map(|()| node.net.local_addr()));
         if ok {
-            let beat = tokio::task::spawn_local(node.clone().heartbeat_loop());
             node.sh.stop.notified().await;
-            beat.abort();
         }
+        beat.abort();
         accept.abort();
         // Let writers flush `Shutdown`, bounded, then cut everything.
         for p in &node.sh.peers {
@@ -333,6 +336,7 @@ impl<N: Net> Node<N> {
     }
 
     async fn dial(self: Rc<Self>, peer: u32, addr: SocketAddr, deadline: Instant) {
+        let mut bound = DIAL_ATTEMPT;
         loop {
             if self.sh.closing.load(Ordering::Acquire) || self.sh.state(peer) != PENDING {
                 return;
@@ -342,19 +346,33 @@ impl<N: Net> Node<N> {
             }
             // Bounded per attempt: a QUIC dial to a port nobody listens on yet
             // would otherwise wait for its idle timeout instead of retrying.
-            let attempt = deadline.min(Instant::now() + DIAL_ATTEMPT);
+            // The bound doubles after each attempt that runs out, so a
+            // handshake slowed by a loaded machine gets to finish.
+            let attempt = deadline.min(Instant::now() + bound);
             match tokio::time::timeout_at(attempt, self.net.dial(addr)).await {
-                Err(_) => continue,
+                Err(_) => {
+                    bound = bound.saturating_mul(2);
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(node = self.cfg.node, peer, %addr, error = %e, "dial failed, retrying");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                Ok(Ok(mut conn)) => match self
-                    .handshake(&mut conn, Role::Initiator, Some(peer))
-                    .await
+                Ok(Ok(mut conn)) => match tokio::time::timeout_at(
+                    deadline.min(Instant::now() + bound),
+                    self.handshake(&mut conn, Role::Initiator, Some(peer)),
+                )
+                .await
                 {
-                    Ok(sess) => return self.attach(sess, conn),
-                    Err(e) => {
+                    // A handshake stalled (a lost datagram under load waits
+                    // for QUIC's growing retransmission timer): start over
+                    // with a longer bound rather than spend the whole budget.
+                    Err(_) => {
+                        (conn.close)();
+                        bound = bound.saturating_mul(2);
+                    }
+                    Ok(Ok(sess)) => return self.attach(sess, conn),
+                    Ok(Err(e)) => {
                         tracing::warn!(node = self.cfg.node, peer, %addr, "handshake failed: {e}");
                         (conn.close)();
                         if !matches!(e, HandshakeError::Truncated { .. } | HandshakeError::Io(_)) {
