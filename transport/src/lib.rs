@@ -51,10 +51,11 @@ pub mod mesh;
 mod quic;
 mod shm;
 pub mod sim;
+pub mod slots;
 mod tcp;
 
 pub use mesh::{
-    start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError, PeerDown,
+    request_id, start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError, PeerDown,
     ShmConfig, Starting, TransportKind,
 };
 pub use shm::host::{start_shm_hosted, ShmArm, ShmHost, Wake};

@@ -1,41 +1,16 @@
 //! Real sockets on 127.0.0.1: TCP (encrypted and plaintext) and QUIC meshes.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use owl_transport::proto::Msg;
-use owl_transport::{start, Handler, Link, Mesh, MeshConfig, MeshError, PeerDown, TransportKind};
-use parking_lot::Mutex;
-
-#[derive(Default)]
-struct Recorder {
-    msgs: Mutex<Vec<(u32, Msg)>>,
-    down: Mutex<Vec<(u32, PeerDown)>>,
-}
-
-impl Handler for Recorder {
-    fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
-        let mut m = self.msgs.lock();
-        for msg in msgs {
-            if !matches!(msg, Msg::Heartbeat { .. }) {
-                m.push((from, msg));
-            }
-        }
-    }
-    fn on_peer_down(&self, peer: u32, why: PeerDown) {
-        self.down.lock().push((peer, why));
-    }
-}
+use owl_transport::{start, Link, Mesh, MeshConfig, MeshError, TransportKind};
+use common::{free_port, free_udp_port, wait_for, Recorder};
 
 const SECRET: [u8; 32] = [42; 32];
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn config(node: u32, nodes: u32, head: SocketAddr, kind: TransportKind) -> MeshConfig {
     let listen = if node == 0 {
@@ -53,10 +28,7 @@ fn config(node: u32, nodes: u32, head: SocketAddr, kind: TransportKind) -> MeshC
 
 fn cluster(n: u32, kind: TransportKind) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>) {
     let head = match kind {
-        TransportKind::Quic => std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap(),
+        TransportKind::Quic => free_udp_port(),
         TransportKind::Tcp { .. } | TransportKind::Shm(_) => free_port(),
     };
     let handles: Vec<_> = (0..n)
@@ -74,17 +46,6 @@ fn cluster(n: u32, kind: TransportKind) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>) 
         recs.push(rec);
     }
     (meshes, recs)
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn exchange_in_order(kind: TransportKind) {
@@ -238,6 +199,7 @@ fn raw_handshake(
         plaintext: false,
         max_frame: 1 << 20,
         version,
+        accept_unassigned: false,
     };
     let mut hs = Handshake::new(cfg, Role::Initiator, None, [9; 32]);
     s.write_all(&hs.take_output()).unwrap();
@@ -339,6 +301,7 @@ fn half_open_impostor_does_not_disturb_the_mesh() {
         plaintext: true,
         max_frame: 1 << 20,
         version: PROTOCOL_VERSION,
+        accept_unassigned: false,
     };
     let mut hs = Handshake::new(cfg, Role::Initiator, None, [3; 32]);
     s.write_all(&hs.take_output()).unwrap();

@@ -56,7 +56,7 @@ pub fn start_hosted(
     handler: Arc<dyn Handler>,
 ) -> Result<(Starting, IoTask), MeshError> {
     check_config(&cfg)?;
-    let shared = Arc::new(Shared::new(cfg.node, cfg.nodes, handler));
+    let shared = Arc::new(Shared::new(&cfg, handler));
     let (tx, ready) = channel();
     let (done_tx, done) = channel();
     let sh = Arc::clone(&shared);

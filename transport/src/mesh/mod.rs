@@ -10,6 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::proto::{FrameError, Msg, DEFAULT_MAX_FRAME};
+use crate::slots::Slots;
 
 mod hosted;
 pub(crate) mod node;
@@ -27,6 +28,18 @@ pub trait Handler: Send + Sync + 'static {
     /// `peer` is gone: reported at most once per peer, never for a peer that
     /// left with `Shutdown`, never after this node's own shutdown began.
     fn on_peer_down(&self, peer: u32, why: PeerDown);
+    /// `peer` is connected: messages to it go out from now on. Reported
+    /// once per peer, for the nodes of a launched cluster during start-up
+    /// and for nodes joining an open cluster whenever they come.
+    fn on_peer_up(&self, peer: u32) {
+        let _ = peer;
+    }
+    /// `peer` left cleanly (it sent `Shutdown`): everything it sent before
+    /// has been delivered. Reported at most once per peer, instead of
+    /// `on_peer_down`, never after this node's own shutdown began.
+    fn on_peer_left(&self, peer: u32) {
+        let _ = peer;
+    }
 }
 
 /// What the runtime sends through.
@@ -112,6 +125,12 @@ pub struct MeshConfig {
     /// [`TransportKind::Shm`] only: where the ring files go (default
     /// `/dev/shm`, else `$OWL_STORE_DIR`, else the temporary directory).
     pub shm_dir: Option<PathBuf>,
+    /// An open cluster (`owl start`): nodes join and leave at any time.
+    /// The head (node 0) starts alone and hands out ids ([`request_id`]),
+    /// never reusing one; a joining node (`node` from `request_id`) waits
+    /// only for the members the head lists, and `nodes` is ignored.
+    /// Socket transports only.
+    pub open: bool,
 }
 
 impl std::fmt::Debug for MeshConfig {
@@ -127,6 +146,7 @@ impl std::fmt::Debug for MeshConfig {
             .field("dead_after", &self.dead_after)
             .field("max_frame", &self.max_frame)
             .field("shm_dir", &self.shm_dir)
+            .field("open", &self.open)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +174,7 @@ impl MeshConfig {
             max_frame: DEFAULT_MAX_FRAME,
             shards: 1,
             shm_dir: None,
+            open: false,
         }
     }
 }
@@ -194,8 +215,9 @@ pub(crate) struct Peer {
 /// State shared by the runtime's threads (through [`Link`]) and the I/O thread.
 pub(crate) struct Shared {
     pub(crate) me: u32,
-    pub(crate) nodes: u32,
-    pub(crate) peers: Vec<Peer>,
+    /// Every node this one knows of, `0..peers.len()`: fixed for a
+    /// launched cluster, growing as nodes join an open one.
+    pub(crate) peers: Slots<Peer>,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) closing: AtomicBool,
     pub(crate) stop: tokio::sync::Notify,
@@ -215,19 +237,28 @@ pub(crate) struct Shared {
     pub(crate) control: Mutex<Option<Arc<Mesh>>>,
 }
 
+impl Peer {
+    fn new() -> Self {
+        Peer {
+            queue: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            state: AtomicU8::new(PENDING),
+            last_seen_ms: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(me: u32, nodes: u32, handler: Arc<dyn Handler>) -> Self {
+    /// For `cfg`: a launched cluster's nodes, or an open cluster's ids up
+    /// to ours (later members are added as the head announces them).
+    pub(crate) fn new(cfg: &MeshConfig, handler: Arc<dyn Handler>) -> Self {
+        let me = cfg.node;
+        let nodes = if cfg.open { me + 1 } else { cfg.nodes };
+        let peers = Slots::new();
+        peers.grow(nodes, Peer::new);
         Self {
             me,
-            nodes,
-            peers: (0..nodes)
-                .map(|_| Peer {
-                    queue: Mutex::new(Vec::new()),
-                    wake: tokio::sync::Notify::new(),
-                    state: AtomicU8::new(PENDING),
-                    last_seen_ms: AtomicU64::new(0),
-                })
-                .collect(),
+            peers,
             handler,
             closing: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
@@ -240,6 +271,16 @@ impl Shared {
         }
     }
 
+    /// Nodes known so far (ids `0..nodes()`).
+    pub(crate) fn nodes(&self) -> u32 {
+        self.peers.len()
+    }
+
+    /// Makes ids `0..n` known (new nodes of an open cluster).
+    pub(crate) fn grow(&self, n: u32) {
+        self.peers.grow(n, Peer::new);
+    }
+
     /// Wakes a driver that registered a `kick`; no-op otherwise.
     pub(crate) fn kick(&self) {
         if let Some(k) = self.kick.get() {
@@ -248,17 +289,18 @@ impl Shared {
     }
 
     pub(crate) fn state(&self, peer: u32) -> u8 {
-        self.peers[peer as usize].state.load(Ordering::Acquire)
+        self.peers
+            .get(peer)
+            .map_or(PENDING, |p| p.state.load(Ordering::Acquire))
     }
 
     /// Queues for `to`; wakes its writer only on empty -> non-empty, so a
     /// burst of sends costs one wake-up and goes out as one frame.
     pub(crate) fn push(&self, to: u32, msg: Msg) {
-        if to >= self.nodes || to == self.me {
-            tracing::debug!(to, "dropping message to self or out-of-range node");
+        let Some(p) = self.peers.get(to).filter(|_| to != self.me) else {
+            tracing::debug!(to, "dropping message to self or an unknown node");
             return;
-        }
-        let p = &self.peers[to as usize];
+        };
         if matches!(p.state.load(Ordering::Acquire), DEAD | LEFT) {
             return;
         }
@@ -284,12 +326,12 @@ impl Shared {
         dead_after_ms: u64,
     ) -> Vec<(u32, u64)> {
         let mut silent_peers = Vec::new();
-        for peer in (0..self.nodes).filter(|&p| p != self.me) {
+        for peer in (0..self.nodes()).filter(|&p| p != self.me) {
             if self.state(peer) != UP {
                 continue;
             }
             let silent = now_ms.saturating_sub(
-                self.peers[peer as usize]
+                self.peers[peer]
                     .last_seen_ms
                     .load(Ordering::Relaxed),
             );
@@ -309,7 +351,7 @@ impl Shared {
 
     /// On the head: tells every other live node that `peer` is dead.
     pub(crate) fn announce_dead(&self, peer: u32) {
-        for other in 1..self.nodes {
+        for other in 1..self.nodes() {
             if other != peer && self.state(other) == UP {
                 self.push(other, Msg::NodeDead { node: peer });
             }
@@ -319,7 +361,9 @@ impl Shared {
     /// Marks `peer` dead and reports it, once; false if it was already
     /// dead or gone, or this node is shutting down.
     pub(crate) fn mark_dead(&self, peer: u32, why: PeerDown) -> bool {
-        let p = &self.peers[peer as usize];
+        let Some(p) = self.peers.get(peer) else {
+            return false;
+        };
         let mut cur = p.state.load(Ordering::Acquire);
         loop {
             if matches!(cur, DEAD | LEFT) {
@@ -345,12 +389,21 @@ impl Shared {
     }
 
     /// The peer said `Shutdown`: it is gone without failure.
+    /// Reported through `Handler::on_peer_left` once, unless this node is
+    /// shutting down itself.
     pub(crate) fn mark_left(&self, peer: u32) {
-        let p = &self.peers[peer as usize];
-        if p.state.swap(LEFT, Ordering::AcqRel) != LEFT {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        let was = p.state.swap(LEFT, Ordering::AcqRel);
+        if was != LEFT {
             p.queue.lock().clear();
             p.wake.notify_one();
             self.kick();
+        }
+        if was == UP && !self.closing.load(Ordering::Acquire) {
+            tracing::debug!(node = self.me, peer, "peer left");
+            self.handler.on_peer_left(peer);
         }
     }
 }
@@ -384,7 +437,7 @@ impl Link for Mesh {
         self.shared.me
     }
     fn nodes(&self) -> u32 {
-        self.shared.nodes
+        self.shared.nodes()
     }
 }
 
@@ -404,7 +457,7 @@ impl Mesh {
 
     /// Whether `peer` is connected and alive.
     pub fn is_up(&self, peer: u32) -> bool {
-        peer < self.shared.nodes && self.shared.state(peer) == UP
+        self.shared.peers.get(peer).map(|p| p.state.load(Ordering::Acquire)) == Some(UP)
     }
 
     /// Sends `Shutdown` to every live peer, flushes (bounded by a second),
@@ -412,7 +465,7 @@ impl Mesh {
     /// is reported from here on. Idempotent.
     pub fn shutdown(&self) {
         if !self.shared.closing.swap(true, Ordering::AcqRel) {
-            for peer in 0..self.shared.nodes {
+            for peer in 0..self.shared.nodes() {
                 if peer != self.shared.me && self.shared.state(peer) == UP {
                     self.shared.push(peer, Msg::Shutdown);
                 }
@@ -446,7 +499,7 @@ impl Mesh {
     pub fn kill(&self) {
         self.shared.killed.store(true, Ordering::Release);
         self.shared.closing.store(true, Ordering::Release);
-        for p in &self.shared.peers {
+        for p in self.shared.peers.iter() {
             p.state.store(LEFT, Ordering::Release);
         }
         self.shared.stop.notify_one();
@@ -467,12 +520,23 @@ impl Drop for Mesh {
 /// a thread the caller drives.
 pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, MeshError> {
     check_config(&cfg)?;
-    let shared = Arc::new(Shared::new(cfg.node, cfg.nodes, handler));
+    let shared = Arc::new(Shared::new(&cfg, handler));
     spawn_io_thread(cfg, shared)
 }
 
 pub(crate) fn check_config(cfg: &MeshConfig) -> Result<(), MeshError> {
-    if cfg.nodes == 0 || cfg.node >= cfg.nodes {
+    if cfg.open {
+        if matches!(cfg.kind, TransportKind::Shm(_)) {
+            return Err(MeshError::Config(
+                "an open cluster (owl start) needs a socket transport (quic, tcp or tcp-plain); shared-memory rings are set up for a fixed set of nodes (owl run)".into(),
+            ));
+        }
+        if cfg.node == crate::proto::UNASSIGNED {
+            return Err(MeshError::Config(
+                "a node joining an open cluster needs an id from the head first (request_id)".into(),
+            ));
+        }
+    } else if cfg.nodes == 0 || cfg.node >= cfg.nodes {
         return Err(MeshError::Config(format!(
             "node {} is not in 0..{}",
             cfg.node, cfg.nodes
@@ -490,6 +554,44 @@ pub(crate) fn check_config(cfg: &MeshConfig) -> Result<(), MeshError> {
         ));
     }
     Ok(())
+}
+
+/// Asks the head at `cfg.head` of an open cluster for this node's id (see
+/// [`MeshConfig::open`]); then [`start`] (or [`start_hosted`]) with `node`
+/// set to it. Blocks up to `cfg.connect_timeout`; runs its own short-lived
+/// executor on a thread of its own, so it may be called from anywhere.
+pub fn request_id(cfg: &MeshConfig) -> Result<u32, MeshError> {
+    let mut cfg = cfg.clone();
+    cfg.listen.set_port(0);
+    let run = move || -> Result<u32, MeshError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| MeshError::Setup(format!("cannot build the tokio runtime: {e}")))?;
+        tokio::task::LocalSet::new().block_on(&rt, async move {
+            match cfg.kind {
+                TransportKind::Tcp { .. } => {
+                    let net = crate::tcp::TokioNet::bind(cfg.listen).await?;
+                    node::request_id(&net, &cfg).await
+                }
+                TransportKind::Quic => {
+                    let net = crate::quic::QuicNet::bind(&cfg)?;
+                    let id = node::request_id(&net, &cfg).await;
+                    node::Net::close(&net).await;
+                    id
+                }
+                TransportKind::Shm(_) => Err(MeshError::Config(
+                    "an open cluster needs a socket transport (quic, tcp or tcp-plain)".into(),
+                )),
+            }
+        })
+    };
+    std::thread::Builder::new()
+        .name("owl-join".into())
+        .spawn(run)
+        .map_err(|e| MeshError::Setup(format!("cannot spawn a thread: {e}")))?
+        .join()
+        .unwrap_or_else(|_| Err(MeshError::Setup("asking for a node id panicked".into())))
 }
 
 fn spawn_io_thread(cfg: MeshConfig, shared: Arc<Shared>) -> Result<Arc<Mesh>, MeshError> {

@@ -4,7 +4,7 @@
 //! only [`Shared`] crosses threads.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,9 +16,9 @@ use std::time::Duration;
 use ring::rand::SecureRandom;
 use tokio::time::Instant;
 
-use super::{MeshConfig, MeshError, PeerDown, Shared, TransportKind, PENDING, UP};
+use super::{MeshConfig, MeshError, PeerDown, Shared, TransportKind, DEAD, LEFT, PENDING, UP};
 use crate::proto::{
-    Handshake, HandshakeConfig, HandshakeError, Msg, Role, Session, PROTOCOL_VERSION,
+    Handshake, HandshakeConfig, HandshakeError, Msg, Role, Session, PROTOCOL_VERSION, UNASSIGNED,
 };
 
 /// Reads into an owned buffer (the io_uring way); `Ok(0)` is end of stream.
@@ -151,11 +151,18 @@ struct Node<N: Net> {
     sh: Arc<Shared>,
     hs: HandshakeConfig,
     epoch: Instant,
-    closers: RefCell<Vec<Option<Closer>>>,
-    /// Head only: who joined, with their addresses.
+    closers: RefCell<HashMap<u32, Closer>>,
+    /// Head only: who joined, with their addresses (live members only in
+    /// an open cluster).
     joined: RefCell<BTreeMap<u32, String>>,
     members_sent: Cell<bool>,
     got_members: Cell<bool>,
+    /// The members the head listed first: start-up waits for them.
+    expect: RefCell<Vec<u32>>,
+    /// Peers a dial task was started for (each is dialed once).
+    dialing: RefCell<HashSet<u32>>,
+    /// Head of an open cluster: the next id to hand out.
+    next_id: Cell<u32>,
     progress: tokio::sync::Notify,
     writers: Cell<usize>,
     writers_done: tokio::sync::Notify,
@@ -178,20 +185,25 @@ impl<N: Net> Node<N> {
         };
         let hs = HandshakeConfig {
             me: cfg.node,
-            nodes: cfg.nodes,
+            // An open cluster's ids are whatever the head handed out.
+            nodes: if cfg.open { UNASSIGNED } else { cfg.nodes },
             secret: cfg.secret,
             plaintext,
             max_frame: cfg.max_frame,
             version: PROTOCOL_VERSION,
+            accept_unassigned: cfg.open && cfg.node == 0,
         };
         let node = Rc::new(Node {
             net,
             hs,
             epoch: Instant::now(),
-            closers: RefCell::new((0..cfg.nodes).map(|_| None).collect()),
+            closers: RefCell::new(HashMap::new()),
             joined: RefCell::new(BTreeMap::new()),
-            members_sent: Cell::new(false),
+            members_sent: Cell::new(cfg.open),
             got_members: Cell::new(cfg.node == 0),
+            expect: RefCell::new(Vec::new()),
+            dialing: RefCell::new(HashSet::new()),
+            next_id: Cell::new(1),
             progress: tokio::sync::Notify::new(),
             writers: Cell::new(0),
             writers_done: tokio::sync::Notify::new(),
@@ -215,7 +227,7 @@ impl<N: Net> Node<N> {
         beat.abort();
         accept.abort();
         // Let writers flush `Shutdown`, bounded, then cut everything.
-        for p in &node.sh.peers {
+        for p in node.sh.peers.iter() {
             p.wake.notify_one();
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -224,7 +236,7 @@ impl<N: Net> Node<N> {
             }
         })
         .await;
-        for c in node.closers.borrow().iter().flatten() {
+        for c in node.closers.borrow().values() {
             c();
         }
         node.net.close().await;
@@ -235,8 +247,21 @@ impl<N: Net> Node<N> {
     }
 
     fn ready(&self) -> bool {
-        let all_up = (0..self.cfg.nodes).all(|p| p == self.cfg.node || self.sh.state(p) == UP);
-        all_up && (self.cfg.node != 0 || self.members_sent.get()) && self.got_members.get()
+        if self.cfg.node == 0 {
+            // A launched cluster's head waits for everyone; an open one is
+            // ready at once (`members_sent` starts true).
+            let all_up = self.cfg.open
+                || (1..self.cfg.nodes).all(|p| self.sh.state(p) == UP);
+            return all_up && self.members_sent.get();
+        }
+        // In an open cluster a member that died or left while we joined
+        // is not waited for.
+        let settled = |p: &u32| match self.sh.state(*p) {
+            UP => true,
+            DEAD | LEFT => self.cfg.open,
+            _ => false,
+        };
+        self.got_members.get() && self.expect.borrow().iter().all(settled)
     }
 
     async fn bootstrap(self: Rc<Self>) -> Result<(), MeshError> {
@@ -275,13 +300,14 @@ impl<N: Net> Node<N> {
         } else if self.sh.state(0) != UP {
             (vec![0], "connecting to the head")
         } else if !self.got_members.get() {
+            let unknown = if self.cfg.open { 0 } else { self.cfg.nodes };
             (
-                (1..self.cfg.nodes).filter(not_up).collect(),
+                (1..unknown).filter(not_up).collect(),
                 "waiting for the head's member list",
             )
         } else {
             (
-                (0..self.cfg.nodes).filter(not_up).collect(),
+                self.expect.borrow().iter().copied().filter(not_up).collect(),
                 "connecting to peers",
             )
         };
@@ -317,9 +343,17 @@ impl<N: Net> Node<N> {
     async fn accepted(self: Rc<Self>, mut conn: Conn<N::R, N::W>) {
         let me = self.cfg.node;
         match self.handshake(&mut conn, Role::Responder, None).await {
+            Ok(sess) if sess.peer == UNASSIGNED => self.assign(sess, conn).await,
             // Lower ids dial higher ones and everyone dials the head, so a
-            // legitimate incoming peer is any node at the head, lower ids elsewhere.
-            Ok(sess) if sess.peer != 0 && (me == 0 || sess.peer < me) => self.attach(sess, conn),
+            // legitimate incoming peer is any node (any assigned id in an
+            // open cluster) at the head, lower ids elsewhere.
+            Ok(sess)
+                if sess.peer != 0
+                    && sess.peer < self.sh.nodes()
+                    && (me == 0 || sess.peer < me) =>
+            {
+                self.attach(sess, conn)
+            }
             Ok(sess) => {
                 tracing::warn!(
                     node = me,
@@ -333,6 +367,36 @@ impl<N: Net> Node<N> {
                 (conn.close)();
             }
         }
+    }
+
+    /// Head of an open cluster: hands the connecting node the next id over
+    /// this connection, then waits (bounded) for it to hang up; the node
+    /// joins with that id on a connection of its own.
+    async fn assign(self: Rc<Self>, mut sess: Session, mut conn: Conn<N::R, N::W>) {
+        let node = self.next_id.get();
+        self.next_id.set(node + 1);
+        self.sh.grow(node + 1);
+        tracing::info!(node = self.cfg.node, assigned = node, remote = %conn.remote, "assigned a node id");
+        let mut out = Vec::new();
+        let _ = sess
+            .encoder
+            .encode_split(vec![Msg::Assigned { node }], &mut out);
+        let (r, _) = conn.wr.write_all(out).await;
+        if r.is_ok() {
+            conn.wr.finish().await;
+            let _ = tokio::time::timeout(self.cfg.connect_timeout, async {
+                let mut buf = vec![0u8; 64];
+                loop {
+                    let (r, b) = conn.rd.read(buf).await;
+                    buf = b;
+                    if !matches!(r, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        (conn.close)();
     }
 
     async fn dial(self: Rc<Self>, peer: u32, addr: SocketAddr, deadline: Instant) {
@@ -391,57 +455,15 @@ impl<N: Net> Node<N> {
         role: Role,
         expect: Option<u32>,
     ) -> Result<Session, HandshakeError> {
-        let mut nonce = [0u8; 32];
-        ring::rand::SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| HandshakeError::Io("no system randomness".into()))?;
-        let mut hs = Handshake::new(self.hs.clone(), role, expect, nonce);
-        let limit = self.cfg.connect_timeout;
-        let fut = async {
-            let mut out = hs.take_output();
-            let mut buf = vec![0u8; 4096];
-            loop {
-                if !out.is_empty() {
-                    let (r, b) = conn.wr.write_all(out).await;
-                    r.map_err(|e| HandshakeError::Io(e.to_string()))?;
-                    out = b;
-                    out.clear();
-                }
-                let (r, b) = conn.rd.read(buf).await;
-                buf = b;
-                let n = r.map_err(|e| HandshakeError::Io(e.to_string()))?;
-                if n == 0 {
-                    return Err(hs.eof());
-                }
-                let res = hs.feed(&buf[..n]);
-                out = hs.take_output();
-                match res {
-                    Ok(None) => {}
-                    Ok(Some(sess)) => {
-                        if !out.is_empty() {
-                            let (r, _) = conn.wr.write_all(out).await;
-                            r.map_err(|e| HandshakeError::Io(e.to_string()))?;
-                        }
-                        return Ok(sess);
-                    }
-                    Err(e) => {
-                        // Flush our proof so the peer learns why, too.
-                        if !out.is_empty() {
-                            let _ = conn.wr.write_all(out).await;
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(limit, fut)
-            .await
-            .unwrap_or(Err(HandshakeError::Timeout(limit)))
+        handshake(conn, self.hs.clone(), role, expect, self.cfg.connect_timeout).await
     }
 
     fn attach(self: &Rc<Self>, sess: Session, conn: Conn<N::R, N::W>) {
         let peer = sess.peer;
-        let p = &self.sh.peers[peer as usize];
+        let Some(p) = self.sh.peers.get(peer) else {
+            tracing::warn!(node = self.cfg.node, peer, "refused a connection from an unknown node");
+            return (conn.close)();
+        };
         if p.state
             .compare_exchange(PENDING, UP, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
@@ -456,15 +478,17 @@ impl<N: Net> Node<N> {
         }
         tracing::debug!(node = self.cfg.node, peer, remote = %conn.remote, "peer connected");
         p.last_seen_ms.store(self.now_ms(), Ordering::Relaxed);
-        self.closers.borrow_mut()[peer as usize] = Some(conn.close);
+        self.closers.borrow_mut().insert(peer, conn.close);
         tokio::task::spawn_local(self.clone().reader(peer, conn.rd, sess.decoder));
         self.writers.set(self.writers.get() + 1);
         tokio::task::spawn_local(self.clone().writer(peer, conn.wr, sess.encoder));
+        self.sh.handler.on_peer_up(peer);
         self.progress.notify_one();
     }
 
     fn close_peer(&self, peer: u32) {
-        if let Some(c) = self.closers.borrow_mut()[peer as usize].take() {
+        let closer = self.closers.borrow_mut().remove(&peer);
+        if let Some(c) = closer {
             c();
         }
     }
@@ -474,7 +498,15 @@ impl<N: Net> Node<N> {
         let reported = self.sh.mark_dead(peer, why);
         self.close_peer(peer);
         if reported && self.cfg.node == 0 {
+            self.joined_gone(peer);
             self.sh.announce_dead(peer);
+        }
+    }
+
+    /// Head of an open cluster: `peer` is no longer a member to list.
+    fn joined_gone(&self, peer: u32) {
+        if self.cfg.open {
+            self.joined.borrow_mut().remove(&peer);
         }
     }
 
@@ -525,14 +557,14 @@ impl<N: Net> Node<N> {
         if self.sh.state(peer) != UP {
             return false; // late messages from a dead node are dropped
         }
-        self.sh.peers[peer as usize]
+        self.sh.peers[peer]
             .last_seen_ms
             .store(self.now_ms(), Ordering::Relaxed);
         let me = self.cfg.node;
         let mut left = false;
         let mut dead = Vec::new();
         let mut joined = None;
-        let mut members = None;
+        let mut members = Vec::new();
         msgs.retain(|m| match m {
             Msg::Shutdown => {
                 left = true;
@@ -547,7 +579,7 @@ impl<N: Net> Node<N> {
                 false
             }
             Msg::Members { members: m } if peer == 0 => {
-                members = Some(m.clone());
+                members.push(m.clone());
                 false
             }
             _ => true,
@@ -556,19 +588,24 @@ impl<N: Net> Node<N> {
             self.sh.handler.on_msgs(peer, msgs);
         }
         for node in dead {
-            if node < self.cfg.nodes && node != me {
+            if node < self.sh.nodes() && node != me {
                 self.down(node, PeerDown::Announced);
             }
         }
         if let Some(addr) = joined {
             self.on_join(peer, addr);
         }
-        if let Some(m) = members {
+        for m in members {
             self.on_members(m);
         }
         if left {
             self.sh.mark_left(peer);
             self.close_peer(peer);
+            if me == 0 && self.cfg.open {
+                // Nodes that were still connecting to it stop waiting.
+                self.joined_gone(peer);
+                self.sh.announce_dead(peer);
+            }
             return false;
         }
         true
@@ -576,7 +613,19 @@ impl<N: Net> Node<N> {
 
     fn on_join(&self, peer: u32, addr: String) {
         let mut joined = self.joined.borrow_mut();
-        joined.insert(peer, addr);
+        joined.insert(peer, addr.clone());
+        if self.cfg.open {
+            // The newcomer learns every live member, the members learn it.
+            let mut members: Vec<(u32, String)> = vec![(0, self.net.local_addr().to_string())];
+            members.extend(joined.iter().map(|(n, a)| (*n, a.clone())));
+            self.sh.push(peer, Msg::Members { members });
+            for &other in joined.keys().filter(|&&o| o != peer) {
+                let news = vec![(peer, addr.clone())];
+                self.sh.push(other, Msg::Members { members: news });
+            }
+            tracing::info!(node = self.cfg.node, joined = peer, members = joined.len() + 1, "node joined");
+            return;
+        }
         if joined.len() + 1 == self.cfg.nodes as usize && !self.members_sent.get() {
             let mut members: Vec<(u32, String)> = vec![(0, self.net.local_addr().to_string())];
             members.extend(joined.iter().map(|(n, a)| (*n, a.clone())));
@@ -593,13 +642,25 @@ impl<N: Net> Node<N> {
         }
     }
 
+    /// The head's member list: the first one is who start-up waits for;
+    /// later ones (open clusters) announce nodes that joined since. Nodes
+    /// with higher ids than ours are dialed, once each.
     fn on_members(self: &Rc<Self>, members: Vec<(u32, String)>) {
-        if self.got_members.replace(true) {
-            return;
+        let first = !self.got_members.replace(true);
+        let me = self.cfg.node;
+        if first {
+            *self.expect.borrow_mut() = members.iter().map(|m| m.0).filter(|&p| p != me).collect();
         }
-        let deadline = self.epoch + self.cfg.connect_timeout;
+        let limit = if self.cfg.open { UNASSIGNED } else { self.cfg.nodes };
+        if let Some(max) = members.iter().map(|m| m.0).filter(|&p| p < limit).max() {
+            self.sh.grow(max + 1);
+        }
+        let deadline = Instant::now() + self.cfg.connect_timeout;
         for (peer, addr) in members {
-            if peer <= self.cfg.node || peer >= self.cfg.nodes {
+            if peer <= me || peer >= limit || self.sh.state(peer) != PENDING {
+                continue;
+            }
+            if !self.dialing.borrow_mut().insert(peer) {
                 continue;
             }
             match addr.parse() {
@@ -615,7 +676,7 @@ impl<N: Net> Node<N> {
     }
 
     async fn writer(self: Rc<Self>, peer: u32, mut wr: N::W, mut enc: crate::proto::FrameEncoder) {
-        let p = &self.sh.peers[peer as usize];
+        let p = &self.sh.peers[peer];
         let mut batch = Vec::new();
         let mut out = Vec::with_capacity(64 << 10);
         loop {
@@ -668,5 +729,164 @@ impl<N: Net> Node<N> {
                 );
             }
         }
+    }
+}
+
+/// Runs the proto handshake over `conn`, bounded by `limit`.
+async fn handshake<R: Rd, W: Wr>(
+conn: &mut Conn<R, W>,
+cfg: HandshakeConfig,
+role: Role,
+expect: Option<u32>,
+limit: Duration,
+) -> Result<Session, HandshakeError> {
+    let mut nonce = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| HandshakeError::Io("no system randomness".into()))?;
+    let mut hs = Handshake::new(cfg, role, expect, nonce);
+    let fut = async {
+        let mut out = hs.take_output();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if !out.is_empty() {
+                let (r, b) = conn.wr.write_all(out).await;
+                r.map_err(|e| HandshakeError::Io(e.to_string()))?;
+                out = b;
+                out.clear();
+            }
+            let (r, b) = conn.rd.read(buf).await;
+            buf = b;
+            let n = r.map_err(|e| HandshakeError::Io(e.to_string()))?;
+            if n == 0 {
+                return Err(hs.eof());
+            }
+            let res = hs.feed(&buf[..n]);
+            out = hs.take_output();
+            match res {
+                Ok(None) => {}
+                Ok(Some(sess)) => {
+                    if !out.is_empty() {
+                        let (r, _) = conn.wr.write_all(out).await;
+                        r.map_err(|e| HandshakeError::Io(e.to_string()))?;
+                    }
+                    return Ok(sess);
+                }
+                Err(e) => {
+                    // Flush our proof so the peer learns why, too.
+                    if !out.is_empty() {
+                        let _ = conn.wr.write_all(out).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or(Err(HandshakeError::Timeout(limit)))
+}
+
+/// Asks the head of an open cluster for a node id: dials it as
+/// [`UNASSIGNED`] and reads its `Assigned` answer. Retries until the head
+/// answers or `cfg.connect_timeout` runs out; a refusal (wrong secret or
+/// version) is not retried.
+pub(crate) async fn request_id<N: Net>(net: &N, cfg: &MeshConfig) -> Result<u32, MeshError> {
+    let plaintext = matches!(cfg.kind, TransportKind::Tcp { plaintext: true } | TransportKind::Quic);
+    let hs = HandshakeConfig {
+        me: UNASSIGNED,
+        nodes: 1,
+        secret: cfg.secret,
+        plaintext,
+        max_frame: cfg.max_frame,
+        version: PROTOCOL_VERSION,
+        accept_unassigned: false,
+    };
+    let deadline = Instant::now() + cfg.connect_timeout;
+    let timeout = || MeshError::Timeout {
+        missing: vec![0],
+        after: cfg.connect_timeout,
+        stage: "asking the head for a node id",
+    };
+    let mut bound = DIAL_ATTEMPT;
+    let mut last_refusal: Option<HandshakeError> = None;
+    let mut refusals = 0;
+    loop {
+        let now = Instant::now();
+        // A head that is up but ends three handshakes in a row will not
+        // change its mind.
+        if now >= deadline || refusals >= 3 {
+            // The head answered but hung up during the handshake: it
+            // refused us (it logs why), most likely for the secret.
+            return Err(match last_refusal {
+                Some(e) => MeshError::Setup(format!(
+                    "the head at {} ended every handshake ({e}); check that this node uses the cluster's secret and that the head is an open cluster's (owl start --head), see the head's log",
+                    cfg.head
+                )),
+                None => timeout(),
+            });
+        }
+        let mut conn = match tokio::time::timeout_at(deadline.min(now + bound), net.dial(cfg.head)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(head = %cfg.head, error = %e, "dial to the head failed, retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => {
+                bound = bound.saturating_mul(2);
+                continue;
+            }
+        };
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let mut sess = match handshake(&mut conn, hs.clone(), Role::Initiator, Some(0), limit).await {
+            Ok(sess) => sess,
+            Err(e @ (HandshakeError::Io(_) | HandshakeError::Truncated { .. })) => {
+                tracing::debug!(head = %cfg.head, "handshake with the head failed, retrying: {e}");
+                last_refusal = Some(e);
+                refusals += 1;
+                (conn.close)();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => {
+                (conn.close)();
+                return Err(MeshError::Setup(format!(
+                    "the head at {} refused to give this node an id: {e}",
+                    cfg.head
+                )));
+            }
+        };
+        let answer = tokio::time::timeout_at(deadline, async {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                while let Some(msgs) = sess.decoder.next_batch().map_err(|e| e.to_string())? {
+                    if let Some(node) = msgs.iter().find_map(|m| match m {
+                        Msg::Assigned { node } => Some(*node),
+                        _ => None,
+                    }) {
+                        return Ok(node);
+                    }
+                }
+                let (r, b) = conn.rd.read(buf).await;
+                buf = b;
+                match r {
+                    Ok(0) => return Err("the head closed the connection without an id".to_string()),
+                    Ok(n) => sess.decoder.feed(&buf[..n]),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        })
+        .await;
+        (conn.close)();
+        return match answer {
+            Ok(Ok(node)) if node != UNASSIGNED && node != 0 => Ok(node),
+            Ok(Ok(node)) => Err(MeshError::Setup(format!("the head handed out the invalid id {node}"))),
+            Ok(Err(why)) => Err(MeshError::Setup(format!(
+                "asking the head at {} for a node id failed: {why}; is it the head of an open cluster (owl start --head)?",
+                cfg.head
+            ))),
+            Err(_) => Err(timeout()),
+        };
     }
 }

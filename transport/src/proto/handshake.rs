@@ -21,7 +21,9 @@ use ring::{aead, hkdf, hmac};
 use super::frame::{FrameDecoder, FrameEncoder};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
+/// The id a node joining an open cluster presents to ask the head for one.
+pub const UNASSIGNED: u32 = u32::MAX;
 const MAGIC: [u8; 4] = *b"owl\0";
 const HELLO: usize = 4 + 2 + 1 + 4 + 32;
 const AUTH: usize = 32;
@@ -46,6 +48,9 @@ pub struct HandshakeConfig {
     pub max_frame: usize,
     /// [`PROTOCOL_VERSION`] except in tests of version mismatch.
     pub version: u16,
+    /// The head of an open cluster: a peer may present [`UNASSIGNED`] to
+    /// be given an id.
+    pub accept_unassigned: bool,
 }
 
 impl std::fmt::Debug for HandshakeConfig {
@@ -221,7 +226,7 @@ impl Handshake {
                 });
             }
         }
-        if peer >= self.cfg.nodes {
+        if peer >= self.cfg.nodes && !(peer == UNASSIGNED && self.cfg.accept_unassigned) {
             return Err(HandshakeError::PeerOutOfRange {
                 peer,
                 nodes: self.cfg.nodes,

@@ -8,7 +8,9 @@ pub mod handshake;
 pub mod msg;
 
 pub use frame::{FrameDecoder, FrameEncoder, FrameError, DEFAULT_MAX_FRAME};
-pub use handshake::{Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION};
+pub use handshake::{Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION,
+    UNASSIGNED,
+};
 pub use msg::{CodecError, Msg, SharedBlock, WireArg, WireError, WireId, WireValue, MAX_CHUNK};
 
 #[cfg(test)]

@@ -83,8 +83,16 @@ pub enum Msg {
         shards: u32,
     },
     /// The head's reply once every node joined: each node's listen address.
+    /// In an open cluster the head also sends it to a joining node (every
+    /// live member) and to every live member (the new node): a node dials
+    /// the listed nodes with higher ids.
     Members {
         members: Vec<(u32, String)>,
+    },
+    /// Open clusters: the head's answer to a connection that asked for an
+    /// id (handshake id [`super::handshake::UNASSIGNED`]); never reused.
+    Assigned {
+        node: u32,
     },
     /// Liveness plus load, sent every `MeshConfig::heartbeat` to each peer.
     Heartbeat {

@@ -14,6 +14,7 @@ fn cfg(me: u32, secret: [u8; 32], plaintext: bool) -> HandshakeConfig {
         plaintext,
         max_frame: 1 << 20,
         version: PROTOCOL_VERSION,
+        accept_unassigned: false,
     }
 }
 

@@ -76,7 +76,7 @@ impl Driver {
             })
             .collect();
         for p in (0..cfg.nodes).filter(|&p| p != me) {
-            let peer = &sh.peers[p as usize];
+            let peer = &sh.peers[p];
             peer.last_seen_ms.store(0, Ordering::Relaxed);
             let _ = peer.state.compare_exchange(
                 crate::mesh::PENDING,
@@ -166,7 +166,7 @@ impl Driver {
         self.pipes.iter().enumerate().all(|(p, pipe)| {
             pipe.as_ref().is_none_or(|pipe| {
                 self.sh.state(p as u32) != UP
-                    || (pipe.sent == pipe.pending.len() && self.sh.peers[p].queue.lock().is_empty())
+                    || (pipe.sent == pipe.pending.len() && self.sh.peers[p as u32].queue.lock().is_empty())
             })
         })
     }
@@ -219,7 +219,7 @@ impl Driver {
             let waiting_out = pipe.sent < pipe.pending.len();
             pipe.inn.available() == Ok(0)
                 && !(waiting_out && pipe.out.free() != Ok(0))
-                && (waiting_out || self.sh.peers[p].queue.lock().is_empty())
+                && (waiting_out || self.sh.peers[p as u32].queue.lock().is_empty())
         })
     }
 
@@ -297,7 +297,7 @@ impl Driver {
                 continue;
             }
             if pipe.sent == pipe.pending.len() {
-                let batch = std::mem::take(&mut *self.sh.peers[p].queue.lock());
+                let batch = std::mem::take(&mut *self.sh.peers[p as u32].queue.lock());
                 if batch.is_empty() {
                     continue;
                 }
@@ -331,7 +331,7 @@ impl Driver {
         if self.sh.state(peer) != UP {
             return false;
         }
-        self.sh.peers[peer as usize]
+        self.sh.peers[peer]
             .last_seen_ms
             .store(self.now_ms(), Ordering::Relaxed);
         let mut left = false;

@@ -178,7 +178,7 @@ pub fn start_shm_hosted(
         ));
     };
     let shm = super::normalize(shm);
-    let sh = Arc::new(Shared::new(cfg.node, cfg.nodes, handler));
+    let sh = Arc::new(Shared::new(&cfg, handler));
     let bridge = Arc::new(Bridge {
         state: Mutex::new(Armed {
             handoff: Handoff::Waiting,
