@@ -25,6 +25,11 @@ pub struct Config {
     pub cluster: Option<Membership>,
     /// How it reaches the other nodes (`None`: linked in-process, or alone).
     pub network: Option<Network>,
+    /// Whether this node serves tasks rather than running the program's
+    /// `main` (`#[owl::main]` asks [`crate::Runtime::serves`]); `None`: node 0
+    /// of a launched cluster runs main, the others serve; the head of an
+    /// open cluster serves, nodes joining it run main (`OWL_ROLE`).
+    pub worker: Option<bool>,
 }
 
 /// Which wire nodes talk over.
@@ -112,6 +117,15 @@ impl std::fmt::Debug for Network {
 pub struct Membership {
     pub node: crate::ids::NodeId,
     pub nodes: u32,
+    /// An open cluster (`owl start`): nodes join and leave while it runs;
+    /// `nodes` is only what is known at start, and a joining node's id
+    /// is [`Membership::UNASSIGNED`] until the head gives it one at start.
+    pub open: bool,
+}
+
+impl Membership {
+    /// The id of a node joining an open cluster before the head assigned one.
+    pub const UNASSIGNED: crate::ids::NodeId = crate::ids::NodeId(owl_transport::proto::UNASSIGNED);
 }
 
 impl Default for Config {
@@ -127,6 +141,7 @@ impl Default for Config {
             labels: Vec::new(),
             cluster: None,
             network: None,
+            worker: None,
         }
     }
 }
@@ -168,6 +183,11 @@ impl Builder {
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
     /// `tcp-plain`, `shm`; default `quic`), `OWL_CONNECT_TIMEOUT_S`,
     /// `OWL_DEAD_AFTER_S` and `OWL_LABELS` (comma-separated).
+    ///
+    /// `OWL_ADDRESS=HOST:PORT` (or `auto`, the cluster `owl start --head`
+    /// recorded on this host) joins that open cluster instead, taking
+    /// precedence over a launcher; `OWL_ROLE=worker` makes the node serve
+    /// tasks rather than run `main` (see [`Config::worker`]).
     pub fn from_env(mut self) -> Result<Self, StartError> {
         if let Ok(filter) = std::env::var("OWL_LOG") {
             // Logs to stderr, e.g. OWL_LOG=info or OWL_LOG=owl=debug; a
@@ -177,8 +197,36 @@ impl Builder {
                 .with_writer(std::io::stderr)
                 .try_init();
         }
-        let placement = owl_launch::discover().map_err(|e| StartError::Launch(e.to_string()))?;
-        if placement.size > 1 {
+        let timeout = env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?.unwrap_or(60);
+        let dead_after = env_parse::<u64>("OWL_DEAD_AFTER_S", "expected seconds")?
+            .unwrap_or(30)
+            .max(2);
+        let vars: owl_launch::Vars = std::env::vars().collect();
+        let attach = owl_launch::open::attach_from(&vars, &owl_launch::SystemResolver)
+            .map_err(|e| StartError::Launch(e.to_string()))?;
+        if let Some(a) = attach {
+            let transport = match a.transport {
+                Some(v) => v.parse().map_err(|why| StartError::Env {
+                    var: "OWL_TRANSPORT",
+                    value: v,
+                    why,
+                })?,
+                None => Transport::Quic,
+            };
+            self = self.join(Network {
+                listen: a.listen,
+                head: a.head,
+                secret: a.secret,
+                transport,
+                connect_timeout: Duration::from_secs(timeout),
+                dead_after: Duration::from_secs(dead_after),
+            });
+        }
+        let placement = match self.config.cluster {
+            Some(_) => None,
+            None => Some(owl_launch::discover().map_err(|e| StartError::Launch(e.to_string()))?),
+        };
+        if let Some(placement) = placement.filter(|p| p.size > 1) {
             let transport = match std::env::var("OWL_TRANSPORT") {
                 Ok(v) => v.parse().map_err(|why| StartError::Env {
                     var: "OWL_TRANSPORT",
@@ -187,11 +235,6 @@ impl Builder {
                 })?,
                 Err(_) => Transport::Quic,
             };
-            let timeout =
-                env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?.unwrap_or(60);
-            let dead_after = env_parse::<u64>("OWL_DEAD_AFTER_S", "expected seconds")?
-                .unwrap_or(30)
-                .max(2);
             // The launcher bound the head's port to fix it early; the
             // transport binds it again (QUIC needs UDP on it anyway), so it
             // is released here, just before the transport starts.
@@ -228,6 +271,18 @@ impl Builder {
                 .filter(|l| !l.is_empty())
                 .map(str::to_string)
                 .collect();
+        }
+        match std::env::var("OWL_ROLE").as_deref() {
+            Ok("worker") => self.config.worker = Some(true),
+            Ok("driver") => self.config.worker = Some(false),
+            Ok(other) => {
+                return Err(StartError::Env {
+                    var: "OWL_ROLE",
+                    value: other.into(),
+                    why: "expected `worker` (serve tasks) or `driver` (run main)".into(),
+                })
+            }
+            Err(_) => {}
         }
         if let Some(pin) = env_parse("OWL_PIN", "expected true or false")? {
             self.config.pin = pin;
@@ -297,15 +352,57 @@ impl Builder {
     /// Makes this node `node` of a cluster of `nodes`; the cluster's links
     /// are connected after start (see `owl::in_process`).
     pub fn cluster_member(mut self, node: crate::ids::NodeId, nodes: u32) -> Self {
-        self.config.cluster = Some(Membership { node, nodes });
+        self.config.cluster = Some(Membership {
+            node,
+            nodes,
+            open: false,
+        });
         self
     }
 
     /// Makes this node `node` of `nodes`, joining the others over `network`
     /// at start (which waits until every node is connected).
     pub fn network(mut self, node: crate::ids::NodeId, nodes: u32, network: Network) -> Self {
-        self.config.cluster = Some(Membership { node, nodes });
+        self.config.cluster = Some(Membership {
+            node,
+            nodes,
+            open: false,
+        });
         self.config.network = Some(network);
+        self
+    }
+
+    /// Makes this node the head (node 0) of an open cluster listening on
+    /// `network.head`: it starts alone, and nodes join ([`Builder::join`])
+    /// and leave while it runs. What `owl start --head` runs.
+    pub fn open_head(mut self, network: Network) -> Self {
+        self.config.cluster = Some(Membership {
+            node: crate::ids::NodeId(0),
+            nodes: 1,
+            open: true,
+        });
+        self.config.network = Some(network);
+        self
+    }
+
+    /// Joins the open cluster whose head listens on `network.head`; the
+    /// head gives this node its id when it starts. Start-up waits until
+    /// every current member is connected. What `owl start --address` and
+    /// programs run with `OWL_ADDRESS` do.
+    pub fn join(mut self, network: Network) -> Self {
+        self.config.cluster = Some(Membership {
+            node: Membership::UNASSIGNED,
+            nodes: 0,
+            open: true,
+        });
+        self.config.network = Some(network);
+        self
+    }
+
+    /// Serve tasks (`true`) or run the program's `main` (`false`); see
+    /// [`Config::worker`].
+    pub fn worker(mut self, worker: bool) -> Self {
+        self.config.worker = Some(worker);
         self
     }
 

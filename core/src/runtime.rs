@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use owl_store::{Arena, ArenaStats};
 
 use crate::cell::ObjectCell;
-use crate::config::{Builder, Config};
+use crate::config::{Builder, Config, Membership};
 use crate::error::{PutError, StartError, SubmitError, TaskErrorKind};
 use crate::ids::{NodeId, ShardId};
 use crate::objref::{ObjectRef, RawRef};
@@ -256,6 +256,16 @@ impl Runtime {
             .iter()
             .map(|w| ShardRemote::new(w.stealer()))
             .collect();
+        let mut config = config;
+        if let (Some(m), Some(network)) = (config.cluster.as_mut(), config.network.as_ref()) {
+            if m.open && m.node == Membership::UNASSIGNED {
+                let mut cfg = mesh_config(network, *m);
+                cfg.shards = config.shards as u32;
+                m.node = NodeId(owl_transport::request_id(&cfg)?);
+                m.nodes = m.node.0 + 1;
+                tracing::info!(node = %m.node, head = %network.head, "joining an open cluster");
+            }
+        }
         let (node, net) = match config.cluster {
             Some(m) => (
                 m.node,
@@ -302,33 +312,7 @@ impl Runtime {
             owner.threads.lock().expect("threads lock").push(t);
         }
         if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
-            let kind = match network.transport {
-                crate::config::Transport::Quic => owl_transport::TransportKind::Quic,
-                crate::config::Transport::Tcp => {
-                    owl_transport::TransportKind::Tcp { plaintext: false }
-                }
-                crate::config::Transport::TcpPlaintext => {
-                    owl_transport::TransportKind::Tcp { plaintext: true }
-                }
-                crate::config::Transport::Shm => {
-                    owl_transport::TransportKind::Shm(owl_transport::ShmConfig::default())
-                }
-            };
-            let mut cfg = owl_transport::MeshConfig::new(
-                m.node.0,
-                m.nodes,
-                network.listen,
-                network.head,
-                network.secret,
-            );
-            cfg.kind = kind;
-            cfg.connect_timeout = network.connect_timeout;
-            // Shard 0 hosts the mesh and also runs tasks: a long synchronous
-            // task there delays its heartbeats, so silence must last much
-            // longer than any heartbeat gap before a node is declared dead
-            // (a closed connection is still noticed at once).
-            cfg.heartbeat = Duration::from_secs(1);
-            cfg.dead_after = network.dead_after;
+            let mut cfg = mesh_config(&network, m);
             cfg.shards = shared.shards.len() as u32;
             let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
             // Meshes run on shard 0's event loop (`Shard::host_io`,
@@ -375,26 +359,51 @@ impl Runtime {
         self.shared.node
     }
 
-    /// Nodes in this node's cluster (1 when it is not part of one).
+    /// Nodes in this node's cluster (1 when it is not part of one); in an
+    /// open cluster, the ids known so far (gone nodes included).
     pub fn nodes(&self) -> u32 {
-        self.shared.net.as_ref().map_or(1, |n| n.nodes)
+        self.shared.net.as_ref().map_or(1, |n| n.nodes())
     }
 
-    /// On a worker node (not node 0) of a networked cluster: serves tasks
-    /// until the head leaves. `#[owl::main]` calls it on every node but the
-    /// head, which runs `main`. Returns `Error::HeadLost` if the head died
-    /// rather than shutting down.
+    /// Whether this node serves tasks instead of running the program's
+    /// `main` (see [`Config::worker`]); `#[owl::main]` asks this.
+    pub fn serves(&self) -> bool {
+        match self.shared.config.cluster {
+            None => false,
+            Some(m) if !m.open => self.shared.node.0 != 0,
+            Some(_) => self.shared.config.worker.unwrap_or(self.shared.node.0 == 0),
+        }
+    }
+
+    /// On a node that [`serves`](Runtime::serves): runs tasks for the
+    /// cluster until the head leaves or the process gets SIGTERM or SIGINT
+    /// (the head of an open cluster: until the signal). `#[owl::main]`
+    /// calls it instead of `main` on such nodes; dropping the runtime then
+    /// leaves the cluster cleanly. Returns `Error::HeadLost` if the head
+    /// died rather than shutting down.
     pub fn serve(&self) -> crate::Result<()> {
         let Some(net) = self.shared.net.as_ref() else {
             return Ok(());
         };
         let head = NodeId(0);
+        let stop = StopSignals::install();
         if let Some(mesh) = net.mesh() {
-            while mesh.is_up(head.0) && !net.is_dead(head) {
+            let me_head = self.shared.node == head;
+            while !stop.raised() && (me_head || (mesh.is_up(head.0) && !net.is_dead(head))) {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            if !me_head && !stop.raised() {
+                // The transport marks the head gone before it tells the
+                // node why (died or left): wait for the why.
+                let t = Instant::now();
+                while !net.is_dead(head) && t.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
-        if net.is_dead(head) {
+        if stop.raised() {
+            tracing::info!(node = %self.shared.node, "stop signal: leaving the cluster");
+        } else if net.is_dead(head) && !net.has_left(head) {
             return Err(crate::Error::HeadLost);
         }
         self.check_leaks_if_asked();
@@ -668,5 +677,70 @@ impl LeakReport {
             && self.shards.iter().all(LeakCounts::is_empty)
             && self.arena.live_blocks == 0
             && self.arena.used_bytes == 0
+    }
+}
+
+/// The transport settings of a node's mesh.
+fn mesh_config(
+    network: &crate::config::Network,
+    m: crate::config::Membership,
+) -> owl_transport::MeshConfig {
+    let kind = match network.transport {
+        crate::config::Transport::Quic => owl_transport::TransportKind::Quic,
+        crate::config::Transport::Tcp => owl_transport::TransportKind::Tcp { plaintext: false },
+        crate::config::Transport::TcpPlaintext => {
+            owl_transport::TransportKind::Tcp { plaintext: true }
+        }
+        crate::config::Transport::Shm => {
+            owl_transport::TransportKind::Shm(owl_transport::ShmConfig::default())
+        }
+    };
+    let mut cfg = owl_transport::MeshConfig::new(
+        m.node.0,
+        m.nodes,
+        network.listen,
+        network.head,
+        network.secret,
+    );
+    cfg.kind = kind;
+    cfg.open = m.open;
+    cfg.connect_timeout = network.connect_timeout;
+    // Shard 0 hosts the mesh and also runs tasks: a long synchronous task
+    // there delays its heartbeats, so silence must last much longer than
+    // any heartbeat gap before a node is declared dead (a closed
+    // connection is still noticed at once).
+    cfg.heartbeat = Duration::from_secs(1);
+    cfg.dead_after = network.dead_after;
+    cfg
+}
+
+/// SIGTERM and SIGINT caught while a node serves, so that it leaves the
+/// cluster cleanly (peers see it leave, not die); the handlers are
+/// removed again when this is dropped.
+struct StopSignals {
+    raised: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        let raised = Arc::new(AtomicBool::new(false));
+        let ids = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
+            .into_iter()
+            .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&raised)).ok())
+            .collect();
+        StopSignals { raised, ids }
+    }
+
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }

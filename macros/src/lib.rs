@@ -271,7 +271,8 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         },
         ReturnType::Type(..) => quote! { ::owl::Runtime::builder().from_env()?.build()? },
     };
-    // Worker nodes of a cluster serve the head's tasks; only node 0 runs main.
+    // Worker nodes of a cluster serve tasks; only the driver (node 0 of a
+    // launched cluster, a program attached to an open one) runs main.
     let serve = match output {
         ReturnType::Default => quote! {
             if let Err(e) = __rt.serve() {
@@ -289,7 +290,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         fn main() #output {
             #inner
             let __rt = #start;
-            if __rt.node().0 != 0 {
+            if __rt.serves() {
                 #serve
             }
             let __out = __rt.block_on(__owl_main);

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use owl_transport::slots::Slots;
+
 use crate::ids::NodeId;
 
 /// A shard spills new ready tasks once this many wait in its own queue and
@@ -15,20 +17,27 @@ const UNKNOWN: u64 = u64::MAX;
 
 pub(crate) struct LoadView {
     /// Per node: queued tasks (high half) and idle shards (low half).
-    loads: Box<[AtomicU64]>,
+    loads: Slots<AtomicU64>,
     next: AtomicUsize,
 }
 
 impl LoadView {
     pub(crate) fn new(nodes: u32) -> LoadView {
+        let loads = Slots::new();
+        loads.grow(nodes, || AtomicU64::new(UNKNOWN));
         LoadView {
-            loads: (0..nodes).map(|_| AtomicU64::new(UNKNOWN)).collect(),
+            loads,
             next: AtomicUsize::new(0),
         }
     }
 
+    /// Makes room for nodes `0..n` (nodes joining an open cluster).
+    pub(crate) fn grow(&self, n: u32) {
+        self.loads.grow(n, || AtomicU64::new(UNKNOWN));
+    }
+
     pub(crate) fn report(&self, node: NodeId, queued: u32, idle_shards: u32) {
-        if let Some(l) = self.loads.get(node.0 as usize) {
+        if let Some(l) = self.loads.get(node.0) {
             l.store(
                 ((queued as u64) << 32) | idle_shards as u64,
                 Ordering::Relaxed,
@@ -37,14 +46,14 @@ impl LoadView {
     }
 
     fn can_take(&self, node: usize) -> bool {
-        let l = self.loads[node].load(Ordering::Relaxed);
+        let l = self.loads[node as u32].load(Ordering::Relaxed);
         l == UNKNOWN || (l & 0xffff_ffff) > 0 || ((l >> 32) as usize) < SPILL_BACKLOG
     }
 
     /// The next node, round-robin from a moving start, that is neither `me`
     /// nor dead nor known to be as busy as we are.
     pub(crate) fn pick(&self, me: NodeId, dead: impl Fn(NodeId) -> bool) -> Option<NodeId> {
-        let n = self.loads.len();
+        let n = self.loads.len() as usize;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
             .map(|i| (start + i) % n)

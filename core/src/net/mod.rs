@@ -27,7 +27,7 @@ mod sim;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use owl_transport::proto::Msg;
@@ -46,10 +46,18 @@ pub(crate) use refs::Borrowed;
 pub(crate) use remote::RemoteTask;
 pub use sim::SimCluster;
 
+/// What a peer offers, from its `NodeInfo`.
+struct PeerInfo {
+    labels: Vec<String>,
+    fns: HashSet<u64>,
+}
+
 /// The cluster state of one node.
 pub(crate) struct Net {
     pub me: NodeId,
-    pub nodes: u32,
+    /// Nodes known (ids `0..nodes`): fixed in a launched cluster, growing
+    /// as nodes join an open one.
+    nodes: AtomicU32,
     link: OnceLock<Arc<dyn Link>>,
     /// What was sent before the link was set: a peer's first messages can
     /// arrive (and be answered) while the transport is still finishing
@@ -69,23 +77,29 @@ pub(crate) struct Net {
     /// Large values being pulled into this node's arena.
     pulls: Mutex<HashMap<ObjectId, fetch::Pull>>,
     fns: HashMap<u64, &'static FnInfo>,
+    /// Nodes gone, by failure or by leaving.
     dead: RwLock<HashSet<NodeId>>,
+    /// Nodes that left cleanly (also in `dead`).
+    left: RwLock<HashSet<NodeId>>,
     next_shard: AtomicUsize,
-    /// Every node's labels (ours from the start, peers' once they sent them).
-    labels: RwLock<Vec<Option<Vec<String>>>>,
+    /// Every node's labels and functions (ours from the start, peers' once
+    /// they sent them).
+    info: RwLock<Vec<Option<PeerInfo>>>,
     next_place: AtomicUsize,
     pub(crate) load: load::LoadView,
 }
 
 impl Net {
     pub(crate) fn new(me: NodeId, nodes: u32, own_labels: Vec<String>) -> Net {
-        let mut labels = vec![None; nodes as usize];
-        if let Some(l) = labels.get_mut(me.0 as usize) {
-            *l = Some(own_labels);
-        }
+        let nodes = nodes.max(me.0 + 1);
+        let mut info: Vec<Option<PeerInfo>> = (0..nodes).map(|_| None).collect();
+        info[me.0 as usize] = Some(PeerInfo {
+            labels: own_labels,
+            fns: REMOTE_FNS.iter().map(|f| f.id.0).collect(),
+        });
         Net {
             me,
-            nodes,
+            nodes: AtomicU32::new(nodes),
             link: OnceLock::new(),
             early: Mutex::new(Vec::new()),
             mesh: OnceLock::new(),
@@ -96,14 +110,25 @@ impl Net {
             pulls: Mutex::new(HashMap::new()),
             fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
             dead: RwLock::new(HashSet::new()),
+            left: RwLock::new(HashSet::new()),
             next_shard: AtomicUsize::new(0),
-            labels: RwLock::new(labels),
+            info: RwLock::new(info),
             next_place: AtomicUsize::new(0),
             load: load::LoadView::new(nodes),
         }
     }
 
+    /// Starts sending through `link`; tells every peer what this node
+    /// offers (a mesh does that per peer as each comes up instead, see
+    /// [`Net::on_node_up`]).
     pub(crate) fn connect(&self, link: Arc<dyn Link>) {
+        self.set_link(Arc::clone(&link));
+        for peer in (0..link.nodes()).map(NodeId).filter(|&n| n != self.me) {
+            self.send(peer, self.own_info());
+        }
+    }
+
+    fn set_link(&self, link: Arc<dyn Link>) {
         // Flush early messages first and publish the link last, under the
         // lock, so nothing sent meanwhile can overtake them.
         let mut early = self.early.lock();
@@ -113,25 +138,59 @@ impl Net {
         if self.link.set(link).is_err() {
             tracing::error!("node {} connected twice; keeping the first link", self.me);
         }
-        drop(early);
-        let own = self.labels.read()[self.me.0 as usize]
-            .clone()
-            .unwrap_or_default();
-        for peer in (0..self.nodes).map(NodeId).filter(|&n| n != self.me) {
-            self.send(
-                peer,
-                Msg::Labels {
-                    labels: own.clone(),
-                },
-            );
+    }
+
+    fn own_info(&self) -> Msg {
+        let info = self.info.read();
+        let own = info[self.me.0 as usize].as_ref().expect("own info");
+        Msg::NodeInfo {
+            labels: own.labels.clone(),
+            fns: own.fns.iter().copied().collect(),
         }
     }
 
-    /// Waits (bounded) until every peer's labels are known, so that the
-    /// first placements by label see the whole cluster.
+    /// Nodes known so far (ids `0..nodes()`).
+    pub(crate) fn nodes(&self) -> u32 {
+        self.nodes.load(Ordering::Acquire)
+    }
+
+    /// `peer` connected (at start-up, or joining an open cluster later).
+    pub(crate) fn on_node_up(&self, peer: NodeId) {
+        self.grow(peer.0 + 1);
+        self.send(peer, self.own_info());
+    }
+
+    fn grow(&self, n: u32) {
+        if n > self.nodes() {
+            let mut info = self.info.write();
+            if info.len() < n as usize {
+                info.resize_with(n as usize, || None);
+            }
+            self.load.grow(n);
+            self.nodes.fetch_max(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether `peer` can be sent work: connected (mesh) or not known dead.
+    fn reachable(&self, peer: NodeId) -> bool {
+        peer == self.me
+            || match self.mesh.get() {
+                Some(mesh) => mesh.is_up(peer.0),
+                None => !self.is_dead(peer),
+            }
+    }
+
+    /// Waits (bounded) until every connected peer told what it offers, so
+    /// that the first placements see the whole cluster.
     pub(crate) fn wait_labels(&self, timeout: std::time::Duration) {
         let deadline = std::time::Instant::now() + timeout;
-        while self.labels.read().iter().any(Option::is_none) {
+        let missing = || {
+            let info = self.info.read();
+            (0..info.len() as u32)
+                .map(NodeId)
+                .any(|n| info[n.0 as usize].is_none() && self.reachable(n))
+        };
+        while missing() {
             if std::time::Instant::now() >= deadline {
                 tracing::warn!(
                     "node {}: some peers' labels did not arrive in {timeout:?}",
@@ -143,46 +202,65 @@ impl Net {
         }
     }
 
-    /// A live node labelled `label`, round-robin among them.
-    pub(crate) fn labeled(&self, label: &str) -> Result<NodeId, String> {
-        let labels = self.labels.read();
-        let with: Vec<NodeId> = labels
+    /// Whether `node` runs function `func`: `None` while its info is unknown.
+    pub(crate) fn runs(&self, node: NodeId, func: u64) -> Option<bool> {
+        let info = self.info.read();
+        info.get(node.0 as usize)?
+            .as_ref()
+            .map(|i| i.fns.contains(&func))
+    }
+
+    /// A live node labelled `label` that runs `func`, round-robin among them.
+    pub(crate) fn labeled(&self, label: &str, func: u64) -> Result<NodeId, String> {
+        let info = self.info.read();
+        let with: Vec<NodeId> = info
             .iter()
             .enumerate()
-            .filter(|(_, l)| l.as_ref().is_some_and(|l| l.iter().any(|x| x == label)))
+            .filter(|(_, i)| {
+                i.as_ref()
+                    .is_some_and(|i| i.labels.iter().any(|x| x == label) && i.fns.contains(&func))
+            })
             .map(|(i, _)| NodeId(i as u32))
-            .filter(|&n| !self.is_dead(n))
+            .filter(|&n| !self.is_dead(n) && self.reachable(n))
             .collect();
         if with.is_empty() {
-            let known: Vec<String> = labels
+            let known: Vec<String> = info
                 .iter()
                 .enumerate()
-                .map(|(i, l)| format!("n{i}: {:?}", l.as_deref().unwrap_or(&[])))
+                .filter(|(i, _)| self.reachable(NodeId(*i as u32)))
+                .map(|(i, l)| {
+                    let l = l.as_ref();
+                    let runs = if l.is_some_and(|l| l.fns.contains(&func)) { "" } else { " (does not run it)" };
+                    format!("n{i}: {:?}{runs}", l.map_or(&[][..], |l| &l.labels[..]))
+                })
                 .collect();
             return Err(format!(
-                "no live node has label `{label}` ({})",
+                "no live node has label `{label}` and runs this function ({})",
                 known.join(", ")
             ));
         }
         Ok(with[self.next_place.fetch_add(1, Ordering::Relaxed) % with.len()])
     }
 
-    /// The next live node, round-robin over the cluster (this one included).
-    pub(crate) fn spread(&self) -> NodeId {
-        for _ in 0..self.nodes {
-            let n = NodeId(
-                (self.next_place.fetch_add(1, Ordering::Relaxed) % self.nodes as usize) as u32,
-            );
-            if !self.is_dead(n) {
+    /// The next live node that runs `func`, round-robin over the cluster
+    /// (this one included).
+    pub(crate) fn spread(&self, func: u64) -> NodeId {
+        let nodes = self.nodes() as usize;
+        for _ in 0..nodes {
+            let n = NodeId((self.next_place.fetch_add(1, Ordering::Relaxed) % nodes) as u32);
+            if self.reachable(n) && !self.is_dead(n) && self.runs(n, func) == Some(true) {
                 return n;
             }
         }
         self.me
     }
 
+    /// Starts sending through the mesh; peers were (and will be) told
+    /// what this node offers as each came up.
     pub(crate) fn connect_mesh(&self, mesh: Arc<Mesh>) {
+        self.grow(mesh.nodes());
         let _ = self.mesh.set(Arc::clone(&mesh));
-        self.connect(mesh);
+        self.set_link(mesh);
     }
 
     pub(crate) fn mesh(&self) -> Option<&Arc<Mesh>> {
@@ -207,16 +285,31 @@ impl Net {
         }
     }
 
+    /// Gone: died or left.
     pub(crate) fn is_dead(&self, node: NodeId) -> bool {
         self.dead.read().contains(&node)
     }
 
-    /// A node to spill a task to, if any can take it.
-    pub(crate) fn spill_target(&self) -> Option<NodeId> {
-        if self.nodes < 2 || self.link.get().is_none() {
+    /// Left cleanly (rather than failed).
+    pub(crate) fn has_left(&self, node: NodeId) -> bool {
+        self.left.read().contains(&node)
+    }
+
+    /// `node` left cleanly: everything it sent has been handled; what it
+    /// owned, borrowed or ran for us is cleaned up as for a death.
+    pub(crate) fn on_node_left(&self, node: &Arc<NodeShared>, gone: NodeId) {
+        self.left.write().insert(gone);
+        self.on_node_dead(node, gone);
+    }
+
+    /// A node to spill a task of `func` to, if any can take it.
+    pub(crate) fn spill_target(&self, func: u64) -> Option<NodeId> {
+        if self.nodes() < 2 || self.link.get().is_none() {
             return None;
         }
-        self.load.pick(self.me, |n| self.is_dead(n))
+        self.load.pick(self.me, |n| {
+            self.is_dead(n) || !self.reachable(n) || self.runs(n, func) != Some(true)
+        })
     }
 
     /// What is left in the node-wide maps (all empty after a finished workload).
@@ -302,12 +395,14 @@ impl Net {
                 idle_shards,
                 ..
             } => self.load.report(from, queued, idle_shards),
-            Msg::Labels { labels } => {
-                if let Some(l) = self.labels.write().get_mut(from.0 as usize) {
-                    *l = Some(labels);
-                }
+            Msg::NodeInfo { labels, fns } => {
+                self.grow(from.0 + 1);
+                self.info.write()[from.0 as usize] = Some(PeerInfo {
+                    labels,
+                    fns: fns.into_iter().collect(),
+                });
             }
-            Msg::Join { .. } | Msg::Members { .. } | Msg::Shutdown => {}
+            Msg::Join { .. } | Msg::Members { .. } | Msg::Assigned { .. } | Msg::Shutdown => {}
         }
     }
 }
@@ -341,6 +436,22 @@ impl Handler for NodeHandler {
         if let Some(node) = self.0.upgrade() {
             if let Some(net) = node.net.as_ref() {
                 net.on_msgs(&node, NodeId(from), msgs);
+            }
+        }
+    }
+
+    fn on_peer_up(&self, peer: u32) {
+        if let Some(node) = self.0.upgrade() {
+            if let Some(net) = node.net.as_ref() {
+                net.on_node_up(NodeId(peer));
+            }
+        }
+    }
+
+    fn on_peer_left(&self, peer: u32) {
+        if let Some(node) = self.0.upgrade() {
+            if let Some(net) = node.net.as_ref() {
+                net.on_node_left(&node, NodeId(peer));
             }
         }
     }

@@ -44,15 +44,22 @@ impl Net {
         mut task: Task,
         target: NodeId,
     ) -> Result<(), (Task, TaskErrorKind)> {
-        if target.0 >= self.nodes {
+        if target.0 >= self.nodes() {
             let why = format!(
                 "node {target} does not exist (the cluster has {} nodes)",
-                self.nodes
+                self.nodes()
             );
             return Err((task, TaskErrorKind::Unplaceable(why)));
         }
         if self.is_dead(target) {
             return Err((task, TaskErrorKind::WorkerDied(target)));
+        }
+        if self.runs(target, task.func.id.0) == Some(false) {
+            let why = format!(
+                "node {target} does not run `{}` (it runs a different program)",
+                task.func.name
+            );
+            return Err((task, TaskErrorKind::Unplaceable(why)));
         }
         let mut args = Vec::new();
         let wired = task
@@ -315,6 +322,18 @@ impl Net {
             cell.complete(Err(refs::owner_died(cell.id())));
         }
         self.fail_pulls_from(dead);
+        // Fate-sharing: what runs here for the dead owner is cancelled
+        // (its result has nowhere to go).
+        let orphans: Vec<ObjectId> = self
+            .executing
+            .lock()
+            .keys()
+            .filter(|id| id.node == dead)
+            .copied()
+            .collect();
+        for id in orphans {
+            self.on_cancel(node, id);
+        }
         for s in node.shards.iter() {
             s.send(ShardMsg::Run(Box::new(move |s| s.purge_borrower(dead))));
         }

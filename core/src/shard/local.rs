@@ -282,7 +282,7 @@ impl Shard {
             }
             if let Some(label) = &o.label {
                 return match net {
-                    Some(net) => net.labeled(label).map(Some),
+                    Some(net) => net.labeled(label, task.func.id.0).map(Some),
                     None if self.shared.config.labels.iter().any(|l| **l == **label) => Ok(None),
                     None => Err(format!(
                         "no node has label `{label}` (this node's labels: {:?})",
@@ -291,20 +291,20 @@ impl Shard {
                 };
             }
             if o.spread {
-                return Ok(net.map(crate::net::Net::spread));
+                return Ok(net.map(|n| n.spread(task.func.id.0)));
             }
         }
-        Ok(self.spill_target())
+        Ok(self.spill_target(task.func.id.0))
     }
 
     /// Spillback: a busy node sends new ready tasks to a peer that can take
     /// them.
-    fn spill_target(&self) -> Option<crate::ids::NodeId> {
+    fn spill_target(&self, func: u64) -> Option<crate::ids::NodeId> {
         let net = self.shared.net.as_ref()?;
         if self.fifo.len() < crate::net::SPILL_BACKLOG || self.shared.idle_shards() > 0 {
             return None;
         }
-        net.spill_target()
+        net.spill_target(func)
     }
 
     /// Sends a ready task to another node (its arguments travel with it).

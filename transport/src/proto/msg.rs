@@ -159,10 +159,13 @@ pub enum Msg {
     },
     /// The sender is leaving cleanly: its connection closing is not a failure.
     Shutdown,
-    /// The sender's node labels (placement constraints), sent once to each
-    /// peer after joining.
-    Labels {
+    /// What the sender offers, sent once to each peer when it connects:
+    /// its labels (placement constraints) and the ids of the remote
+    /// functions compiled into it (nodes of an open cluster may run
+    /// different programs; tasks only go where their function is).
+    NodeInfo {
         labels: Vec<String>,
+        fns: Vec<u64>,
     },
 }
 

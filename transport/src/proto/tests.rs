@@ -152,9 +152,11 @@ fn all_msgs() -> Vec<Msg> {
                 offset: 1 << 20,
             }),
         },
-        Msg::Labels {
+        Msg::NodeInfo {
             labels: vec!["gpu".into(), "bigmem".into()],
+            fns: vec![0x1234_5678_9abc_def0, 7],
         },
+        Msg::Assigned { node: 17 },
         Msg::Pull {
             object: id(6),
             offset: 4096,

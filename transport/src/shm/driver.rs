@@ -78,12 +78,18 @@ impl Driver {
         for p in (0..cfg.nodes).filter(|&p| p != me) {
             let peer = &sh.peers[p];
             peer.last_seen_ms.store(0, Ordering::Relaxed);
-            let _ = peer.state.compare_exchange(
-                crate::mesh::PENDING,
-                UP,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            let became_up = peer
+                .state
+                .compare_exchange(
+                    crate::mesh::PENDING,
+                    UP,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if became_up {
+                sh.handler.on_peer_up(p);
+            }
         }
         Self {
             spin: shm.spin,
