@@ -5,11 +5,13 @@
 //!   `OWL_*` variables (see `run`).
 //! - `owl env [--json] [--check-head]` prints what `owl_launch::discover()`
 //!   finds here: useful under `srun` and `mpirun`.
-//! - `owl start --head [--listen ADDR]` / `owl start --address HOST:PORT`:
-//!   long-lived clusters, not supported yet (exit 2).
+//! - `owl start --head` / `owl start --address HOST:PORT [-- PROGRAM]`,
+//!   `owl stop`, `owl status`: long-lived clusters that nodes and programs
+//!   join and leave while they run (see `start`).
 #![forbid(unsafe_code)]
 
 mod run;
+mod start;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -31,8 +33,12 @@ enum Cmd {
     Run(run::RunArgs),
     /// Print where this process sits in a cluster (rank, size, head, source).
     Env(EnvArgs),
-    /// Start a long-lived cluster node (not supported yet).
-    Start(StartArgs),
+    /// Start a long-lived cluster's head, or a node that joins one.
+    Start(start::StartArgs),
+    /// Stop every node `owl start` started on this host.
+    Stop(start::StopArgs),
+    /// Show the cluster and nodes recorded on this host.
+    Status,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,33 +78,14 @@ struct EnvArgs {
     wait: f64,
 }
 
-#[derive(Debug, clap::Args)]
-struct StartArgs {
-    /// Start the head of a long-lived cluster.
-    #[arg(long, conflicts_with = "address")]
-    head: bool,
-    /// Address the head listens on.
-    #[arg(long, requires = "head")]
-    listen: Option<String>,
-    /// Join the cluster whose head is at HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    address: Option<String>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(args) => run::run(args),
         Cmd::Env(args) => env(args),
-        Cmd::Start(args) => {
-            if !args.head && args.address.is_none() {
-                eprintln!("owl start: give --head or --address HOST:PORT");
-            }
-            eprintln!(
-                "owl start: not yet supported: needs long-lived cluster membership (owl issue 4)"
-            );
-            ExitCode::from(2)
-        }
+        Cmd::Start(args) => start::start(args),
+        Cmd::Stop(args) => start::stop(args),
+        Cmd::Status => start::status(),
     }
 }
 

@@ -4,41 +4,13 @@
 //! Every node checks its tables and arena are empty before it exits
 //! (`OWL_CHECK_LEAKS`), so a leak fails the run.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const OWL: &str = env!("CARGO_BIN_EXE_owl");
-const PI: &str = env!("CARGO_BIN_EXE_owl-pi");
+mod common;
 
-/// A command with no launcher variables leaking in from the test's own
-/// environment.
-fn clean(program: &str) -> Command {
-    let mut c = Command::new("timeout");
-    c.arg("60").arg(program);
-    for (k, _) in std::env::vars_os() {
-        let k = k.to_string_lossy().into_owned();
-        if ["OWL_", "SLURM_", "OMPI_", "PMIX_"]
-            .iter()
-            .any(|p| k.starts_with(p))
-        {
-            c.env_remove(k);
-        }
-    }
-    c.env("OWL_CHECK_LEAKS", "1").env("OWL_SHARDS", "1");
-    c
-}
-
-fn succeeded(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "run failed: {}\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+use common::{bounded as clean, succeeded, OWL, PI};
 
 /// The result line node 0 printed; checks every node ran its share.
 fn check_pi(stdout: &str, nodes: u64, tasks: u64) {

@@ -30,6 +30,10 @@ pub struct Config {
     /// of a launched cluster runs main, the others serve; the head of an
     /// open cluster serves, nodes joining it run main (`OWL_ROLE`).
     pub worker: Option<bool>,
+    /// Written once the node is connected (`node=ID`, `address=LISTEN`,
+    /// `pid=PID` lines) and removed when it stops: how `owl start` learns
+    /// that a node it launched is up (`OWL_NODE_FILE`).
+    pub node_file: Option<PathBuf>,
 }
 
 /// Which wire nodes talk over.
@@ -142,6 +146,7 @@ impl Default for Config {
             cluster: None,
             network: None,
             worker: None,
+            node_file: None,
         }
     }
 }
@@ -283,6 +288,9 @@ impl Builder {
                 })
             }
             Err(_) => {}
+        }
+        if let Ok(f) = std::env::var("OWL_NODE_FILE") {
+            self.config.node_file = Some(f.into());
         }
         if let Some(pin) = env_parse("OWL_PIN", "expected true or false")? {
             self.config.pin = pin;

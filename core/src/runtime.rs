@@ -169,6 +169,9 @@ impl Drop for Owner {
                 let _ = t.join();
             }
         }
+        if let Some(path) = self.shared.config.node_file.as_ref() {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -333,6 +336,22 @@ impl Runtime {
                 net.wait_labels(network.connect_timeout);
             }
         }
+        if let Some(path) = shared.config.node_file.as_ref() {
+            let listen = shared
+                .net
+                .as_ref()
+                .and_then(|n| n.mesh())
+                .map(|m| m.local_addr().to_string())
+                .unwrap_or_default();
+            let text = format!(
+                "node={}\naddress={listen}\npid={}\n",
+                shared.node.0,
+                std::process::id()
+            );
+            if let Err(e) = std::fs::write(path, text) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the node file");
+            }
+        }
         tracing::info!(
             node = %shared.node,
             shards = shared.shards.len(),
@@ -363,6 +382,13 @@ impl Runtime {
     /// open cluster, the ids known so far (gone nodes included).
     pub fn nodes(&self) -> u32 {
         self.shared.net.as_ref().map_or(1, |n| n.nodes())
+    }
+
+    /// Where this node's transport listens (the real port when port 0 was
+    /// asked for); `None` outside a networked cluster.
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        let net = self.shared.net.as_ref()?;
+        net.mesh().map(|m| m.local_addr())
     }
 
     /// Whether this node serves tasks instead of running the program's

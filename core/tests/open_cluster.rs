@@ -56,13 +56,20 @@ impl Cluster {
     }
 
     fn start_head(transport: Transport) -> (Cluster, Runtime) {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let c = Cluster {
             head: SocketAddr::from(([127, 0, 0, 1], port)),
             secret: owl_launch::random_secret(),
             transport,
         };
-        let rt = base().open_head(c.network(c.head)).build().expect("head starts alone");
+        let rt = base()
+            .open_head(c.network(c.head))
+            .build()
+            .expect("head starts alone");
         (c, rt)
     }
 
@@ -101,12 +108,24 @@ fn driver_workload(rt: &Runtime, worker: NodeId) {
     let (_, inner) = boxed.get_blocking().unwrap().deserialize().unwrap();
     assert_eq!(inner.get_blocking().unwrap().len(), 300);
     let spread: Vec<_> = (0..12)
-        .map(|_| whereami.options(CallOpts::new().spread()).remote(rt).unwrap())
+        .map(|_| {
+            whereami
+                .options(CallOpts::new().spread())
+                .remote(rt)
+                .unwrap()
+        })
         .collect();
-    let mut seen: Vec<u32> = spread.iter().map(|r| r.get_blocking().unwrap().to_native()).collect();
+    let mut seen: Vec<u32> = spread
+        .iter()
+        .map(|r| r.get_blocking().unwrap().to_native())
+        .collect();
     seen.sort();
     seen.dedup();
-    assert_eq!(seen, vec![0, worker.0, rt.node().0], "spread reaches every member");
+    assert_eq!(
+        seen,
+        vec![0, worker.0, rt.node().0],
+        "spread reaches every member"
+    );
 }
 
 fn join_work_leave(transport: Transport) {

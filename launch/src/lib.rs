@@ -737,7 +737,10 @@ impl Plan {
     }
 }
 
-pub(crate) fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> LaunchError + 'a {
+pub(crate) fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> LaunchError + 'a {
     move |source| LaunchError::Io {
         what,
         path: path.to_path_buf(),
@@ -801,7 +804,11 @@ pub fn write_secret_file(path: &Path, secret: &[u8; 32]) -> io::Result<()> {
     f.sync_all()
 }
 
-pub(crate) fn load_secret(plan: &SecretPlan, rank: u32, timeout: Duration) -> Result<[u8; 32], LaunchError> {
+pub(crate) fn load_secret(
+    plan: &SecretPlan,
+    rank: u32,
+    timeout: Duration,
+) -> Result<[u8; 32], LaunchError> {
     match plan {
         SecretPlan::Given(s) => Ok(*s),
         SecretPlan::Fresh => Ok(random_secret()),

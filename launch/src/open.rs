@@ -66,7 +66,11 @@ pub fn state_dir(vars: &Vars) -> PathBuf {
 
 /// Records a running head: `cluster` and `secret` in `dir` (created 0700),
 /// each written to a temporary name and renamed into place.
-pub fn write_cluster(dir: &Path, rec: &ClusterRecord, secret: &[u8; 32]) -> Result<(), LaunchError> {
+pub fn write_cluster(
+    dir: &Path,
+    rec: &ClusterRecord,
+    secret: &[u8; 32],
+) -> Result<(), LaunchError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -115,7 +119,9 @@ pub fn read_cluster(dir: &Path) -> Result<Option<ClusterRecord>, LaunchError> {
         content: text.clone(),
     };
     Ok(Some(ClusterRecord {
-        address: field("address").and_then(|a| a.parse().ok()).ok_or_else(bad)?,
+        address: field("address")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(bad)?,
         transport: field("transport").ok_or_else(bad)?.to_string(),
         pid: field("pid").and_then(|p| p.parse().ok()).ok_or_else(bad)?,
     }))
@@ -159,7 +165,10 @@ pub fn attach_from(vars: &Vars, resolver: &dyn Resolve) -> Result<Option<Attach>
         (rec.address, Some(rec.transport))
     } else {
         let head = parse_host_port(resolver, "OWL_ADDRESS", address)?;
-        let rec = read_cluster(&dir).ok().flatten().filter(|r| r.address == head);
+        let rec = read_cluster(&dir)
+            .ok()
+            .flatten()
+            .filter(|r| r.address == head);
         (head, rec.map(|r| r.transport))
     };
     let secret = match explicit_secret(vars)? {
@@ -191,7 +200,10 @@ mod tests {
     use crate::SystemResolver;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -205,10 +217,16 @@ mod tests {
         };
         write_cluster(&dir, &rec, &[9; 32]).unwrap();
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
-        assert_eq!(fs::metadata(dir.join("secret")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(dir.join("secret")).unwrap().mode() & 0o777,
+            0o600
+        );
         assert_eq!(read_cluster(&dir).unwrap(), Some(rec.clone()));
 
-        let v = vars(&[("OWL_ADDRESS", "auto"), ("OWL_STATE_DIR", dir.to_str().unwrap())]);
+        let v = vars(&[
+            ("OWL_ADDRESS", "auto"),
+            ("OWL_STATE_DIR", dir.to_str().unwrap()),
+        ]);
         let a = attach_from(&v, &SystemResolver).unwrap().unwrap();
         assert_eq!(a.head, rec.address);
         assert_eq!(a.secret, [9; 32]);
@@ -236,8 +254,11 @@ mod tests {
         assert!(attach_from(&vars(&[("OWL_STATE_DIR", d)]), &SystemResolver)
             .unwrap()
             .is_none());
-        let err = attach_from(&vars(&[("OWL_ADDRESS", "auto"), ("OWL_STATE_DIR", d)]), &SystemResolver)
-            .unwrap_err();
+        let err = attach_from(
+            &vars(&[("OWL_ADDRESS", "auto"), ("OWL_STATE_DIR", d)]),
+            &SystemResolver,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("owl start --head"), "{err}");
         let err = attach_from(
             &vars(&[("OWL_ADDRESS", "127.0.0.1:1"), ("OWL_STATE_DIR", d)]),
@@ -245,8 +266,11 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, LaunchError::MissingSecret), "{err}");
-        let err = attach_from(&vars(&[("OWL_ADDRESS", "nonsense"), ("OWL_STATE_DIR", d)]), &SystemResolver)
-            .unwrap_err();
+        let err = attach_from(
+            &vars(&[("OWL_ADDRESS", "nonsense"), ("OWL_STATE_DIR", d)]),
+            &SystemResolver,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("OWL_ADDRESS"), "{err}");
     }
 }

@@ -55,7 +55,7 @@ pub mod slots;
 mod tcp;
 
 pub use mesh::{
-    request_id, start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError, PeerDown,
-    ShmConfig, Starting, TransportKind,
+    request_id, start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError,
+    PeerDown, ShmConfig, Starting, TransportKind,
 };
 pub use shm::host::{start_shm_hosted, ShmArm, ShmHost, Wake};

@@ -75,7 +75,9 @@ impl<T> Slots<T> {
 
 impl<T> std::fmt::Debug for Slots<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Slots").field("len", &self.len()).finish_non_exhaustive()
+        f.debug_struct("Slots")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{free_port, free_udp_port, wait_for, Recorder};
 use owl_transport::proto::Msg;
 use owl_transport::{start, Link, Mesh, MeshConfig, MeshError, TransportKind};
-use common::{free_port, free_udp_port, wait_for, Recorder};
 
 const SECRET: [u8; 32] = [42; 32];
 

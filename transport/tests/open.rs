@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::{free_port, free_udp_port, wait_for, Recorder};
 use owl_transport::proto::{Msg, WireId};
-use owl_transport::{request_id, start, Link, Mesh, MeshConfig, MeshError, PeerDown, TransportKind};
+use owl_transport::{
+    request_id, start, Link, Mesh, MeshConfig, MeshError, PeerDown, TransportKind,
+};
 
 const SECRET: [u8; 32] = [5; 32];
 
@@ -114,8 +116,12 @@ fn join_leave_and_crash(kind: TransportKind) {
 
     // A crash is a death, announced by the head.
     c.kill();
-    wait_for("head sees c down", || hr.down.lock().iter().any(|(p, _)| *p == 3));
-    wait_for("a sees c down", || ar.down.lock().iter().any(|(p, _)| *p == 3));
+    wait_for("head sees c down", || {
+        hr.down.lock().iter().any(|(p, _)| *p == 3)
+    });
+    wait_for("a sees c down", || {
+        ar.down.lock().iter().any(|(p, _)| *p == 3)
+    });
     assert!(hr.left.lock().iter().all(|&p| p != 3));
     all_pairs_talk(&[(&h, &hr), (&a, &ar)], 3);
     a.shutdown();
@@ -185,9 +191,17 @@ fn a_wrong_secret_or_a_closed_cluster_gives_no_id() {
 
 #[test]
 fn shared_memory_is_refused_for_open_clusters() {
-    let mut cfg = config(0, free_port(), TransportKind::Shm(Default::default()), SECRET);
+    let mut cfg = config(
+        0,
+        free_port(),
+        TransportKind::Shm(Default::default()),
+        SECRET,
+    );
     cfg.open = true;
     let err = start(cfg, Arc::new(Recorder::default())).unwrap_err();
-    assert!(matches!(&err, MeshError::Config(m) if m.contains("socket transport")), "{err}");
+    assert!(
+        matches!(&err, MeshError::Config(m) if m.contains("socket transport")),
+        "{err}"
+    );
     let _ = PeerDown::Announced;
 }

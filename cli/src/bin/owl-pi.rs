@@ -5,8 +5,11 @@
 //! `owl run -n 3 -- owl-pi [tasks]` prints one JSON line from node 0: the
 //! estimate, and how many tasks each node ran. With `OWL_CHECK_LEAKS=1`
 //! every node checks its tables and arena are empty before exiting.
+//! Attached to an open cluster (`OWL_ADDRESS=auto owl-pi`), its tasks go
+//! round-robin to the members that run `hits`: itself and any `owl-pi`
+//! workers (`owl start --address auto -- owl-pi`).
 
-use owl::{CallOpts, NodeId, Runtime};
+use owl::{CallOpts, Runtime};
 
 const SAMPLES: u64 = 1000;
 
@@ -40,16 +43,16 @@ async fn main(rt: Runtime) -> owl::Result<()> {
         .unwrap_or(10_000);
     let nodes = rt.nodes();
     let refs: Vec<_> = (0..tasks)
-        .map(|i| {
-            let at = CallOpts::new().node(NodeId(i as u32 % nodes));
-            hits.options(at).remote(&rt, i)
-        })
+        .map(|i| hits.options(CallOpts::new().spread()).remote(&rt, i))
         .collect::<Result<_, _>>()?;
     let mut inside = 0;
     let mut per_node = vec![0u64; nodes as usize];
     for r in refs {
         let (h, node) = r.get_owned().await?;
         inside += h;
+        if per_node.len() <= node as usize {
+            per_node.resize(node as usize + 1, 0);
+        }
         per_node[node as usize] += 1;
     }
     let pi = 4.0 * inside as f64 / (tasks * SAMPLES) as f64;

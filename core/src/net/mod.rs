@@ -230,7 +230,11 @@ impl Net {
                 .filter(|(i, _)| self.reachable(NodeId(*i as u32)))
                 .map(|(i, l)| {
                     let l = l.as_ref();
-                    let runs = if l.is_some_and(|l| l.fns.contains(&func)) { "" } else { " (does not run it)" };
+                    let runs = if l.is_some_and(|l| l.fns.contains(&func)) {
+                        ""
+                    } else {
+                        " (does not run it)"
+                    };
                     format!("n{i}: {:?}{runs}", l.map_or(&[][..], |l| &l.labels[..]))
                 })
                 .collect();

@@ -330,11 +330,8 @@ impl Shared {
             if self.state(peer) != UP {
                 continue;
             }
-            let silent = now_ms.saturating_sub(
-                self.peers[peer]
-                    .last_seen_ms
-                    .load(Ordering::Relaxed),
-            );
+            let silent =
+                now_ms.saturating_sub(self.peers[peer].last_seen_ms.load(Ordering::Relaxed));
             if silent > dead_after_ms {
                 silent_peers.push((peer, silent));
                 continue;
@@ -457,7 +454,11 @@ impl Mesh {
 
     /// Whether `peer` is connected and alive.
     pub fn is_up(&self, peer: u32) -> bool {
-        self.shared.peers.get(peer).map(|p| p.state.load(Ordering::Acquire)) == Some(UP)
+        self.shared
+            .peers
+            .get(peer)
+            .map(|p| p.state.load(Ordering::Acquire))
+            == Some(UP)
     }
 
     /// Sends `Shutdown` to every live peer, flushes (bounded by a second),
@@ -533,7 +534,8 @@ pub(crate) fn check_config(cfg: &MeshConfig) -> Result<(), MeshError> {
         }
         if cfg.node == crate::proto::UNASSIGNED {
             return Err(MeshError::Config(
-                "a node joining an open cluster needs an id from the head first (request_id)".into(),
+                "a node joining an open cluster needs an id from the head first (request_id)"
+                    .into(),
             ));
         }
     } else if cfg.nodes == 0 || cfg.node >= cfg.nodes {

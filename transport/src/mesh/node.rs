@@ -250,8 +250,7 @@ impl<N: Net> Node<N> {
         if self.cfg.node == 0 {
             // A launched cluster's head waits for everyone; an open one is
             // ready at once (`members_sent` starts true).
-            let all_up = self.cfg.open
-                || (1..self.cfg.nodes).all(|p| self.sh.state(p) == UP);
+            let all_up = self.cfg.open || (1..self.cfg.nodes).all(|p| self.sh.state(p) == UP);
             return all_up && self.members_sent.get();
         }
         // In an open cluster a member that died or left while we joined
@@ -307,7 +306,12 @@ impl<N: Net> Node<N> {
             )
         } else {
             (
-                self.expect.borrow().iter().copied().filter(not_up).collect(),
+                self.expect
+                    .borrow()
+                    .iter()
+                    .copied()
+                    .filter(not_up)
+                    .collect(),
                 "connecting to peers",
             )
         };
@@ -348,9 +352,7 @@ impl<N: Net> Node<N> {
             // legitimate incoming peer is any node (any assigned id in an
             // open cluster) at the head, lower ids elsewhere.
             Ok(sess)
-                if sess.peer != 0
-                    && sess.peer < self.sh.nodes()
-                    && (me == 0 || sess.peer < me) =>
+                if sess.peer != 0 && sess.peer < self.sh.nodes() && (me == 0 || sess.peer < me) =>
             {
                 self.attach(sess, conn)
             }
@@ -455,13 +457,24 @@ impl<N: Net> Node<N> {
         role: Role,
         expect: Option<u32>,
     ) -> Result<Session, HandshakeError> {
-        handshake(conn, self.hs.clone(), role, expect, self.cfg.connect_timeout).await
+        handshake(
+            conn,
+            self.hs.clone(),
+            role,
+            expect,
+            self.cfg.connect_timeout,
+        )
+        .await
     }
 
     fn attach(self: &Rc<Self>, sess: Session, conn: Conn<N::R, N::W>) {
         let peer = sess.peer;
         let Some(p) = self.sh.peers.get(peer) else {
-            tracing::warn!(node = self.cfg.node, peer, "refused a connection from an unknown node");
+            tracing::warn!(
+                node = self.cfg.node,
+                peer,
+                "refused a connection from an unknown node"
+            );
             return (conn.close)();
         };
         if p.state
@@ -623,7 +636,12 @@ impl<N: Net> Node<N> {
                 let news = vec![(peer, addr.clone())];
                 self.sh.push(other, Msg::Members { members: news });
             }
-            tracing::info!(node = self.cfg.node, joined = peer, members = joined.len() + 1, "node joined");
+            tracing::info!(
+                node = self.cfg.node,
+                joined = peer,
+                members = joined.len() + 1,
+                "node joined"
+            );
             return;
         }
         if joined.len() + 1 == self.cfg.nodes as usize && !self.members_sent.get() {
@@ -651,7 +669,11 @@ impl<N: Net> Node<N> {
         if first {
             *self.expect.borrow_mut() = members.iter().map(|m| m.0).filter(|&p| p != me).collect();
         }
-        let limit = if self.cfg.open { UNASSIGNED } else { self.cfg.nodes };
+        let limit = if self.cfg.open {
+            UNASSIGNED
+        } else {
+            self.cfg.nodes
+        };
         if let Some(max) = members.iter().map(|m| m.0).filter(|&p| p < limit).max() {
             self.sh.grow(max + 1);
         }
@@ -734,11 +756,11 @@ impl<N: Net> Node<N> {
 
 /// Runs the proto handshake over `conn`, bounded by `limit`.
 async fn handshake<R: Rd, W: Wr>(
-conn: &mut Conn<R, W>,
-cfg: HandshakeConfig,
-role: Role,
-expect: Option<u32>,
-limit: Duration,
+    conn: &mut Conn<R, W>,
+    cfg: HandshakeConfig,
+    role: Role,
+    expect: Option<u32>,
+    limit: Duration,
 ) -> Result<Session, HandshakeError> {
     let mut nonce = [0u8; 32];
     ring::rand::SystemRandom::new()
@@ -792,7 +814,10 @@ limit: Duration,
 /// answers or `cfg.connect_timeout` runs out; a refusal (wrong secret or
 /// version) is not retried.
 pub(crate) async fn request_id<N: Net>(net: &N, cfg: &MeshConfig) -> Result<u32, MeshError> {
-    let plaintext = matches!(cfg.kind, TransportKind::Tcp { plaintext: true } | TransportKind::Quic);
+    let plaintext = matches!(
+        cfg.kind,
+        TransportKind::Tcp { plaintext: true } | TransportKind::Quic
+    );
     let hs = HandshakeConfig {
         me: UNASSIGNED,
         nodes: 1,
@@ -826,7 +851,9 @@ pub(crate) async fn request_id<N: Net>(net: &N, cfg: &MeshConfig) -> Result<u32,
                 None => timeout(),
             });
         }
-        let mut conn = match tokio::time::timeout_at(deadline.min(now + bound), net.dial(cfg.head)).await {
+        let mut conn = match tokio::time::timeout_at(deadline.min(now + bound), net.dial(cfg.head))
+            .await
+        {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 tracing::debug!(head = %cfg.head, error = %e, "dial to the head failed, retrying");
@@ -839,7 +866,8 @@ pub(crate) async fn request_id<N: Net>(net: &N, cfg: &MeshConfig) -> Result<u32,
             }
         };
         let limit = deadline.saturating_duration_since(Instant::now());
-        let mut sess = match handshake(&mut conn, hs.clone(), Role::Initiator, Some(0), limit).await {
+        let mut sess = match handshake(&mut conn, hs.clone(), Role::Initiator, Some(0), limit).await
+        {
             Ok(sess) => sess,
             Err(e @ (HandshakeError::Io(_) | HandshakeError::Truncated { .. })) => {
                 tracing::debug!(head = %cfg.head, "handshake with the head failed, retrying: {e}");

@@ -8,8 +8,8 @@ pub mod handshake;
 pub mod msg;
 
 pub use frame::{FrameDecoder, FrameEncoder, FrameError, DEFAULT_MAX_FRAME};
-pub use handshake::{Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION,
-    UNASSIGNED,
+pub use handshake::{
+    Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION, UNASSIGNED,
 };
 pub use msg::{CodecError, Msg, SharedBlock, WireArg, WireError, WireId, WireValue, MAX_CHUNK};
 

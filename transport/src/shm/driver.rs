@@ -172,7 +172,8 @@ impl Driver {
         self.pipes.iter().enumerate().all(|(p, pipe)| {
             pipe.as_ref().is_none_or(|pipe| {
                 self.sh.state(p as u32) != UP
-                    || (pipe.sent == pipe.pending.len() && self.sh.peers[p as u32].queue.lock().is_empty())
+                    || (pipe.sent == pipe.pending.len()
+                        && self.sh.peers[p as u32].queue.lock().is_empty())
             })
         })
     }

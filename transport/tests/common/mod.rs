@@ -48,7 +48,10 @@ pub fn free_port() -> SocketAddr {
 
 /// A UDP port on 127.0.0.1 nobody uses (just now), for QUIC.
 pub fn free_udp_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Polls `f` until it holds; panics naming `what` after 5 s.

@@ -1,0 +1,449 @@
+//! `owl start`, `owl stop`, `owl status`: long-lived (open) clusters.
+//!
+//! `owl start --head` runs node 0 of a cluster that nodes join and leave
+//! while it runs; `owl start --address HOST:PORT|auto` runs a node that
+//! joins it and serves tasks: owl's own (this binary's functions) or, with
+//! `-- PROGRAM ARGS`, a program's, the program then being the node
+//! (`OWL_ROLE=worker`). Programs attach as drivers with `OWL_ADDRESS`.
+//!
+//! Without `--block` the node runs in the background: `owl start` starts
+//! itself again with `--block` in a new process group, its output going to
+//! a log file in the state directory, and returns once the node is up (its
+//! node file exists) or prints the log when it failed. The state directory
+//! (see `owl_launch::open`) records the cluster (`cluster`, `secret`) and
+//! each node started here (`nodes/<pid>`); `owl stop` sends every recorded
+//! node SIGTERM (workers first, then the head), waits, and kills what is
+//! left after `--grace`.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use owl_launch::open::{self as open, ClusterRecord};
+use rustix::process::{kill_process, Pid, Signal};
+
+use crate::Transport;
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Start the head (node 0) of a new cluster.
+    #[arg(long, conflicts_with = "address")]
+    head: bool,
+    /// Head: the port to listen on (0: any free port, printed).
+    #[arg(
+        long,
+        requires = "head",
+        default_value_t = 6390,
+        conflicts_with = "listen"
+    )]
+    port: u16,
+    /// Head: the address to listen on, ADDR:PORT (default 127.0.0.1:--port;
+    /// give this host's address for nodes on other hosts).
+    #[arg(long, requires = "head", value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Join the cluster whose head is at HOST:PORT (`auto`: the one
+    /// recorded on this host).
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    /// Transport (head: for the whole cluster, default quic; others:
+    /// default the head's when recorded here, else quic).
+    #[arg(long, value_enum)]
+    transport: Option<Transport>,
+    /// Shards (threads) of this node (default: all cores).
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Labels of this node, comma-separated (placement constraints).
+    #[arg(long)]
+    labels: Option<String>,
+    /// Stay in the foreground until stopped (SIGTERM/SIGINT) or, for a
+    /// joined node, until the head leaves.
+    #[arg(long)]
+    block: bool,
+    /// Seconds to wait for the node to be up.
+    #[arg(long, default_value_t = 60)]
+    wait: u64,
+    /// A program to run as this node (after `--`; joined nodes only): it
+    /// serves the cluster's tasks of its own functions.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM",
+        requires = "address"
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    grace: u64,
+}
+
+fn fail(what: &str, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("owl {what}: {msg}");
+    ExitCode::from(1)
+}
+
+fn vars() -> owl_launch::Vars {
+    std::env::vars().collect()
+}
+
+fn nodes_dir(state: &Path) -> PathBuf {
+    state.join("nodes")
+}
+
+pub fn start(args: StartArgs) -> ExitCode {
+    if !args.head && args.address.is_none() {
+        eprintln!("owl start: give --head, or --address HOST:PORT (or auto) to join a cluster");
+        return ExitCode::from(2);
+    }
+    if args.transport == Some(Transport::Shm) {
+        eprintln!("owl start: the shm transport needs a fixed set of nodes (owl run); use quic, tcp or tcp-plain");
+        return ExitCode::from(2);
+    }
+    let state = open::state_dir(&vars());
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(nodes_dir(&state))
+    {
+        return fail("start", format!("cannot create {}: {e}", state.display()));
+    }
+    if args.block {
+        run_node(args, &state)
+    } else {
+        background(&state, args.wait)
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+/// Starts this command again with `--block`, detached, and waits for its
+/// node file.
+fn background(state: &Path, wait: u64) -> ExitCode {
+    let logs = state.join("logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let log_path = logs.join(format!("node-{stamp}-{}.log", std::process::id()));
+    let log = match std::fs::File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                "start",
+                format!("cannot create {}: {e}", log_path.display()),
+            )
+        }
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return fail("start", format!("cannot find this program: {e}")),
+    };
+    let mut argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // `--block` goes before a trailing program's `--`.
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.insert(at, "--block".into());
+    let child = Command::new(exe)
+        .args(&argv)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_or_else(|_| Stdio::null(), Stdio::from))
+        .stderr(Stdio::from(log))
+        .process_group(0)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return fail("start", format!("cannot start the node: {e}")),
+    };
+    let node_file = nodes_dir(state).join(child.id().to_string());
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    loop {
+        if let Some(info) = read_node_file(&node_file) {
+            print_started(&info, state, Some(&log_path));
+            return ExitCode::SUCCESS;
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                eprint!("{log}");
+                return fail(
+                    "start",
+                    format!(
+                        "the node exited ({status}) before it was up; log: {}",
+                        log_path.display()
+                    ),
+                );
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                return fail(
+                    "start",
+                    format!(
+                        "the node was not up after {wait} s; log: {}",
+                        log_path.display()
+                    ),
+                );
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// What a node file says.
+struct NodeInfo {
+    node: u32,
+    address: String,
+    pid: u32,
+}
+
+fn read_node_file(path: &Path) -> Option<NodeInfo> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    Some(NodeInfo {
+        node: field("node")?.parse().ok()?,
+        address: field("address")?,
+        pid: field("pid")?.parse().ok()?,
+    })
+}
+
+fn print_started(info: &NodeInfo, state: &Path, log: Option<&Path>) {
+    if info.node == 0 {
+        println!("owl head started at {} (pid {})", info.address, info.pid);
+        println!(
+            "  join it:        owl start --address {} [-- PROGRAM ARGS]",
+            info.address
+        );
+        println!(
+            "  attach a program: OWL_ADDRESS={} PROGRAM ARGS",
+            info.address
+        );
+        println!(
+            "  (on this host OWL_ADDRESS=auto works; other hosts need OWL_SECRET_FILE with the secret in {})",
+            state.join("secret").display()
+        );
+    } else {
+        println!(
+            "owl node {} joined, listening on {} (pid {})",
+            info.node, info.address, info.pid
+        );
+    }
+    if let Some(log) = log {
+        println!("  log: {}", log.display());
+    }
+    println!("  stop everything started here: owl stop");
+}
+
+/// The node itself, in the foreground.
+fn run_node(args: StartArgs, state: &Path) -> ExitCode {
+    let node_file = nodes_dir(state).join(std::process::id().to_string());
+    let mut env: Vec<(&str, String)> = vec![("OWL_NODE_FILE", node_file.display().to_string())];
+    if let Some(t) = args.transport {
+        env.push(("OWL_TRANSPORT", t.as_str().into()));
+    }
+    if let Some(n) = args.shards {
+        env.push(("OWL_SHARDS", n.to_string()));
+    }
+    if let Some(l) = &args.labels {
+        env.push(("OWL_LABELS", l.clone()));
+    }
+    if let Some(address) = &args.address {
+        env.push(("OWL_ADDRESS", address.clone()));
+        env.push(("OWL_ROLE", "worker".into()));
+        if let Some((program, rest)) = args.command.split_first() {
+            // The program is the node: same pid, so the node file and
+            // `owl stop` name it.
+            let err = Command::new(program).args(rest).envs(env).exec();
+            return fail(
+                "start",
+                format!("cannot run {}: {err}", program.to_string_lossy()),
+            );
+        }
+    }
+    for (k, v) in &env {
+        std::env::set_var(k, v);
+    }
+    let builder = match owl::Runtime::builder().from_env() {
+        Ok(b) => b,
+        Err(e) => return fail("start", e),
+    };
+    let builder = if args.head {
+        match head_network(&args) {
+            Ok((network, _)) => builder.open_head(network),
+            Err(e) => return fail("start", e),
+        }
+    } else {
+        builder
+    };
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => return fail("start", e),
+    };
+    let pid = std::process::id();
+    if args.head {
+        let address = rt.listen_addr().expect("a head listens");
+        let transport = args
+            .transport
+            .unwrap_or(Transport::Quic)
+            .as_str()
+            .to_string();
+        let secret = head_secret();
+        let rec = ClusterRecord {
+            address,
+            transport,
+            pid,
+        };
+        if let Err(e) = open::write_cluster(state, &rec, &secret) {
+            return fail("start", e);
+        }
+    }
+    if let Some(info) = read_node_file(&node_file) {
+        print_started(&info, state, None);
+    }
+    let served = rt.serve();
+    if args.head {
+        open::remove_cluster(state, pid);
+    }
+    drop(rt);
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail("start", format!("node stopped: {e}")),
+    }
+}
+
+/// The secret a head was started with: explicit, else the one made here.
+fn head_secret() -> [u8; 32] {
+    *HEAD_SECRET.get_or_init(|| {
+        let v = vars();
+        match std::env::var("OWL_SECRET_FILE") {
+            Ok(p) => owl_launch::read_secret_file(Path::new(&p)).ok(),
+            Err(_) => v.get("OWL_SECRET").and_then(|h| owl_launch::parse_hex(h)),
+        }
+        .unwrap_or_else(owl_launch::random_secret)
+    })
+}
+
+static HEAD_SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+fn head_network(args: &StartArgs) -> Result<(owl::Network, SocketAddr), String> {
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
+    if let Ok(p) = std::env::var("OWL_SECRET_FILE") {
+        owl_launch::read_secret_file(Path::new(&p)).map_err(|e| e.to_string())?;
+    }
+    let transport = match args.transport.unwrap_or(Transport::Quic) {
+        Transport::Quic => owl::Transport::Quic,
+        Transport::Tcp => owl::Transport::Tcp,
+        Transport::TcpPlain => owl::Transport::TcpPlaintext,
+        Transport::Shm => return Err("the shm transport needs a fixed set of nodes".into()),
+    };
+    Ok((
+        owl::Network::new(listen, listen, head_secret(), transport),
+        listen,
+    ))
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+}
+
+/// Every node recorded here: (pid, its info if it is up).
+fn recorded_nodes(state: &Path) -> Vec<(u32, Option<NodeInfo>)> {
+    let mut out: Vec<(u32, Option<NodeInfo>)> = std::fs::read_dir(nodes_dir(state))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            Some((pid, read_node_file(&e.path())))
+        })
+        .collect();
+    out.sort_by_key(|(pid, _)| *pid);
+    out
+}
+
+pub fn stop(args: StopArgs) -> ExitCode {
+    let state = open::state_dir(&vars());
+    let nodes = recorded_nodes(&state);
+    let head = open::read_cluster(&state).ok().flatten();
+    let is_head = |pid: u32, info: &Option<NodeInfo>| {
+        info.as_ref().is_some_and(|i| i.node == 0) || head.as_ref().is_some_and(|h| h.pid == pid)
+    };
+    let (heads, workers): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|(p, i)| is_head(*p, i));
+    let mut stopped = 0;
+    let mut killed = 0;
+    for group in [workers, heads] {
+        let pids: Vec<u32> = group
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|&p| alive(p))
+            .collect();
+        for &pid in &pids {
+            if let Some(p) = Pid::from_raw(pid as i32) {
+                let _ = kill_process(p, Signal::TERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(args.grace);
+        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for &pid in &pids {
+            if alive(pid) {
+                if let Some(p) = Pid::from_raw(pid as i32) {
+                    let _ = kill_process(p, Signal::KILL);
+                }
+                killed += 1;
+                eprintln!(
+                    "owl stop: node pid {pid} did not stop within {} s; killed",
+                    args.grace
+                );
+            } else {
+                stopped += 1;
+            }
+        }
+        for (pid, _) in group {
+            let _ = std::fs::remove_file(nodes_dir(&state).join(pid.to_string()));
+        }
+    }
+    if let Some(h) = head {
+        open::remove_cluster(&state, h.pid);
+    }
+    println!("owl stop: {stopped} node(s) stopped, {killed} killed");
+    ExitCode::SUCCESS
+}
+
+pub fn status() -> ExitCode {
+    let state = open::state_dir(&vars());
+    match open::read_cluster(&state) {
+        Ok(Some(c)) => println!(
+            "cluster  head {} over {} (head pid {}{})",
+            c.address,
+            c.transport,
+            c.pid,
+            if alive(c.pid) { "" } else { ", not running" }
+        ),
+        Ok(None) => println!("cluster  none recorded in {}", state.display()),
+        Err(e) => return fail("status", e),
+    }
+    for (pid, info) in recorded_nodes(&state) {
+        let up = if alive(pid) { "running" } else { "gone" };
+        match info {
+            Some(i) => println!("node {:<4} pid {pid:<8} {:<22} {up}", i.node, i.address),
+            None => println!("node ?    pid {pid:<8} {:<22} {up}", "(starting)"),
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,136 @@
+//! `owl start`, `owl stop`, `owl status` as real processes on loopback: a
+//! head, an `owl-pi` worker and a plain owl worker run in the background;
+//! `owl-pi` drivers attach with `OWL_ADDRESS=auto`, their tasks go only to
+//! the members that run their function, and every node checks its tables
+//! and arena are empty when it stops.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{bounded, clean, succeeded, OWL, PI};
+use serde_json::Value;
+
+fn in_state(mut c: Command, state: &Path) -> Command {
+    c.env("OWL_STATE_DIR", state);
+    c
+}
+
+fn owl(state: &Path, args: &[&str]) -> std::process::Output {
+    in_state(clean(OWL), state).args(args).output().unwrap()
+}
+
+fn pids(state: &Path) -> Vec<u32> {
+    std::fs::read_dir(state.join("nodes"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Running (a zombie waiting for a parent that does not reap is not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// Attaches an `owl-pi` driver; returns its per-node task counts.
+fn drive(state: &Path, tasks: u64) -> Vec<u64> {
+    let out = in_state(bounded(PI), state)
+        .env("OWL_ADDRESS", "auto")
+        .arg(tasks.to_string())
+        .output()
+        .unwrap();
+    let stdout = succeeded(&out);
+    let line = stdout.lines().find(|l| l.starts_with('{')).unwrap();
+    let v: Value = serde_json::from_str(line).unwrap();
+    let pi = v["pi"].as_f64().unwrap();
+    assert!((pi - std::f64::consts::PI).abs() < 0.05, "{v}");
+    v["per_node"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
+
+fn long_lived_cluster(transport: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let head = owl(
+        state,
+        &["start", "--head", "--port", "0", "--transport", transport],
+    );
+    let out = succeeded(&head);
+    assert!(out.contains("owl head started at 127.0.0.1:"), "{out}");
+    let pi_worker = owl(state, &["start", "--address", "auto", "--", PI]);
+    assert!(succeeded(&pi_worker).contains("owl node 1 joined"));
+    let address = out.split_whitespace().nth(4).unwrap().to_string();
+    let plain_worker = owl(state, &["start", "--address", &address]);
+    assert!(succeeded(&plain_worker).contains("owl node 2 joined"));
+    let status = succeeded(&owl(state, &["status"]));
+    assert_eq!(status.matches("running").count(), 3, "{status}");
+
+    // Only the driver (node 3) and the owl-pi worker run `hits`: the head
+    // and the plain worker (the owl binary) get none of its tasks.
+    let per_node = drive(state, 400);
+    assert_eq!(per_node.iter().sum::<u64>(), 400, "{per_node:?}");
+    assert_eq!((per_node[0], per_node[2]), (0, 0), "{per_node:?}");
+    assert!(per_node[1] > 0 && per_node[3] > 0, "{per_node:?}");
+    // A second driver after the first left: a new id, the same workers.
+    let per_node = drive(state, 200);
+    assert!(per_node[1] > 0 && per_node[4] > 0, "{per_node:?}");
+
+    let nodes = pids(state);
+    assert_eq!(nodes.len(), 3);
+    let stop = succeeded(&owl(state, &["stop"]));
+    assert!(stop.contains("3 node(s) stopped, 0 killed"), "{stop}");
+    assert!(nodes.iter().all(|&p| !alive(p)), "all stopped");
+    assert!(!state.join("cluster").exists() && pids(state).is_empty());
+    // Every node's leak check passed (a failure panics into its log).
+    for log in std::fs::read_dir(state.join("logs")).unwrap() {
+        let text = std::fs::read_to_string(log.unwrap().path()).unwrap();
+        assert!(
+            !text.contains("panicked") && !text.contains("leak"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn start_attach_and_stop_over_tcp() {
+    long_lived_cluster("tcp");
+}
+
+#[test]
+fn start_attach_and_stop_over_quic() {
+    long_lived_cluster("quic");
+}
+
+#[test]
+fn start_explains_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let none = owl(state, &["start"]);
+    assert_eq!(none.status.code(), Some(2));
+    let shm = owl(state, &["start", "--head", "--transport", "shm"]);
+    assert_eq!(shm.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&shm.stderr).contains("owl run"));
+    let orphan = owl(state, &["start", "--address", "auto", "--wait", "20"]);
+    assert_eq!(orphan.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&orphan.stderr);
+    assert!(err.contains("owl start --head"), "{err}");
+    let driver = in_state(bounded(PI), state)
+        .env("OWL_ADDRESS", "auto")
+        .output()
+        .unwrap();
+    assert!(!driver.status.success());
+    assert!(String::from_utf8_lossy(&driver.stderr).contains("owl start --head"));
+    let stop = succeeded(&owl(state, &["stop"]));
+    assert!(stop.contains("0 node(s)"), "{stop}");
+}
