@@ -241,6 +241,8 @@ pub enum LaunchError {
     BadRendezvous { file: PathBuf, content: String },
     #[error("this host's name {host:?} resolves to no address other hosts can reach, so rank 0 cannot publish one; set OWL_LISTEN=ADDR:0 to this host's address")]
     NoHostAddress { host: String },
+    #[error("OWL_ADDRESS=auto: no cluster is recorded in {dir} (start one with `owl start --head`, set OWL_ADDRESS=HOST:PORT, or point OWL_STATE_DIR at the head's state directory)")]
+    NoCluster { dir: PathBuf },
     #[error("cannot tell the mpirun job apart from others: none of PMIX_NAMESPACE, OMPI_MCA_ess_base_jobid, OMPI_MCA_orte_hnp_uri is set; set OWL_JOB to a name shared by all ranks of this run")]
     NoMpiJob,
 }

@@ -158,10 +158,7 @@ pub fn attach_from(vars: &Vars, resolver: &dyn Resolve) -> Result<Option<Attach>
     };
     let dir = state_dir(vars);
     let (head, recorded) = if address == "auto" {
-        let rec = read_cluster(&dir)?.ok_or_else(|| LaunchError::MissingVar {
-            var: "OWL_ADDRESS",
-            hint: "OWL_ADDRESS=auto found no cluster recorded on this host (start one with `owl start --head`, or set OWL_ADDRESS=HOST:PORT or OWL_STATE_DIR)",
-        })?;
+        let rec = read_cluster(&dir)?.ok_or(LaunchError::NoCluster { dir: dir.clone() })?;
         (rec.address, Some(rec.transport))
     } else {
         let head = parse_host_port(resolver, "OWL_ADDRESS", address)?;
