@@ -187,8 +187,9 @@ fn bad_invocations_exit_2() {
             "--",
             "true",
         ][..],
-        &["start", "--head"][..],
-        &["start", "--address", "127.0.0.1:1"][..],
+        &["start"][..],
+        &["start", "--head", "--transport", "shm"][..],
+        &["start", "--address", "127.0.0.1:1", "--transport", "shm"][..],
     ] {
         let out = owl(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -196,8 +197,8 @@ fn bad_invocations_exit_2() {
     }
     let out = owl(&["run", "-n", "2", "--", "/nonexistent/owl-program"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/owl-program: not found"));
-    let out = owl(&["start", "--head"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet supported"));
+    let out = owl(&["start"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--head"));
 }
 
 #[test]
