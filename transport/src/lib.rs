@@ -28,7 +28,11 @@
 //! - Liveness: heartbeats every `heartbeat`; a peer silent for `dead_after`
 //!   or whose connection drops is reported once through `on_peer_down`; the
 //!   head then announces `NodeDead` to all, and late messages from a dead
-//!   node are dropped. A peer that sent `Shutdown` is never reported down.
+//!   node are dropped. A peer that sent `Shutdown` is never reported down:
+//!   it is reported once through `on_peer_left`, after its last message.
+//! - Open clusters (`MeshConfig::open`): the head hands out ids that are
+//!   never reused ([`request_id`]); peer tables grow under readers
+//!   ([`slots::Slots`]); `on_peer_up` reports each peer as it connects.
 //! - `WireValue::bytes` arrives in an unaligned `Vec<u8>`: receivers copy it
 //!   into 16-byte aligned memory before `rkyv::access` (see [`proto::msg`]).
 //!
