@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{bounded, clean, succeeded, OWL, PI};
+use common::{bounded, clean, succeeded, Netns, OWL, PI};
 use serde_json::Value;
 
 fn in_state(mut c: Command, state: &Path) -> Command {
@@ -41,12 +41,14 @@ fn alive(pid: u32) -> bool {
 
 /// Attaches an `owl-pi` driver; returns its per-node task counts.
 fn drive(state: &Path, tasks: u64) -> Vec<u64> {
-    let out = in_state(bounded(PI), state)
-        .env("OWL_ADDRESS", "auto")
-        .arg(tasks.to_string())
-        .output()
-        .unwrap();
-    let stdout = succeeded(&out);
+    let mut c = in_state(bounded(PI), state);
+    c.env("OWL_ADDRESS", "auto").arg(tasks.to_string());
+    per_node(&c.output().unwrap())
+}
+
+/// The per-node task counts of an `owl-pi` run that must have succeeded.
+fn per_node(out: &std::process::Output) -> Vec<u64> {
+    let stdout = succeeded(out);
     let line = stdout.lines().find(|l| l.starts_with('{')).unwrap();
     let v: Value = serde_json::from_str(line).unwrap();
     let pi = v["pi"].as_f64().unwrap();
@@ -133,4 +135,47 @@ fn start_explains_what_is_missing() {
     assert!(String::from_utf8_lossy(&driver.stderr).contains("owl start --head"));
     let stop = succeeded(&owl(state, &["stop"]));
     assert!(stop.contains("0 node(s)"), "{stop}");
+}
+
+/// The head in one network namespace, an `owl-pi` worker and driver in
+/// another: nodes with distinct addresses that find each other from the
+/// head's address and a shared secret file, as on separate hosts.
+#[test]
+fn a_cluster_across_two_network_namespaces() {
+    let Some(ns) = Netns::create_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    owl_launch::write_secret_file(&secret, &owl_launch::random_secret()).unwrap();
+    let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
+    let head = "10.231.7.1:7412";
+    let in_ns = |i: usize, state: &Path, program: &str| {
+        let mut c = in_state(clean("ip"), state);
+        c.args(["netns", "exec", &ns.names[i], program])
+            .env("OWL_SECRET_FILE", &secret);
+        c
+    };
+    let out = in_ns(0, &state_a, OWL)
+        .args(["start", "--head", "--listen", head, "--transport", "tcp"])
+        .output()
+        .unwrap();
+    assert!(succeeded(&out).contains(head));
+    let out = in_ns(1, &state_b, OWL)
+        .args(["start", "--address", head, "--transport", "tcp", "--", PI])
+        .output()
+        .unwrap();
+    assert!(succeeded(&out).contains("listening on 10.231.7.2:"));
+    let mut driver = in_ns(1, &state_b, "timeout");
+    driver
+        .args(["60", PI, "300"])
+        .env("OWL_ADDRESS", head)
+        .env("OWL_TRANSPORT", "tcp");
+    let counts = per_node(&driver.output().unwrap());
+    assert_eq!(counts[0], 0, "{counts:?}");
+    assert!(counts[1] > 0 && counts[2] > 0, "{counts:?}");
+    for state in [&state_b, &state_a] {
+        let stop = succeeded(&owl(state, &["stop"]));
+        assert!(stop.contains("1 node(s) stopped, 0 killed"), "{stop}");
+    }
 }

@@ -41,3 +41,60 @@ pub fn succeeded(out: &Output) -> String {
     );
     stdout
 }
+
+/// Two namespaces with one veth pair between them; removed on drop.
+pub struct Netns {
+    pub names: [String; 2],
+}
+
+impl Netns {
+    /// The namespaces (10.231.7.1 in the first, .2 in the second), or
+    /// `None` after saying why they were skipped; a skip panics when
+    /// `OWL_REQUIRE_NETNS` is set.
+    pub fn create_or_skip() -> Option<Netns> {
+        let ns = Self::create();
+        if ns.is_none() {
+            if std::env::var_os("OWL_REQUIRE_NETNS").is_some() {
+                panic!("OWL_REQUIRE_NETNS is set but network namespaces cannot be created (needs root and iproute2)");
+            }
+            eprintln!("skipped: cannot create network namespaces (needs root and iproute2; set OWL_REQUIRE_NETNS=1 to make this a failure)");
+        }
+        ns
+    }
+
+    fn create() -> Option<Netns> {
+        let id = std::process::id() % 100_000;
+        let names = [format!("owl{id}a"), format!("owl{id}b")];
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !ip(&["netns", "add", &names[0]]) {
+            return None;
+        }
+        let ns = Netns { names };
+        let (a, b) = (&ns.names[0], &ns.names[1]);
+        let (va, vb) = (format!("v{id}a"), format!("v{id}b"));
+        let ok = ip(&["netns", "add", b])
+            && ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb])
+            && ip(&["link", "set", &va, "netns", a])
+            && ip(&["link", "set", &vb, "netns", b])
+            && ip(&["-n", a, "addr", "add", "10.231.7.1/24", "dev", &va])
+            && ip(&["-n", b, "addr", "add", "10.231.7.2/24", "dev", &vb])
+            && ip(&["-n", a, "link", "set", &va, "up"])
+            && ip(&["-n", b, "link", "set", &vb, "up"])
+            && ip(&["-n", a, "link", "set", "lo", "up"])
+            && ip(&["-n", b, "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
