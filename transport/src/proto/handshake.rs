@@ -273,7 +273,7 @@ impl Handshake {
         let key = |dir: &[u8]| {
             let info = [dir, &init[..], &resp[..]];
             let okm = prk
-                .expand(&info, &aead::CHACHA20_POLY1305)
+                .expand(&info, &aead::AES_256_GCM)
                 .expect("32-byte key is a valid HKDF length");
             aead::LessSafeKey::new(aead::UnboundKey::from(okm))
         };
