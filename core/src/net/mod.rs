@@ -27,10 +27,11 @@ mod sim;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use owl_transport::proto::Msg;
+use owl_transport::slots::Slots;
 use owl_transport::{Handler, Link, Mesh, PeerDown};
 use parking_lot::{Mutex, RwLock};
 
@@ -45,6 +46,10 @@ pub use loopback::on_loopback;
 pub(crate) use refs::Borrowed;
 pub(crate) use remote::RemoteTask;
 pub use sim::SimCluster;
+
+const FNS_UNKNOWN: u8 = 0;
+const FNS_SAME: u8 = 1;
+const FNS_DIFFERENT: u8 = 2;
 
 /// What a peer offers, from its `NodeInfo`.
 struct PeerInfo {
@@ -85,6 +90,9 @@ pub(crate) struct Net {
     /// Every node's labels and functions (ours from the start, peers' once
     /// they sent them).
     info: RwLock<Vec<Option<PeerInfo>>>,
+    /// Per node, whether it runs exactly our functions (the same binary):
+    /// `runs` answers those without a lock, on every remote dispatch.
+    same_fns: Slots<AtomicU8>,
     next_place: AtomicUsize,
     pub(crate) load: load::LoadView,
 }
@@ -113,6 +121,12 @@ impl Net {
             left: RwLock::new(HashSet::new()),
             next_shard: AtomicUsize::new(0),
             info: RwLock::new(info),
+            same_fns: {
+                let s = Slots::new();
+                s.grow(nodes, || AtomicU8::new(FNS_UNKNOWN));
+                s[me.0].store(FNS_SAME, Ordering::Relaxed);
+                s
+            },
             next_place: AtomicUsize::new(0),
             load: load::LoadView::new(nodes),
         }
@@ -167,6 +181,7 @@ impl Net {
                 info.resize_with(n as usize, || None);
             }
             self.load.grow(n);
+            self.same_fns.grow(n, || AtomicU8::new(FNS_UNKNOWN));
             self.nodes.fetch_max(n, Ordering::AcqRel);
         }
     }
@@ -204,6 +219,11 @@ impl Net {
 
     /// Whether `node` runs function `func`: `None` while its info is unknown.
     pub(crate) fn runs(&self, node: NodeId, func: u64) -> Option<bool> {
+        match self.same_fns.get(node.0)?.load(Ordering::Acquire) {
+            FNS_SAME => return Some(true),
+            FNS_UNKNOWN => return None,
+            _ => {}
+        }
         let info = self.info.read();
         info.get(node.0 as usize)?
             .as_ref()
@@ -401,10 +421,16 @@ impl Net {
             } => self.load.report(from, queued, idle_shards),
             Msg::NodeInfo { labels, fns } => {
                 self.grow(from.0 + 1);
-                self.info.write()[from.0 as usize] = Some(PeerInfo {
-                    labels,
-                    fns: fns.into_iter().collect(),
-                });
+                let fns: HashSet<u64> = fns.into_iter().collect();
+                let mut info = self.info.write();
+                let same = info[self.me.0 as usize]
+                    .as_ref()
+                    .is_some_and(|own| own.fns == fns);
+                info[from.0 as usize] = Some(PeerInfo { labels, fns });
+                self.same_fns[from.0].store(
+                    if same { FNS_SAME } else { FNS_DIFFERENT },
+                    Ordering::Release,
+                );
             }
             Msg::Join { .. } | Msg::Members { .. } | Msg::Assigned { .. } | Msg::Shutdown => {}
         }
