@@ -145,6 +145,9 @@ fn with_local_runtime(
 
 const DIAL_ATTEMPT: Duration = Duration::from_millis(500);
 
+/// Bulk bytes (object chunks) per write; see `Node::writer`.
+const WRITE_PIECE: usize = 1 << 20;
+
 struct Node<N: Net> {
     net: N,
     cfg: MeshConfig,
@@ -711,19 +714,40 @@ impl<N: Net> Node<N> {
                 continue;
             }
             let last_is_shutdown = matches!(batch.last(), Some(Msg::Shutdown));
-            out.clear();
-            for (i, e) in enc.encode_split(std::mem::take(&mut batch), &mut out) {
-                tracing::error!(
-                    node = self.cfg.node,
-                    peer,
-                    index = i,
-                    "message dropped: {e}"
-                );
+            // Bulk data goes out in pieces of about `WRITE_PIECE`, each
+            // sealed and written before the next is encoded: the peer
+            // decodes one piece while this side seals the next, instead of
+            // both waiting on one frame of every queued chunk.
+            let mut rest = std::mem::take(&mut batch);
+            let mut failed = false;
+            while !rest.is_empty() {
+                let mut bulk = 0;
+                let cut = rest
+                    .iter()
+                    .position(|m| {
+                        bulk += m.bulk_len();
+                        bulk > WRITE_PIECE
+                    })
+                    .map_or(rest.len(), |i| i.max(1));
+                let tail = rest.split_off(cut);
+                out.clear();
+                for (i, e) in enc.encode_split(std::mem::replace(&mut rest, tail), &mut out) {
+                    tracing::error!(
+                        node = self.cfg.node,
+                        peer,
+                        index = i,
+                        "message dropped: {e}"
+                    );
+                }
+                let (r, b) = wr.write_all(out).await;
+                out = b;
+                if let Err(e) = r {
+                    self.down(peer, PeerDown::ConnectionLost(e.to_string()));
+                    failed = true;
+                    break;
+                }
             }
-            let (r, b) = wr.write_all(out).await;
-            out = b;
-            if let Err(e) = r {
-                self.down(peer, PeerDown::ConnectionLost(e.to_string()));
+            if failed {
                 break;
             }
             if last_is_shutdown {

@@ -169,6 +169,18 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// Bytes of object data this message carries (chunks and values): what
+    /// a writer paces bulk traffic by.
+    pub fn bulk_len(&self) -> usize {
+        match self {
+            Msg::Chunk { data, .. } => data.len(),
+            Msg::Value { outcome: Ok(v), .. } => v.bytes.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// The largest `Chunk::data` a sender should put in one message (4 MiB), so
 /// chunks interleave with control messages well under the frame limit.
 pub const MAX_CHUNK: usize = 4 << 20;
