@@ -4,7 +4,7 @@
 //! Layers, each usable alone:
 //! - [`proto`] — sans-IO: typed [`proto::Msg`]s encoded with rkyv (validated
 //!   once on receipt), frames `u32 LE len | u64 LE seq | payload [| tag]`
-//!   sealed with ChaCha20-Poly1305, and a versioned HMAC-SHA256 handshake
+//!   sealed with AES-256-GCM, and a versioned HMAC-SHA256 handshake
 //!   proving knowledge of the 32-byte cluster secret. No sockets, threads,
 //!   clock or randomness; tests run two endpoints in memory.
 //! - [`mesh`] — the API the runtime uses: [`Link::send`] to queue,
@@ -19,7 +19,8 @@
 //!   `Handler::on_msgs` in that order, on the receiver's single I/O thread.
 //! - Batching: `send` takes a short per-peer mutex and wakes the I/O thread
 //!   only when the queue goes from empty to non-empty; the writer drains the
-//!   whole queue into one frame (split only past `max_frame`).
+//!   whole queue into one frame (split past `max_frame`), except bulk data
+//!   (object chunks and values), which goes out about 1 MiB per write.
 //! - Trust boundary: bytes from a socket are length-checked before buffering,
 //!   authenticated (sealed sessions), sequence-checked (duplicate dropped, gap
 //!   fatal) and rkyv-validated exactly once; a failure closes that connection

@@ -2,7 +2,7 @@
 //!
 //! The length counts everything after itself. The payload is one rkyv batch
 //! (see [`super::msg`]); when the session is sealed it is encrypted with
-//! ChaCha20-Poly1305 under a per-direction key, the nonce is the sequence
+//! AES-256-GCM under a per-direction key, the nonce is the sequence
 //! number and the associated data is the 12-byte header, so a frame cannot be
 //! moved, truncated or re-numbered without failing authentication.
 //!
