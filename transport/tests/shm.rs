@@ -2,37 +2,17 @@
 //! (this test binary re-run as node 1), each in a private directory that
 //! must be empty once the meshes are up and after they end.
 
-use std::net::{SocketAddr, TcpListener};
+mod common;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{free_port, wait_for, Dir, Recorder};
 use owl_transport::proto::{Msg, WireId};
 use owl_transport::{start, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, TransportKind};
-use parking_lot::Mutex;
-
-#[derive(Default)]
-struct Recorder {
-    msgs: Mutex<Vec<(u32, Msg)>>,
-    down: Mutex<Vec<(u32, PeerDown)>>,
-    count: AtomicU64,
-}
-
-impl Handler for Recorder {
-    fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
-        let mut m = self.msgs.lock();
-        for msg in msgs {
-            if !matches!(msg, Msg::Heartbeat { .. }) {
-                m.push((from, msg));
-                self.count.fetch_add(1, Ordering::Release);
-            }
-        }
-    }
-    fn on_peer_down(&self, peer: u32, why: PeerDown) {
-        self.down.lock().push((peer, why));
-    }
-}
 
 const SECRET: [u8; 32] = [7; 32];
 const ID: WireId = WireId {
@@ -41,41 +21,6 @@ const ID: WireId = WireId {
     index: 0,
     gen: 0,
 };
-
-/// A private directory for the ring files; asserts it is empty on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("owl-shm-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn files(&self) -> Vec<String> {
-        std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let left = self.files();
-        let _ = std::fs::remove_dir_all(&self.0);
-        if !std::thread::panicking() {
-            assert!(left.is_empty(), "files left behind: {left:?}");
-        }
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn config(node: u32, nodes: u32, head: SocketAddr, dir: &Dir, ring: usize) -> MeshConfig {
     let listen = if node == 0 {
@@ -117,17 +62,6 @@ fn cluster(n: u32, dir: &Dir, ring: usize) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>
         dir.files()
     );
     (meshes, recs)
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn chunk(from: u32, k: u64, len: usize) -> Msg {

@@ -2,13 +2,15 @@
 //! host thread per node polls, and when idle arms the doorbell bridge and
 //! parks on a condvar, as an owl shard would on its `Notify`.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::{free_port, wait_for, Dir};
 use owl_transport::proto::{Msg, WireId};
 use owl_transport::{
     start, start_shm_hosted, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, ShmHost,
@@ -45,41 +47,6 @@ impl Handler for Recorder {
     fn on_peer_down(&self, peer: u32, why: PeerDown) {
         self.down.lock().push((peer, why));
     }
-}
-
-/// A private directory for the ring files; asserts it is empty on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("owl-shmh-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-    fn files(&self) -> Vec<String> {
-        std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let left = self.files();
-        let _ = std::fs::remove_dir_all(&self.0);
-        if !std::thread::panicking() {
-            assert!(left.is_empty(), "files left behind: {left:?}");
-        }
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 fn config(node: u32, nodes: u32, head: SocketAddr, dir: &Dir, ring: usize) -> MeshConfig {
@@ -222,17 +189,6 @@ fn cluster(
         .map(|w| w.join().unwrap().expect("mesh starts"))
         .collect();
     (meshes, recs, hosts)
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 fn chunk(from: u32, k: u64, len: usize) -> Msg {

@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use owl_transport::proto::Msg;
@@ -16,6 +18,8 @@ pub struct Recorder {
     pub down: Mutex<Vec<(u32, PeerDown)>>,
     pub up: Mutex<Vec<u32>>,
     pub left: Mutex<Vec<u32>>,
+    /// Messages recorded so far (readable without the lock).
+    pub count: AtomicU64,
 }
 
 impl Handler for Recorder {
@@ -24,6 +28,7 @@ impl Handler for Recorder {
         for msg in msgs {
             if !matches!(msg, Msg::Heartbeat { .. }) {
                 m.push((from, msg));
+                self.count.fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -54,14 +59,41 @@ pub fn free_udp_port() -> SocketAddr {
         .unwrap()
 }
 
-/// Polls `f` until it holds; panics naming `what` after 5 s.
+/// Polls `f` until it holds; panics naming `what` after 10 s.
 pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
         assert!(
-            t.elapsed() < Duration::from_secs(5),
+            t.elapsed() < Duration::from_secs(10),
             "timed out waiting for {what}"
         );
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+/// A private directory for the ring files; asserts it is empty on drop.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    pub fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("owl-shm-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+    pub fn files(&self) -> Vec<String> {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let left = self.files();
+        let _ = std::fs::remove_dir_all(&self.0);
+        if !std::thread::panicking() {
+            assert!(left.is_empty(), "files left behind: {left:?}");
+        }
     }
 }
