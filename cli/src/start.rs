@@ -17,6 +17,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -119,8 +120,6 @@ pub fn start(args: StartArgs) -> ExitCode {
         background(&state, args.wait)
     }
 }
-
-use std::os::unix::fs::DirBuilderExt;
 
 /// Starts this command again with `--block`, detached, and waits for its
 /// node file.
@@ -274,33 +273,30 @@ fn run_node(args: StartArgs, state: &Path) -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail("start", e),
     };
-    let builder = if args.head {
+    let head = if args.head {
         match head_network(&args) {
-            Ok((network, _)) => builder.open_head(network),
+            Ok(network) => Some(network),
             Err(e) => return fail("start", e),
         }
     } else {
-        builder
+        None
+    };
+    let builder = match &head {
+        Some(network) => builder.open_head(network.clone()),
+        None => builder,
     };
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => return fail("start", e),
     };
     let pid = std::process::id();
-    if args.head {
-        let address = rt.listen_addr().expect("a head listens");
-        let transport = args
-            .transport
-            .unwrap_or(Transport::Quic)
-            .as_str()
-            .to_string();
-        let secret = head_secret();
+    if let Some(network) = &head {
         let rec = ClusterRecord {
-            address,
-            transport,
+            address: rt.listen_addr().expect("a head listens"),
+            transport: args.transport.unwrap_or(Transport::Quic).as_str().into(),
             pid,
         };
-        if let Err(e) = open::write_cluster(state, &rec, &secret) {
+        if let Err(e) = open::write_cluster(state, &rec, &network.secret) {
             return fail("start", e);
         }
     }
@@ -318,37 +314,27 @@ fn run_node(args: StartArgs, state: &Path) -> ExitCode {
     }
 }
 
-/// The secret a head was started with: explicit, else the one made here.
-fn head_secret() -> [u8; 32] {
-    *HEAD_SECRET.get_or_init(|| {
-        let v = vars();
-        match std::env::var("OWL_SECRET_FILE") {
-            Ok(p) => owl_launch::read_secret_file(Path::new(&p)).ok(),
-            Err(_) => v.get("OWL_SECRET").and_then(|h| owl_launch::parse_hex(h)),
-        }
-        .unwrap_or_else(owl_launch::random_secret)
-    })
-}
-
-static HEAD_SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-
-fn head_network(args: &StartArgs) -> Result<(owl::Network, SocketAddr), String> {
+/// The head's network: its listen address, the secret (`OWL_SECRET_FILE`
+/// or `OWL_SECRET`, else a fresh one) and the transport.
+fn head_network(args: &StartArgs) -> Result<owl::Network, String> {
     let listen = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
-    if let Ok(p) = std::env::var("OWL_SECRET_FILE") {
-        owl_launch::read_secret_file(Path::new(&p)).map_err(|e| e.to_string())?;
-    }
+    let secret = match std::env::var("OWL_SECRET_FILE") {
+        Ok(p) => owl_launch::read_secret_file(Path::new(&p)).map_err(|e| e.to_string())?,
+        Err(_) => match std::env::var("OWL_SECRET") {
+            Ok(hex) => owl_launch::parse_hex(&hex)
+                .ok_or("OWL_SECRET is not valid: expected 64 hex characters (32 bytes)")?,
+            Err(_) => owl_launch::random_secret(),
+        },
+    };
     let transport = match args.transport.unwrap_or(Transport::Quic) {
         Transport::Quic => owl::Transport::Quic,
         Transport::Tcp => owl::Transport::Tcp,
         Transport::TcpPlain => owl::Transport::TcpPlaintext,
         Transport::Shm => return Err("the shm transport needs a fixed set of nodes".into()),
     };
-    Ok((
-        owl::Network::new(listen, listen, head_secret(), transport),
-        listen,
-    ))
+    Ok(owl::Network::new(listen, listen, secret, transport))
 }
 
 fn alive(pid: u32) -> bool {

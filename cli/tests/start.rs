@@ -133,6 +133,13 @@ fn start_explains_what_is_missing() {
         .unwrap();
     assert!(!driver.status.success());
     assert!(String::from_utf8_lossy(&driver.stderr).contains("owl start --head"));
+    let bad_secret = in_state(clean(OWL), state)
+        .env("OWL_SECRET", "not-hex")
+        .args(["start", "--head", "--port", "0", "--block"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_secret.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_secret.stderr).contains("OWL_SECRET is not valid"));
     let stop = succeeded(&owl(state, &["stop"]));
     assert!(stop.contains("0 node(s)"), "{stop}");
 }
