@@ -414,8 +414,13 @@ impl Runtime {
         let head = NodeId(0);
         let stop = StopSignals::install();
         if let Some(mesh) = net.mesh() {
+            // The head of an open cluster serves until it is told to stop;
+            // the head of a launched one has nothing to wait for.
             let me_head = self.shared.node == head;
-            while !stop.raised() && (me_head || (mesh.is_up(head.0) && !net.is_dead(head))) {
+            let open = self.shared.config.cluster.is_some_and(|m| m.open);
+            while !stop.raised()
+                && ((me_head && open) || (!me_head && mesh.is_up(head.0) && !net.is_dead(head)))
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if !me_head && !stop.raised() {
