@@ -6,8 +6,8 @@
 //! - `owl env [--json] [--check-head]` prints what `owl_launch::discover()`
 //!   finds here: useful under `srun` and `mpirun`.
 //! - `owl start --head` / `owl start --address HOST:PORT [-- PROGRAM]`,
-//!   `owl stop`, `owl status`: long-lived clusters that nodes and programs
-//!   join and leave while they run (see `start`).
+//!   `owl stop`, `owl status [--cluster]`: long-lived clusters that nodes
+//!   and programs join and leave while they run (see `start`).
 #![forbid(unsafe_code)]
 
 mod run;
@@ -37,8 +37,9 @@ enum Cmd {
     Start(start::StartArgs),
     /// Stop every node `owl start` started on this host.
     Stop(start::StopArgs),
-    /// Show the cluster and nodes recorded on this host.
-    Status,
+    /// Show the cluster and nodes recorded on this host (--cluster: every
+    /// member, asked of the cluster).
+    Status(start::StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
         Cmd::Env(args) => env(args),
         Cmd::Start(args) => start::start(args),
         Cmd::Stop(args) => start::stop(args),
-        Cmd::Status => start::status(),
+        Cmd::Status(args) => start::status(args),
     }
 }
 

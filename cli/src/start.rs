@@ -78,6 +78,18 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Ask the cluster itself: join it briefly (as a driver node with one
+    /// shard) and list every member it knows, on any host.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: the head, HOST:PORT (default: OWL_ADDRESS, else
+    /// the cluster recorded on this host).
+    #[arg(long, value_name = "HOST:PORT", requires = "cluster")]
+    address: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct StopArgs {
     /// Seconds between SIGTERM and SIGKILL.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -411,7 +423,10 @@ pub fn stop(args: StopArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn status() -> ExitCode {
+pub fn status(args: StatusArgs) -> ExitCode {
+    if args.cluster {
+        return cluster_status(args.address);
+    }
     let state = open::state_dir(&vars());
     match open::read_cluster(&state) {
         Ok(Some(c)) => println!(
@@ -430,6 +445,62 @@ pub fn status() -> ExitCode {
             Some(i) => println!("node {:<4} pid {pid:<8} {:<22} {up}", i.node, i.address),
             None => println!("node ?    pid {pid:<8} {:<22} {up}", "(starting)"),
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `owl status --cluster`: the members as a node that just joined sees them.
+fn cluster_status(address: Option<String>) -> ExitCode {
+    let address = address
+        .or_else(|| std::env::var("OWL_ADDRESS").ok())
+        .unwrap_or_else(|| "auto".into());
+    std::env::set_var("OWL_ADDRESS", &address);
+    std::env::set_var("OWL_SHARDS", "1");
+    std::env::remove_var("OWL_NODE_FILE");
+    let rt = match owl::Runtime::builder()
+        .from_env()
+        .and_then(|b| b.worker(false).pin(false).build())
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail("status", e),
+    };
+    // One heartbeat round, so that every member's load is known.
+    std::thread::sleep(Duration::from_millis(1200));
+    let me = rt.node();
+    println!(
+        "{:<5} {:<6} {:<13} {:>9} {:>7} {:>5}  labels",
+        "node", "state", "program", "functions", "queued", "idle"
+    );
+    for m in rt.members() {
+        let state = if m.up {
+            "up"
+        } else if m.left {
+            "left"
+        } else {
+            "gone"
+        };
+        if !m.up && m.same_program.is_none() {
+            continue; // never seen by this node: gone before it joined
+        }
+        let program = match (m.node == me, m.same_program) {
+            (true, _) => "(this query)",
+            (false, Some(true)) => "owl",
+            (false, Some(false)) => "other",
+            (false, None) => "?",
+        };
+        let (queued, idle) = m.load.map_or(("-".into(), "-".into()), |(q, i)| {
+            (q.to_string(), i.to_string())
+        });
+        println!(
+            "{:<5} {:<6} {:<13} {:>9} {:>7} {:>5}  {}",
+            m.node.0,
+            state,
+            program,
+            m.functions,
+            queued,
+            idle,
+            m.labels.join(",")
+        );
     }
     ExitCode::SUCCESS
 }

@@ -77,16 +77,36 @@ fn long_lived_cluster(transport: &str) {
     assert!(succeeded(&plain_worker).contains("owl node 2 joined"));
     let status = succeeded(&owl(state, &["status"]));
     assert_eq!(status.matches("running").count(), 3, "{status}");
+    // The cluster's own view: the three nodes and the node asking.
+    let view = succeeded(&owl(state, &["status", "--cluster"]));
+    let rows: Vec<Vec<&str>> = view
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{view}");
+    assert!(rows.iter().all(|r| r[1] == "up"), "{view}");
+    assert_eq!(
+        (rows[1][0], rows[1][2]),
+        ("1", "other"),
+        "owl-pi is another program: {view}"
+    );
+    assert_eq!((rows[2][0], rows[2][2]), ("2", "owl"), "{view}");
+    assert_eq!(rows[3][2..4], ["(this", "query)"], "{view}");
 
-    // Only the driver (node 3) and the owl-pi worker run `hits`: the head
-    // and the plain worker (the owl binary) get none of its tasks.
+    // Only the driver (node 4; the query was 3) and the owl-pi worker run
+    // `hits`: the head and the plain worker (the owl binary) get none.
     let per_node = drive(state, 400);
     assert_eq!(per_node.iter().sum::<u64>(), 400, "{per_node:?}");
-    assert_eq!((per_node[0], per_node[2]), (0, 0), "{per_node:?}");
-    assert!(per_node[1] > 0 && per_node[3] > 0, "{per_node:?}");
+    assert_eq!(
+        (per_node[0], per_node[2], per_node[3]),
+        (0, 0, 0),
+        "{per_node:?}"
+    );
+    assert!(per_node[1] > 0 && per_node[4] > 0, "{per_node:?}");
     // A second driver after the first left: a new id, the same workers.
     let per_node = drive(state, 200);
-    assert!(per_node[1] > 0 && per_node[4] > 0, "{per_node:?}");
+    assert!(per_node[1] > 0 && per_node[5] > 0, "{per_node:?}");
 
     let nodes = pids(state);
     assert_eq!(nodes.len(), 3);

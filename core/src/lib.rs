@@ -49,7 +49,7 @@ pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
 pub use ids::{FnId, NodeId, ObjectId, ShardId};
-pub use net::{in_process, on_loopback, NetLeaks, SimCluster};
+pub use net::{in_process, on_loopback, Member, NetLeaks, SimCluster};
 pub use objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
 pub use owl_macros::{main, remote};
 pub use owl_store::ArenaStats;

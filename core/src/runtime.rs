@@ -384,6 +384,17 @@ impl Runtime {
         self.shared.net.as_ref().map_or(1, |n| n.nodes())
     }
 
+    /// Every node of the cluster as this node sees it (this one included):
+    /// up or gone, labels, program, last reported load. Empty outside a
+    /// cluster.
+    pub fn members(&self) -> Vec<crate::net::Member> {
+        self.shared
+            .net
+            .as_ref()
+            .map(crate::net::Net::members)
+            .unwrap_or_default()
+    }
+
     /// Where this node's transport listens (the real port when port 0 was
     /// asked for); `None` outside a networked cluster.
     pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {

@@ -45,6 +45,12 @@ impl LoadView {
         }
     }
 
+    /// The last figures `node` reported: (queued tasks, idle shards).
+    pub(crate) fn last(&self, node: NodeId) -> Option<(u32, u32)> {
+        let l = self.loads.get(node.0)?.load(Ordering::Relaxed);
+        (l != UNKNOWN).then_some(((l >> 32) as u32, l as u32))
+    }
+
     fn can_take(&self, node: usize) -> bool {
         let l = self.loads[node as u32].load(Ordering::Relaxed);
         l == UNKNOWN || (l & 0xffff_ffff) > 0 || ((l >> 32) as usize) < SPILL_BACKLOG

@@ -217,6 +217,34 @@ impl Net {
         }
     }
 
+    /// Every node known, as this node sees it.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let info = self.info.read();
+        (0..self.nodes())
+            .map(NodeId)
+            .map(|n| {
+                let i = info.get(n.0 as usize).and_then(Option::as_ref);
+                Member {
+                    node: n,
+                    up: self.reachable(n) && !self.is_dead(n),
+                    left: self.has_left(n),
+                    labels: i.map(|i| i.labels.clone()).unwrap_or_default(),
+                    functions: i.map_or(0, |i| i.fns.len()),
+                    same_program: self.runs_same_program(n),
+                    load: self.load.last(n),
+                }
+            })
+            .collect()
+    }
+
+    fn runs_same_program(&self, node: NodeId) -> Option<bool> {
+        match self.same_fns.get(node.0)?.load(Ordering::Acquire) {
+            FNS_SAME => Some(true),
+            FNS_DIFFERENT => Some(false),
+            _ => None,
+        }
+    }
+
     /// Whether `node` runs function `func`: `None` while its info is unknown.
     pub(crate) fn runs(&self, node: NodeId, func: u64) -> Option<bool> {
         match self.same_fns.get(node.0)?.load(Ordering::Acquire) {
@@ -435,6 +463,25 @@ impl Net {
             Msg::Join { .. } | Msg::Members { .. } | Msg::Assigned { .. } | Msg::Shutdown => {}
         }
     }
+}
+
+/// A node of the cluster as another node sees it ([`crate::Runtime::members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node: NodeId,
+    /// Connected (or, without a network, not known dead); this node is up.
+    pub up: bool,
+    /// Left cleanly (rather than failed), when not up.
+    pub left: bool,
+    /// Its labels (`OWL_LABELS`), once it sent them.
+    pub labels: Vec<String>,
+    /// How many remote functions its binary has.
+    pub functions: usize,
+    /// Whether it runs the same functions as this node (the same program);
+    /// `None` while unknown.
+    pub same_program: Option<bool>,
+    /// Its last heartbeat's load: (queued tasks, idle shards).
+    pub load: Option<(u32, u32)>,
 }
 
 /// What `Net` still holds; part of the leak report.
