@@ -21,6 +21,18 @@ fn owl(state: &Path, args: &[&str]) -> std::process::Output {
     in_state(clean(OWL), state).args(args).output().unwrap()
 }
 
+/// Stops whatever the test started in `state` even when it fails midway,
+/// so no node outlives its test.
+struct StopOnDrop<'a>(&'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = owl(self.0, &["stop", "--grace", "2"]);
+        }
+    }
+}
+
 fn pids(state: &Path) -> Vec<u32> {
     std::fs::read_dir(state.join("nodes"))
         .unwrap()
@@ -64,6 +76,7 @@ fn per_node(out: &std::process::Output) -> Vec<u64> {
 fn long_lived_cluster(transport: &str) {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
+    let _stop = StopOnDrop(state);
     let head = owl(
         state,
         &["start", "--head", "--port", "0", "--transport", transport],
@@ -138,6 +151,7 @@ fn start_attach_and_stop_over_quic() {
 fn start_explains_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path();
+    let _stop = StopOnDrop(state);
     let none = owl(state, &["start"]);
     assert_eq!(none.status.code(), Some(2));
     let shm = owl(state, &["start", "--head", "--transport", "shm"]);
@@ -176,6 +190,7 @@ fn a_cluster_across_two_network_namespaces() {
     let secret = dir.path().join("secret");
     owl_launch::write_secret_file(&secret, &owl_launch::random_secret()).unwrap();
     let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
+    let (_stop_a, _stop_b) = (StopOnDrop(&state_a), StopOnDrop(&state_b));
     let head = "10.231.7.1:7412";
     let in_ns = |i: usize, state: &Path, program: &str| {
         let mut c = in_state(clean("ip"), state);
@@ -204,5 +219,59 @@ fn a_cluster_across_two_network_namespaces() {
     for state in [&state_b, &state_a] {
         let stop = succeeded(&owl(state, &["stop"]));
         assert!(stop.contains("1 node(s) stopped, 0 killed"), "{stop}");
+    }
+}
+
+/// A driver killed (SIGKILL) in the middle of its run: the worker that ran
+/// its tasks drops them and everything it held for it, and still stops
+/// with empty tables and arena (its leak check runs at exit).
+#[test]
+fn a_killed_driver_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let _stop = StopOnDrop(state);
+    succeeded(&owl(
+        state,
+        &["start", "--head", "--port", "0", "--transport", "tcp"],
+    ));
+    succeeded(&owl(state, &["start", "--address", "auto", "--", PI]));
+    let mut driver = in_state(clean(PI), state)
+        .env("OWL_ADDRESS", "auto")
+        .arg("2000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        driver.try_wait().unwrap().is_none(),
+        "still running when killed"
+    );
+    driver.kill().unwrap();
+    driver.wait().unwrap();
+    // The worker saw it go and is idle again: the cluster no longer lists
+    // the driver, and the worker reports nothing queued.
+    let t = std::time::Instant::now();
+    loop {
+        let view = succeeded(&owl(state, &["status", "--cluster"]));
+        let driver_listed = view.lines().any(|l| l.starts_with("2 "));
+        let worker_idle = view.lines().any(|l| {
+            l.split_whitespace()
+                .take(5)
+                .eq(["1", "up", "other", "1", "0"])
+        });
+        if (!driver_listed && worker_idle) || t.elapsed() > std::time::Duration::from_secs(20) {
+            assert!(!driver_listed && worker_idle, "{view}");
+            break;
+        }
+    }
+    let stop = succeeded(&owl(state, &["stop"]));
+    assert!(stop.contains("2 node(s) stopped, 0 killed"), "{stop}");
+    for log in std::fs::read_dir(state.join("logs")).unwrap() {
+        let text = std::fs::read_to_string(log.unwrap().path()).unwrap();
+        assert!(
+            !text.contains("panicked") && !text.contains("leak"),
+            "{text}"
+        );
     }
 }

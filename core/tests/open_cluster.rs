@@ -3,6 +3,7 @@
 //! runs, with exact leak checks on every node that stays.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use owl::{Builder, CallOpts, Membership, Network, NodeId, ObjectRef, Runtime, Transport};
@@ -27,9 +28,13 @@ fn make_boxed(rt: Runtime, n: u64) -> (u64, ObjectRef<Vec<u64>>) {
     (n, rt.put((0..n).collect::<Vec<u64>>()).expect("put"))
 }
 
+/// Naps finished, per tag (tests run side by side in this process).
+static NAPS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
 #[owl::remote]
-fn nap(ms: u64) -> u64 {
+fn nap(ms: u64, tag: usize) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
+    NAPS[tag].fetch_add(1, Ordering::SeqCst);
     ms
 }
 
@@ -128,7 +133,7 @@ fn driver_workload(rt: &Runtime, worker: NodeId) {
     );
 }
 
-fn join_work_leave(transport: Transport) {
+fn join_work_leave(transport: Transport, tag: usize) {
     let (c, head) = Cluster::start_head(transport);
     assert!(head.serves(), "an open cluster's head serves");
     let worker = c.join(true);
@@ -150,7 +155,8 @@ fn join_work_leave(transport: Transport) {
     settle(&worker);
 
     // A later driver gets a new id, reaches the same worker, and leaves
-    // while a task of its own still runs there: the worker cancels it.
+    // while its tasks still run and wait there: the worker (one shard)
+    // cancels those not started (fate-sharing) instead of running them.
     let second = c.join(false);
     assert_eq!(second.node(), NodeId(3));
     assert_eq!(
@@ -161,15 +167,24 @@ fn join_work_leave(transport: Transport) {
             .unwrap(),
         42
     );
-    let running = nap
-        .options(CallOpts::new().node(worker.node()))
-        .remote(&second, 300)
-        .unwrap();
+    let naps_before = NAPS[tag].load(Ordering::SeqCst);
+    let running: Vec<_> = (0..10)
+        .map(|_| {
+            nap.options(CallOpts::new().node(worker.node()))
+                .remote(&second, 100, tag)
+                .unwrap()
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(50));
     drop(running);
     drop(second);
     settle(&head);
     settle(&worker);
+    let naps = NAPS[tag].load(Ordering::SeqCst) - naps_before;
+    assert!(
+        naps < 10,
+        "the worker ran all {naps} tasks of a driver that left"
+    );
 
     // The head leaving ends the worker's `serve` without an error.
     drop(head);
@@ -180,12 +195,12 @@ fn join_work_leave(transport: Transport) {
 
 #[test]
 fn join_work_and_leave_over_tcp() {
-    join_work_leave(Transport::Tcp);
+    join_work_leave(Transport::Tcp, 0);
 }
 
 #[test]
 fn join_work_and_leave_over_quic() {
-    join_work_leave(Transport::Quic);
+    join_work_leave(Transport::Quic, 1);
 }
 
 #[test]

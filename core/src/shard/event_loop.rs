@@ -87,6 +87,10 @@ fn tokio_runtime() -> tokio::runtime::Runtime {
 
 /// Loop turns between yields to the event loop (timers, I/O) while busy.
 const TURNS_PER_YIELD: u32 = 32;
+/// How long a shard hosting the node's network I/O may run tasks before it
+/// polls its sockets: bounds how late heartbeats, leaves and results are
+/// seen while it is busy, whatever its tasks cost.
+const IO_EVERY: Duration = Duration::from_micros(200);
 
 impl Shard {
     async fn run(&self) {
@@ -95,11 +99,16 @@ impl Shard {
             if self.stop.get() || self.shared.stopping() {
                 break;
             }
+            if self.io_due() {
+                // `turn` stops short when the sockets are due: poll them
+                // before anything else, or a busy shard never would.
+                self.yield_to_io().await;
+            }
             if self.turn() || self.steal() || self.poll_shm() {
                 turns += 1;
                 if turns.is_multiple_of(TURNS_PER_YIELD) {
                     self.report_load();
-                    tokio::task::yield_now().await;
+                    self.yield_to_io().await;
                 }
                 continue;
             }
@@ -171,7 +180,7 @@ impl Shard {
             // A shard hosting sockets polls them (an epoll_wait with no
             // timeout, through a yield to its event loop) every few rounds.
             if self.hosts_io.get() && i.is_multiple_of(8) {
-                tokio::task::yield_now().await;
+                self.yield_to_io().await;
             }
             if i.is_multiple_of(64) && Instant::now() >= deadline {
                 return false;
@@ -208,6 +217,20 @@ impl Shard {
     /// Runs a shared-memory mesh's data plane on this shard's loop.
     pub(crate) fn host_shm(&self, host: owl_transport::ShmHost) {
         *self.shm.borrow_mut() = Some(host);
+    }
+
+    /// Whether this shard hosts the node's I/O and has not polled it for
+    /// `IO_EVERY`.
+    pub(super) fn io_due(&self) -> bool {
+        self.hosts_io.get() && self.last_io.get().elapsed() >= IO_EVERY
+    }
+
+    /// Lets the event loop run (timers, sockets) once.
+    async fn yield_to_io(&self) {
+        tokio::task::yield_now().await;
+        if self.hosts_io.get() {
+            self.last_io.set(Instant::now());
+        }
     }
 
     /// Runs the node's mesh on this shard's event loop.

@@ -37,6 +37,11 @@ impl Shard {
             did = true;
         }
         for _ in 0..TASKS_PER_TURN {
+            // A shard hosting the node's sockets ends its turn when they
+            // are due a poll, however long its tasks run.
+            if self.io_due() {
+                break;
+            }
             if self.run_woken() {
                 did = true;
                 continue;

@@ -67,6 +67,8 @@ pub(crate) struct Shard {
     pub(super) stop: Cell<bool>,
     /// This shard drives the node's network I/O (see `host_io`).
     pub(super) hosts_io: Cell<bool>,
+    /// When this shard last gave its event loop a turn (I/O hosts only).
+    pub(super) last_io: Cell<std::time::Instant>,
     /// Its event loop is tokio-uring (else tokio with epoll).
     pub(super) on_uring: Cell<bool>,
     /// The data plane of a shared-memory mesh this shard drives.
@@ -90,6 +92,7 @@ impl Shard {
             releasing: Cell::new(false),
             stop: Cell::new(false),
             hosts_io: Cell::new(false),
+            last_io: Cell::new(std::time::Instant::now()),
             on_uring: Cell::new(false),
             shm: RefCell::new(None),
         }
