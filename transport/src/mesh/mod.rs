@@ -346,6 +346,45 @@ impl Shared {
         silent_peers
     }
 
+    /// A batch from `peer`: records that it was heard from, takes out the
+    /// messages the transport consumes itself and hands the rest to the
+    /// handler, in order. `None` once the peer is gone (late messages of a
+    /// dead node are dropped).
+    pub(crate) fn deliver(&self, peer: u32, now_ms: u64, mut msgs: Vec<Msg>) -> Option<Control> {
+        if self.state(peer) != UP {
+            return None;
+        }
+        self.peers[peer]
+            .last_seen_ms
+            .store(now_ms, Ordering::Relaxed);
+        let mut c = Control::default();
+        msgs.retain(|m| match m {
+            Msg::Shutdown => {
+                c.left = true;
+                false
+            }
+            Msg::NodeDead { node } if peer == 0 => {
+                c.dead.push(*node);
+                false
+            }
+            Msg::Join { node, addr, .. } if *node == peer => {
+                c.joined = Some(addr.clone());
+                false
+            }
+            Msg::Members { members } if peer == 0 => {
+                c.members.push(members.clone());
+                false
+            }
+            _ => true,
+        });
+        if !msgs.is_empty() {
+            self.handler.on_msgs(peer, msgs);
+        }
+        // Announced deaths of nodes this one knows, other than itself.
+        c.dead.retain(|&n| n < self.nodes() && n != self.me);
+        Some(c)
+    }
+
     /// On the head: tells every other live node that `peer` is dead.
     pub(crate) fn announce_dead(&self, peer: u32) {
         for other in 1..self.nodes() {
@@ -403,6 +442,19 @@ impl Shared {
             self.handler.on_peer_left(peer);
         }
     }
+}
+
+/// What a batch carried for the transport itself (see [`Shared::deliver`]).
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// The peer sent `Shutdown`: it left cleanly.
+    pub(crate) left: bool,
+    /// Nodes the head announced dead.
+    pub(crate) dead: Vec<u32>,
+    /// The peer's `Join` (its listen address); the head acts on it.
+    pub(crate) joined: Option<String>,
+    /// Member lists from the head.
+    pub(crate) members: Vec<Vec<(u32, String)>>,
 }
 
 /// A running mesh endpoint: the [`Link`] plus lifecycle.

@@ -568,53 +568,22 @@ impl<N: Net> Node<N> {
     }
 
     /// Hands a batch to the handler after taking out what the transport
-    /// consumes itself. False once the peer is gone.
-    fn deliver(self: &Rc<Self>, peer: u32, mut msgs: Vec<Msg>) -> bool {
-        if self.sh.state(peer) != UP {
-            return false; // late messages from a dead node are dropped
-        }
-        self.sh.peers[peer]
-            .last_seen_ms
-            .store(self.now_ms(), Ordering::Relaxed);
+    /// consumes itself, and acts on that. False once the peer is gone.
+    fn deliver(self: &Rc<Self>, peer: u32, msgs: Vec<Msg>) -> bool {
+        let Some(c) = self.sh.deliver(peer, self.now_ms(), msgs) else {
+            return false;
+        };
         let me = self.cfg.node;
-        let mut left = false;
-        let mut dead = Vec::new();
-        let mut joined = None;
-        let mut members = Vec::new();
-        msgs.retain(|m| match m {
-            Msg::Shutdown => {
-                left = true;
-                false
-            }
-            Msg::NodeDead { node } if peer == 0 => {
-                dead.push(*node);
-                false
-            }
-            Msg::Join { node, addr, .. } if me == 0 && *node == peer => {
-                joined = Some(addr.clone());
-                false
-            }
-            Msg::Members { members: m } if peer == 0 => {
-                members.push(m.clone());
-                false
-            }
-            _ => true,
-        });
-        if !msgs.is_empty() {
-            self.sh.handler.on_msgs(peer, msgs);
+        for node in c.dead {
+            self.down(node, PeerDown::Announced);
         }
-        for node in dead {
-            if node < self.sh.nodes() && node != me {
-                self.down(node, PeerDown::Announced);
-            }
-        }
-        if let Some(addr) = joined {
+        if let Some(addr) = c.joined.filter(|_| me == 0) {
             self.on_join(peer, addr);
         }
-        for m in members {
+        for m in c.members {
             self.on_members(m);
         }
-        if left {
+        if c.left {
             self.sh.mark_left(peer);
             self.close_peer(peer);
             if me == 0 && self.cfg.open {

@@ -333,38 +333,18 @@ impl Driver {
     }
 
     /// As the socket driver's `deliver`: takes out what the transport
-    /// consumes, hands the rest over. False once the peer is gone.
-    fn deliver(&mut self, peer: u32, mut msgs: Vec<Msg>) -> bool {
-        if self.sh.state(peer) != UP {
+    /// consumes, hands the rest over. False once the peer is gone. (Joining
+    /// happened on the control mesh: `Join` and `Members` are dropped.)
+    fn deliver(&mut self, peer: u32, msgs: Vec<Msg>) -> bool {
+        let Some(c) = self.sh.deliver(peer, self.now_ms(), msgs) else {
             return false;
-        }
-        self.sh.peers[peer]
-            .last_seen_ms
-            .store(self.now_ms(), Ordering::Relaxed);
-        let mut left = false;
-        let mut dead = Vec::new();
-        msgs.retain(|m| match m {
-            Msg::Shutdown => {
-                left = true;
-                false
-            }
-            Msg::NodeDead { node } if peer == 0 => {
-                dead.push(*node);
-                false
-            }
-            // Joining happened on the control mesh.
-            Msg::Join { .. } | Msg::Members { .. } => false,
-            _ => true,
-        });
-        if !msgs.is_empty() {
-            self.sh.handler.on_msgs(peer, msgs);
-        }
-        for node in dead {
-            if node < self.cfg.nodes && node != self.cfg.node && self.sh.state(node) == UP {
+        };
+        for node in c.dead {
+            if self.sh.state(node) == UP {
                 self.down(node, PeerDown::Announced);
             }
         }
-        if left {
+        if c.left {
             self.sh.mark_left(peer);
             return false;
         }
