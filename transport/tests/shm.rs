@@ -10,17 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_for, Dir, Recorder};
-use owl_transport::proto::{Msg, WireId};
+use common::{chunk, free_port, offsets_from, send_mixed_chunks, wait_for, Dir, Recorder};
+use owl_transport::proto::Msg;
 use owl_transport::{start, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, TransportKind};
 
 const SECRET: [u8; 32] = [7; 32];
-const ID: WireId = WireId {
-    node: 0,
-    shard: 0,
-    index: 0,
-    gen: 0,
-};
 
 fn config(node: u32, nodes: u32, head: SocketAddr, dir: &Dir, ring: usize) -> MeshConfig {
     let listen = if node == 0 {
@@ -64,14 +58,6 @@ fn cluster(n: u32, dir: &Dir, ring: usize) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>
     (meshes, recs)
 }
 
-fn chunk(from: u32, k: u64, len: usize) -> Msg {
-    Msg::Chunk {
-        object: WireId { node: from, ..ID },
-        offset: k,
-        data: (0..len).map(|i| (i as u64 + k) as u8).collect(),
-    }
-}
-
 /// Every pair of 3 nodes, small and large messages through 4 KiB rings:
 /// frames far larger than a ring are split and reassembled, in order, and
 /// writers wait for space instead of dropping.
@@ -80,36 +66,11 @@ fn shm_mesh_delivers_in_order_through_small_rings() {
     let dir = Dir::new("order");
     let (meshes, recs) = cluster(3, &dir, 4096);
     const N: u64 = 300;
-    for (i, m) in meshes.iter().enumerate() {
-        for to in (0..3u32).filter(|&t| t as usize != i) {
-            for k in 0..N {
-                let len = if k % 50 == 7 {
-                    100_000
-                } else {
-                    (k as usize * 13) % 200
-                };
-                m.send(to, chunk(i as u32, k, len));
-            }
-        }
-    }
+    send_mixed_chunks(&meshes, N);
     for (i, rec) in recs.iter().enumerate() {
         wait_for("all messages", || rec.msgs.lock().len() == 2 * N as usize);
-        let msgs = rec.msgs.lock();
         for from in (0..3u32).filter(|&f| f as usize != i) {
-            let got: Vec<u64> = msgs
-                .iter()
-                .filter(|(f, _)| *f == from)
-                .map(|(_, m)| match m {
-                    Msg::Chunk { offset, data, .. } => {
-                        assert!(data
-                            .iter()
-                            .enumerate()
-                            .all(|(j, b)| *b == (j as u64 + offset) as u8));
-                        *offset
-                    }
-                    other => panic!("unexpected {other:?}"),
-                })
-                .collect();
+            let got = offsets_from(&rec.msgs, from);
             assert_eq!(got, (0..N).collect::<Vec<_>>(), "FIFO from {from} to {i}");
         }
     }

@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{free_port, wait_for, Dir};
-use owl_transport::proto::{Msg, WireId};
+use common::{chunk, free_port, offsets_from, send_mixed_chunks, wait_for, Dir};
+use owl_transport::proto::Msg;
 use owl_transport::{
     start, start_shm_hosted, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, ShmHost,
     TransportKind, Wake,
@@ -191,37 +191,6 @@ fn cluster(
     (meshes, recs, hosts)
 }
 
-fn chunk(from: u32, k: u64, len: usize) -> Msg {
-    Msg::Chunk {
-        object: WireId {
-            node: from,
-            shard: 0,
-            index: 0,
-            gen: 0,
-        },
-        offset: k,
-        data: (0..len).map(|i| (i as u64 + k) as u8).collect(),
-    }
-}
-
-fn offsets_from(rec: &Recorder, from: u32) -> Vec<u64> {
-    rec.msgs
-        .lock()
-        .iter()
-        .filter(|(f, _)| *f == from)
-        .map(|(_, m)| match m {
-            Msg::Chunk { offset, data, .. } => {
-                assert!(data
-                    .iter()
-                    .enumerate()
-                    .all(|(j, b)| *b == (j as u64 + offset) as u8));
-                *offset
-            }
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect()
-}
-
 /// Two hosted nodes and a threaded one, 4 KiB rings: frames far larger than
 /// a ring are split, reassembled and delivered in order on the host thread.
 #[test]
@@ -230,23 +199,12 @@ fn hosted_shm_delivers_in_order_through_small_rings() {
     let (meshes, recs, hosts) = cluster(3, &[0, 1], &dir, 4096, Duration::from_micros(50), |_| {});
     assert!(dir.files().is_empty(), "inboxes unlinked once mapped");
     const N: u64 = 300;
-    for (i, m) in meshes.iter().enumerate() {
-        for to in (0..3u32).filter(|&t| t as usize != i) {
-            for k in 0..N {
-                let len = if k % 50 == 7 {
-                    100_000
-                } else {
-                    (k as usize * 13) % 200
-                };
-                m.send(to, chunk(i as u32, k, len));
-            }
-        }
-    }
+    send_mixed_chunks(&meshes, N);
     for (i, rec) in recs.iter().enumerate() {
         wait_for("all messages", || rec.msgs.lock().len() == 2 * N as usize);
         for from in (0..3u32).filter(|&f| f as usize != i) {
             assert_eq!(
-                offsets_from(rec, from),
+                offsets_from(&rec.msgs, from),
                 (0..N).collect::<Vec<_>>(),
                 "FIFO from {from} to {i}"
             );
@@ -298,7 +256,7 @@ fn hosted_shm_ping_pong_across_sleeps_loses_no_wake_up() {
     }
     assert!(slow <= 3, "{slow} of 300 round trips took over 20 ms");
     assert!(t_all.elapsed() < Duration::from_secs(10));
-    assert_eq!(offsets_from(&recs[0], 1), (0..300).collect::<Vec<_>>());
+    assert_eq!(offsets_from(&recs[0].msgs, 1), (0..300).collect::<Vec<_>>());
     let stats: Vec<_> = hosts.iter().flatten().map(|h| h.stats.clone()).collect();
     for st in &stats {
         assert!(

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use owl_transport::proto::Msg;
-use owl_transport::{Handler, PeerDown};
+use owl_transport::proto::{Msg, WireId};
+use owl_transport::{Handler, Link, PeerDown};
 use parking_lot::Mutex;
 
 /// Records every message but heartbeats, and every peer event.
@@ -96,4 +96,56 @@ impl Drop for Dir {
             assert!(left.is_empty(), "files left behind: {left:?}");
         }
     }
+}
+
+/// A chunk from `from` numbered `k`: its bytes are `(i + k) as u8`, so a
+/// receiver can check every byte ([`offsets_from`]).
+pub fn chunk(from: u32, k: u64, len: usize) -> Msg {
+    Msg::Chunk {
+        object: WireId {
+            node: from,
+            shard: 0,
+            index: 0,
+            gen: 0,
+        },
+        offset: k,
+        data: (0..len).map(|i| (i as u64 + k) as u8).collect(),
+    }
+}
+
+/// Every node sends `n` chunks to every other, mostly small and every
+/// 50th of 100 kB (larger than small rings).
+pub fn send_mixed_chunks<L: Link + ?Sized>(nodes: &[std::sync::Arc<L>], n: u64) {
+    let count = nodes.len() as u32;
+    for (i, m) in nodes.iter().enumerate() {
+        for to in (0..count).filter(|&t| t as usize != i) {
+            for k in 0..n {
+                let len = if k % 50 == 7 {
+                    100_000
+                } else {
+                    (k as usize * 13) % 200
+                };
+                m.send(to, chunk(i as u32, k, len));
+            }
+        }
+    }
+}
+
+/// The numbers of the chunks recorded from `from`, in arrival order, each
+/// checked byte for byte.
+pub fn offsets_from(msgs: &Mutex<Vec<(u32, Msg)>>, from: u32) -> Vec<u64> {
+    msgs.lock()
+        .iter()
+        .filter(|(f, _)| *f == from)
+        .map(|(_, m)| match m {
+            Msg::Chunk { offset, data, .. } => {
+                assert!(data
+                    .iter()
+                    .enumerate()
+                    .all(|(j, b)| *b == (j as u64 + offset) as u8));
+                *offset
+            }
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
 }
