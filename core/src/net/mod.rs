@@ -3,7 +3,8 @@
 //!
 //! Everything here is driven by two kinds of events: a shard deciding to
 //! send something (a task placed elsewhere, a value a remote caller asked
-//! for) and messages arriving from the transport's I/O thread. Messages
+//! for) and messages the transport delivers on shard 0, which hosts the
+//! mesh (`Shard::host_io`, `Shard::host_shm`). Messages
 //! that touch an ownership table are forwarded to the owning shard's inbox;
 //! the rest (borrowed refs, exports, pulls, remote tasks) live in small
 //! node-wide maps behind short locks.
@@ -378,7 +379,8 @@ impl Net {
     /// Handles a batch of messages from `from`, in order.
     pub(crate) fn on_msgs(&self, node: &Arc<NodeShared>, from: NodeId, msgs: Vec<Msg>) {
         if self.is_dead(from) {
-            // Late messages of a node declared dead are dropped (DESIGN §6).
+            // Late messages of a node declared dead are dropped: whatever it
+            // owned or ran here was already cleaned up by `on_node_dead`.
             return;
         }
         for msg in msgs {
@@ -460,7 +462,12 @@ impl Net {
                     Ordering::Release,
                 );
             }
-            Msg::Join { .. } | Msg::Members { .. } | Msg::Assigned { .. } | Msg::Shutdown => {}
+            // Consumed by the mesh; an in-process link never sends them.
+            Msg::Join { .. }
+            | Msg::Members { .. }
+            | Msg::Assigned { .. }
+            | Msg::NodeLeft { .. }
+            | Msg::Shutdown => {}
         }
     }
 }

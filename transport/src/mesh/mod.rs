@@ -23,7 +23,7 @@ pub use hosted::{start_hosted, IoLoop, IoTask, Starting};
 pub trait Handler: Send + Sync + 'static {
     /// A batch from `from`, in the order the peer sent them. Heartbeats are
     /// delivered too (they carry the peer's load); `Join`, `Members`,
-    /// `NodeDead` and `Shutdown` are consumed by the transport.
+    /// `NodeDead`, `NodeLeft` and `Shutdown` are consumed by the transport.
     fn on_msgs(&self, from: u32, msgs: Vec<Msg>);
     /// `peer` is gone: reported at most once per peer, never for a peer that
     /// left with `Shutdown`, never after this node's own shutdown began.
@@ -367,6 +367,10 @@ impl Shared {
                 c.dead.push(*node);
                 false
             }
+            Msg::NodeLeft { node } if peer == 0 => {
+                c.left_nodes.push(*node);
+                false
+            }
             Msg::Join { node, addr, .. } if *node == peer => {
                 c.joined = Some(addr.clone());
                 false
@@ -380,16 +384,39 @@ impl Shared {
         if !msgs.is_empty() {
             self.handler.on_msgs(peer, msgs);
         }
-        // Announced deaths of nodes this one knows, other than itself.
+        // Announced deaths and departures of nodes this one knows, other
+        // than itself.
         c.dead.retain(|&n| n < self.nodes() && n != self.me);
+        c.left_nodes.retain(|&n| n < self.nodes() && n != self.me);
         Some(c)
+    }
+
+    /// The head announced that `peer` left. A connected peer is not marked
+    /// here: its own `Shutdown` arrives after everything it sent us, while
+    /// the head's relay may overtake those messages (seen over QUIC, where
+    /// the two connections are paced independently). A peer we never
+    /// reached is marked left so start-up stops waiting for it.
+    pub(crate) fn announced_left(&self, peer: u32) {
+        if self.state(peer) != UP {
+            self.mark_left(peer);
+        }
     }
 
     /// On the head: tells every other live node that `peer` is dead.
     pub(crate) fn announce_dead(&self, peer: u32) {
+        self.announce(peer, Msg::NodeDead { node: peer });
+    }
+
+    /// On the head of an open cluster: tells every other live node that
+    /// `peer` left cleanly (see [`Shared::announced_left`]).
+    pub(crate) fn announce_left(&self, peer: u32) {
+        self.announce(peer, Msg::NodeLeft { node: peer });
+    }
+
+    fn announce(&self, peer: u32, msg: Msg) {
         for other in 1..self.nodes() {
             if other != peer && self.state(other) == UP {
-                self.push(other, Msg::NodeDead { node: peer });
+                self.push(other, msg.clone());
             }
         }
     }
@@ -451,6 +478,8 @@ pub(crate) struct Control {
     pub(crate) left: bool,
     /// Nodes the head announced dead.
     pub(crate) dead: Vec<u32>,
+    /// Nodes the head announced left (see [`Shared::announced_left`]).
+    pub(crate) left_nodes: Vec<u32>,
     /// The peer's `Join` (its listen address); the head acts on it.
     pub(crate) joined: Option<String>,
     /// Member lists from the head.

@@ -577,6 +577,9 @@ impl<N: Net> Node<N> {
         for node in c.dead {
             self.down(node, PeerDown::Announced);
         }
+        for node in c.left_nodes {
+            self.sh.announced_left(node);
+        }
         if let Some(addr) = c.joined.filter(|_| me == 0) {
             self.on_join(peer, addr);
         }
@@ -589,7 +592,7 @@ impl<N: Net> Node<N> {
             if me == 0 && self.cfg.open {
                 // Nodes that were still connecting to it stop waiting.
                 self.joined_gone(peer);
-                self.sh.announce_dead(peer);
+                self.sh.announce_left(peer);
             }
             return false;
         }
@@ -682,7 +685,13 @@ impl<N: Net> Node<N> {
                 p.wake.notified().await;
                 continue;
             }
-            let last_is_shutdown = matches!(batch.last(), Some(Msg::Shutdown));
+            // Nothing follows `Shutdown` (a heartbeat queued behind it would
+            // skip the flush below and let the close discard the frame).
+            let shutdown_at = batch.iter().position(|m| matches!(m, Msg::Shutdown));
+            if let Some(i) = shutdown_at {
+                batch.truncate(i + 1);
+            }
+            let last_is_shutdown = shutdown_at.is_some();
             // Bulk data goes out in pieces of about `WRITE_PIECE`, each
             // sealed and written before the next is encoded: the peer
             // decodes one piece while this side seals the next, instead of

@@ -104,6 +104,14 @@ pub enum Msg {
     NodeDead {
         node: u32,
     },
+    /// From the head of an open cluster: `node` left cleanly. A member
+    /// connected to it ignores this and waits for the node's own
+    /// `Shutdown`, which follows everything it sent on that connection (the
+    /// head's relay can overtake it); a member still connecting stops
+    /// waiting for it.
+    NodeLeft {
+        node: u32,
+    },
     Submit {
         object: WireId,
         func: u64,

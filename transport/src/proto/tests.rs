@@ -102,6 +102,7 @@ fn all_msgs() -> Vec<Msg> {
             idle_shards: 2,
         },
         Msg::NodeDead { node: 3 },
+        Msg::NodeLeft { node: 4 },
         Msg::Submit {
             object: id(1),
             func: 0xdead_beef,

@@ -344,6 +344,9 @@ impl Driver {
                 self.down(node, PeerDown::Announced);
             }
         }
+        for node in c.left_nodes {
+            self.sh.announced_left(node);
+        }
         if c.left {
             self.sh.mark_left(peer);
             return false;
