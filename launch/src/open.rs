@@ -15,9 +15,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::{
-    explicit_secret, get, io_err, load_secret, parse_host_port, LaunchError, Resolve, Vars,
-};
+use crate::addr::parse_host_port;
+use crate::error::io_err;
+use crate::secret::{explicit_secret, load_secret};
+use crate::vars::get;
+use crate::{LaunchError, Resolve, Vars};
 
 /// What `owl start --head` records about its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
