@@ -5,9 +5,13 @@
 //! read by any thread with one atomic load, and freed when the last `Arc`
 //! (owner table entry, handle, pending task or `Got` guard) goes.
 //!
-//! `handles` counts the live `ObjectRef`/`RawRef` handles on this node. It
-//! only ever rises from a live handle (clone), so once it reaches zero it
-//! stays there; that transition sends exactly one release to the owner.
+//! `handles` counts the live `ObjectRef`/`RawRef` handles on this node; the
+//! handles alive between two zeros form one *handle group*. A clone comes
+//! from a live handle, so cloning never raises the count from zero. Only
+//! the owner raises it from zero: a ref of its own object that comes back
+//! from another node finds the cell through the export index and starts a
+//! new group (`Net::resolve_own`, which tells the owning shard). Each
+//! transition to zero sends exactly one release for the group that ended.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};

@@ -48,8 +48,8 @@ pub enum Transport {
     /// trusted fabric only.
     TcpPlaintext,
     /// Nodes on one host: rings in shared memory (joining and liveness go
-    /// over an encrypted TCP control mesh). The mesh runs on I/O threads of
-    /// its own that spin, then sleep on a futex.
+    /// over an encrypted TCP control mesh). Shard 0 polls the rings as it
+    /// spins, as it polls sockets for the other transports.
     Shm,
 }
 

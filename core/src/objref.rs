@@ -39,8 +39,8 @@ impl RawRef {
 
 impl Clone for RawRef {
     fn clone(&self) -> RawRef {
-        // A clone comes from a live handle, so the count is at least 1 and
-        // never rises from 0 (no resurrection after the release was sent).
+        // A clone comes from a live handle, so the count is at least 1: a
+        // clone never starts a new handle group (see `ObjectCell::handles`).
         self.cell.handles.fetch_add(1, Ordering::Relaxed);
         RawRef {
             cell: Arc::clone(&self.cell),

@@ -23,7 +23,8 @@
 //! - *lineage*: the function that produces the object, kept while the entry
 //!   lives.
 //!
-//! Invariants (checked by `check` in debug builds and in tests):
+//! Invariants (checked by `check` in this module's tests and on every
+//! shard by the leak report, `Runtime::leak_report`):
 //! 1. An entry exists from creation until `local_refs == 0`, `borrowers`
 //!    is empty and no shipped ref is in flight; it is removed at that
 //!    moment, never later.

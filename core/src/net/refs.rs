@@ -1,7 +1,7 @@
 //! Refs that cross nodes: registration with the owner when a ref leaves,
 //! proxies for refs that arrive, and their release.
 //!
-//! The rule (DESIGN.md, "Distributed reference counting"): whoever sends a
+//! The rule (docs/DESIGN.md, "Ownership table"): whoever sends a
 //! ref of object `x` to node `D` registers `D` with `x`'s owner `O` before
 //! it can release its own hold on `x`:
 //! - the sender is `O`: it counts the ref as in flight on `x`'s cell at
