@@ -8,11 +8,18 @@
 //!   proving knowledge of the 32-byte cluster secret. No sockets, threads,
 //!   clock or randomness; tests run two endpoints in memory.
 //! - [`mesh`] — the API the runtime uses: [`Link::send`] to queue,
-//!   [`Handler`] to receive, [`start`] to join a cluster and get a [`Mesh`].
-//! - drivers: TCP over io_uring (tokio-uring; plain tokio if io_uring cannot
-//!   be set up), QUIC (quinn, TLS 1.3, mutual auth under a CA derived from the
-//!   secret), and [`sim`], an in-process network with a manual clock and
-//!   fault injection running the same codec.
+//!   [`Handler`] to receive, [`start`] to join a cluster and get a [`Mesh`]
+//!   (those types live in `api` and `config`). Under it: `peer` (each peer's
+//!   queue and state, shared by the runtime's threads and the I/O thread,
+//!   for every driver), `mesh::select` (the one place a [`TransportKind`]
+//!   picks a driver and executor) and `mesh::node` (the socket engine:
+//!   connect, membership, per-peer reader and paced writer, heartbeats).
+//! - drivers, behind `driver`'s traits (listen, accept, dial, byte
+//!   streams): TCP over io_uring (tokio-uring; plain tokio if io_uring
+//!   cannot be set up), QUIC (quinn, TLS 1.3, mutual auth under a CA derived
+//!   from the secret); shm, shared-memory rings on one host with a TCP mesh
+//!   as its control plane; and [`sim`], an in-process network with a manual
+//!   clock and fault injection running the same codec.
 //!
 //! Invariants:
 //! - Per-peer FIFO: messages `send` queues for one peer are delivered to its
@@ -52,15 +59,23 @@ pub mod proto;
 /// A node's index in the cluster, `0..nodes`; node 0 is the head.
 pub type NodeIdx = u32;
 
-pub mod mesh;
-mod quic;
-mod shm;
-pub mod sim;
+// Lower modules first: each uses only those above it (except that `peer`
+// holds shm's control `Mesh`, and shm, a driver selected by `mesh`, runs a
+// TCP mesh as its control plane).
+mod api;
+mod config;
+mod driver;
+mod peer;
 pub mod slots;
+
+mod quic;
 mod tcp;
 
-pub use mesh::{
-    request_id, start, start_hosted, Handler, IoLoop, IoTask, Link, Mesh, MeshConfig, MeshError,
-    PeerDown, ShmConfig, Starting, TransportKind,
-};
+pub mod mesh;
+mod shm;
+pub mod sim;
+
+pub use api::{Handler, Link, PeerDown};
+pub use config::{MeshConfig, MeshError, ShmConfig, TransportKind};
+pub use mesh::{request_id, start, start_hosted, IoLoop, IoTask, Mesh, Starting};
 pub use shm::host::{start_shm_hosted, ShmArm, ShmHost, Wake};

@@ -18,8 +18,8 @@ use std::time::Duration;
 use ring::hkdf;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::mesh::node::{Conn, Net, Rd, Wr};
-use crate::mesh::{MeshConfig, MeshError};
+use crate::config::{MeshConfig, MeshError};
+use crate::driver::{Conn, Net, Rd, Wr};
 
 const SERVER_NAME: &str = "owl-node";
 const ALPN: &[u8] = b"owl/1";

@@ -13,14 +13,14 @@
 //! link delivers its frames in the order they were sent (a link is a FIFO
 //! queue whose head waits for its delay), unless a fault is injected.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::mesh::{Handler, Link, PeerDown};
+use crate::api::{Handler, Link, PeerDown};
 use crate::proto::{FrameDecoder, FrameEncoder, Msg, DEFAULT_MAX_FRAME};
 
 /// The simulated network's parameters.
@@ -69,12 +69,24 @@ struct State {
     crashed: Vec<bool>,
     /// `dirs[from][to]`.
     dirs: Vec<Vec<Dir>>,
-    partitioned: BTreeSet<(u32, u32)>,
+    /// Cut directions `(from, to)` and what happens to their frames.
+    partitioned: BTreeMap<(u32, u32), Cut>,
     /// "Look at the head of link (from, to) at time t."
     events: BTreeSet<(Duration, u64, u32, u32)>,
     event_seq: u64,
     next_beat: Duration,
     beat_seq: u64,
+}
+
+/// What a partitioned direction does with its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    /// Held until healed, then delivered in order (a congested or stalled
+    /// path).
+    Hold,
+    /// Lost (a dropping path): after healing, the next frame that gets
+    /// through shows the gap and closes the link, as on a socket.
+    Lose,
 }
 
 enum Callback {
@@ -103,8 +115,8 @@ impl State {
         self.events.insert((at, self.event_seq, from, to));
     }
 
-    fn is_partitioned(&self, a: u32, b: u32) -> bool {
-        self.partitioned.contains(&(a.min(b), a.max(b)))
+    fn cut(&self, from: u32, to: u32) -> Option<Cut> {
+        self.partitioned.get(&(from, to)).copied()
     }
 
     /// Turns every non-empty send queue into one frame on the wire.
@@ -116,13 +128,14 @@ impl State {
                     continue;
                 }
                 let at = self.now + self.delay();
+                let lost = self.cut(from, to) == Some(Cut::Lose);
                 let d = &mut self.dirs[from as usize][to as usize];
                 let batch = std::mem::take(&mut d.pending);
                 let mut frame = Vec::new();
                 for (i, e) in d.enc.encode_split(batch, &mut frame) {
                     tracing::error!(from, to, index = i, "sim: message dropped: {e}");
                 }
-                if std::mem::take(&mut d.drop_next) {
+                if std::mem::take(&mut d.drop_next) || lost {
                     continue; // lost on the wire; the next frame will show a gap
                 }
                 let copies = if std::mem::take(&mut d.dup_next) {
@@ -164,7 +177,8 @@ impl State {
 
     /// Delivers the frame at the head of link (from, to).
     fn deliver(&mut self, from: u32, to: u32, out: &mut Vec<Callback>) {
-        if self.is_partitioned(from, to) {
+        let cut = self.cut(from, to);
+        if cut == Some(Cut::Hold) {
             return; // held; `heal` re-arms the link
         }
         let now = self.now;
@@ -172,6 +186,13 @@ impl State {
         let Some((at, frame)) = d.inflight.pop_front() else {
             return;
         };
+        if cut == Some(Cut::Lose) {
+            // Already on the wire when the path began to drop: lost too.
+            if let Some(t) = d.inflight.front().map(|(t, _)| (*t).max(now)) {
+                self.arm(from, to, t);
+            }
+            return;
+        }
         debug_assert!(at <= now);
         let next = d.inflight.front().map(|(t, _)| (*t).max(now));
         d.dec.feed(&frame);
@@ -315,7 +336,7 @@ impl SimNet {
                 handlers,
                 crashed: vec![false; n],
                 dirs,
-                partitioned: BTreeSet::new(),
+                partitioned: BTreeMap::new(),
                 events: BTreeSet::new(),
                 event_seq: 0,
                 next_beat,
@@ -392,15 +413,36 @@ impl SimNet {
         tracing::warn!("sim: run stopped after a million steps");
     }
 
-    /// Holds every frame between `a` and `b` until [`Self::heal`].
+    /// Holds every frame between `a` and `b` until [`Self::heal`]. Held
+    /// long enough, each side declares the other dead (heartbeats are
+    /// frames too).
     pub fn partition(&self, a: u32, b: u32) {
-        self.state.lock().partitioned.insert((a.min(b), a.max(b)));
+        let mut st = self.state.lock();
+        st.partitioned.insert((a, b), Cut::Hold);
+        st.partitioned.insert((b, a), Cut::Hold);
     }
 
-    /// Ends a partition; held frames go out in their order.
+    /// Holds frames from `from` to `to` only: `to` hears nothing while
+    /// `from` still hears `to`, until [`Self::heal`].
+    pub fn partition_one_way(&self, from: u32, to: u32) {
+        self.state.lock().partitioned.insert((from, to), Cut::Hold);
+    }
+
+    /// Loses every frame between `a` and `b` (those in flight included)
+    /// until [`Self::heal`]; the first frame after healing shows the gap
+    /// and closes the link, reporting both ends down.
+    pub fn partition_lossy(&self, a: u32, b: u32) {
+        let mut st = self.state.lock();
+        st.partitioned.insert((a, b), Cut::Lose);
+        st.partitioned.insert((b, a), Cut::Lose);
+    }
+
+    /// Ends every partition between `a` and `b`, both directions; held
+    /// frames go out in their order.
     pub fn heal(&self, a: u32, b: u32) {
         let mut st = self.state.lock();
-        st.partitioned.remove(&(a.min(b), a.max(b)));
+        st.partitioned.remove(&(a, b));
+        st.partitioned.remove(&(b, a));
         for (x, y) in [(a, b), (b, a)] {
             if !st.dirs[x as usize][y as usize].inflight.is_empty() {
                 let at = st.now + st.delay();

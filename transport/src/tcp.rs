@@ -5,8 +5,8 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 
-use crate::mesh::node::{Conn, Net, Rd, Wr};
-use crate::mesh::MeshError;
+use crate::config::MeshError;
+use crate::driver::{Conn, Net, Rd, Wr};
 
 fn bind_error(addr: SocketAddr, source: io::Error) -> MeshError {
     MeshError::Bind { addr, source }

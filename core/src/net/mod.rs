@@ -36,15 +36,14 @@ use owl_transport::slots::Slots;
 use owl_transport::{Handler, Link, Mesh, PeerDown};
 use parking_lot::{Mutex, RwLock};
 
-use crate::cell::ObjectCell;
 use crate::ids::{NodeId, ObjectId};
-use crate::runtime::NodeShared;
+use crate::node::NodeShared;
+use crate::object::cell::ObjectCell;
 use crate::task::{FnInfo, REMOTE_FNS};
 
 pub use inproc::in_process;
 pub(crate) use load::SPILL_BACKLOG;
 pub use loopback::on_loopback;
-pub(crate) use refs::Borrowed;
 pub(crate) use remote::RemoteTask;
 pub use sim::SimCluster;
 
@@ -71,11 +70,8 @@ pub(crate) struct Net {
     early: Mutex<Vec<(NodeId, Msg)>>,
     /// The network mesh, when the link is one (not an in-process cluster).
     mesh: OnceLock<Arc<Mesh>>,
-    /// Proxies of objects owned elsewhere, one handle group each.
-    borrowed: Mutex<HashMap<ObjectId, Borrowed>>,
-    /// Objects owned here whose refs went to other nodes: how incoming refs
-    /// and fetches find their cells without asking the owning shard.
-    exports: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+    /// Proxies and exports: the owner layer's cross-node counting.
+    refs: crate::owner::refs::Refs,
     /// Tasks owned here running on other nodes.
     remote: Mutex<HashMap<ObjectId, RemoteTask>>,
     /// Tasks running here for other nodes (their cells), for `Cancel`.
@@ -99,7 +95,7 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    pub(crate) fn new(me: NodeId, nodes: u32, own_labels: Vec<String>) -> Net {
+    pub(crate) fn new(me: NodeId, serial: u32, nodes: u32, own_labels: Vec<String>) -> Net {
         let nodes = nodes.max(me.0 + 1);
         let mut info: Vec<Option<PeerInfo>> = (0..nodes).map(|_| None).collect();
         info[me.0 as usize] = Some(PeerInfo {
@@ -112,8 +108,7 @@ impl Net {
             link: OnceLock::new(),
             early: Mutex::new(Vec::new()),
             mesh: OnceLock::new(),
-            borrowed: Mutex::new(HashMap::new()),
-            exports: Mutex::new(HashMap::new()),
+            refs: crate::owner::refs::Refs::new(me, serial),
             remote: Mutex::new(HashMap::new()),
             executing: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
@@ -368,8 +363,8 @@ impl Net {
     /// What is left in the node-wide maps (all empty after a finished workload).
     pub(crate) fn leaks(&self) -> NetLeaks {
         NetLeaks {
-            borrowed: self.borrowed.lock().len(),
-            exports: self.exports.lock().len(),
+            borrowed: self.refs.counts().0,
+            exports: self.refs.counts().1,
             remote_tasks: self.remote.lock().len(),
             executing: self.executing.lock().len(),
             pulls: self.pulls.lock().len(),
@@ -467,6 +462,7 @@ impl Net {
             | Msg::Members { .. }
             | Msg::Assigned { .. }
             | Msg::NodeLeft { .. }
+            | Msg::ShmSetup { .. }
             | Msg::Shutdown => {}
         }
     }

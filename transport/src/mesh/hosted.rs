@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{check_config, node, Handler, Mesh, MeshConfig, MeshError, Shared};
+use super::{select, Mesh};
+use crate::api::Handler;
+use crate::config::{check_config, MeshConfig, MeshError};
+use crate::peer::Shared;
 
 /// The executor a hosted mesh runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +44,6 @@ pub struct Starting {
     done: Receiver<()>,
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("me", &self.me)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Like [`super::start`], but returns the I/O task for the caller to spawn
 /// on its own executor, and a handle to wait for the mesh with.
 pub fn start_hosted(
@@ -62,7 +57,7 @@ pub fn start_hosted(
     let sh = Arc::clone(&shared);
     let task: IoTask = Box::new(move |io_loop| {
         Box::pin(async move {
-            node::run_hosted(cfg, sh, tx, io_loop).await;
+            select::run_hosted(cfg, sh, tx, io_loop).await;
             let _ = done_tx.send(());
         })
     });

@@ -11,7 +11,9 @@ pub use frame::{FrameDecoder, FrameEncoder, FrameError, DEFAULT_MAX_FRAME};
 pub use handshake::{
     Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION, UNASSIGNED,
 };
-pub use msg::{CodecError, Msg, SharedBlock, WireArg, WireError, WireId, WireValue, MAX_CHUNK};
+pub use msg::{
+    CodecError, Msg, SharedBlock, ShmStep, WireArg, WireError, WireId, WireValue, MAX_CHUNK,
+};
 
 #[cfg(test)]
 mod tests;

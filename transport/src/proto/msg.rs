@@ -175,6 +175,26 @@ pub enum Msg {
         labels: Vec<String>,
         fns: Vec<u64>,
     },
+    /// One step of the shm driver's start-up, sent only over its TCP control
+    /// mesh (see the `shm` module): the control mesh's handler in the driver
+    /// consumes it, and the runtime never sees it.
+    ShmSetup {
+        step: ShmStep,
+    },
+}
+
+/// What a [`Msg::ShmSetup`] says. Each node creates its inbox once it has
+/// the cluster id, says `Ready`, maps each peer's inbox once that peer is
+/// ready and says `Mapped`; it unlinks its own once every peer mapped it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShmStep {
+    /// From the head: the random id that names every inbox file of the
+    /// cluster (so clusters on one host never collide).
+    Cluster { id: [u8; 16] },
+    /// The sender has created its inbox.
+    Ready,
+    /// The sender has mapped the receiver's inbox.
+    Mapped,
 }
 
 impl Msg {
@@ -200,6 +220,8 @@ pub enum CodecError {
     Invalid(String),
     #[error("rkyv serialization failed: {0}")]
     Encode(String),
+    #[error("frame payload nests more than {max} levels deep (a task error with a cause chain that long?); refused, as decoding it could overflow the stack")]
+    TooDeep { max: usize },
 }
 
 /// Serializes a batch into `scratch` (cleared first; reused across frames so
@@ -216,9 +238,41 @@ pub fn encode_batch(
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// How deeply pointers may nest in a batch (the batch's vector is one level,
+/// each `WireError::cause` one more). Validation, deserialization and drop
+/// all recurse once per level, so without a limit a peer's frame holding a
+/// long cause chain (a few MB) overflows the receiving thread's stack and
+/// aborts the whole node. Every message but a task error nests at most 4
+/// deep; 512 leaves room for ~500 causes and stays well inside a 2 MiB
+/// thread stack even unoptimized.
+pub const MAX_DEPTH: usize = 512;
+
 /// Validates (bytecheck, exactly once) and deserializes a batch. `aligned`
-/// must hold the whole payload and nothing else.
+/// must hold the whole payload and nothing else. A batch nested deeper than
+/// [`MAX_DEPTH`] is [`CodecError::TooDeep`].
 pub fn decode_batch(aligned: &[u8]) -> Result<Vec<Msg>, CodecError> {
-    rkyv::from_bytes::<Vec<Msg>, rkyv::rancor::Error>(aligned)
+    use rkyv::validation::{archive::ArchiveValidator, shared::SharedValidator, Validator};
+    let depth = std::num::NonZeroUsize::new(MAX_DEPTH);
+    let mut validator = Validator::new(
+        ArchiveValidator::with_max_depth(aligned, depth),
+        SharedValidator::new(),
+    );
+    let archived =
+        rkyv::api::access_with_context::<rkyv::Archived<Vec<Msg>>, _, rkyv::rancor::Error>(
+            aligned,
+            &mut validator,
+        )
+        .map_err(|e| {
+            // rkyv reports the depth limit as a bare `None` (the trace naming
+            // the limit is not in the message); nothing else in its validator
+            // fails that way. tests/fuzz_regressions.rs pins this.
+            let m = e.to_string();
+            if m.starts_with("`Option` is `None`") {
+                CodecError::TooDeep { max: MAX_DEPTH }
+            } else {
+                CodecError::Invalid(m)
+            }
+        })?;
+    rkyv::deserialize::<Vec<Msg>, rkyv::rancor::Error>(archived)
         .map_err(|e| CodecError::Invalid(e.to_string()))
 }

@@ -170,6 +170,15 @@ fn all_msgs() -> Vec<Msg> {
         },
         Msg::Cancel { object: id(8) },
         Msg::Shutdown,
+        Msg::ShmSetup {
+            step: ShmStep::Cluster { id: [7; 16] },
+        },
+        Msg::ShmSetup {
+            step: ShmStep::Ready,
+        },
+        Msg::ShmSetup {
+            step: ShmStep::Mapped,
+        },
     ]
 }
 

@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use super::ring::{Bell, Consumer, Corrupt, Inbox, Producer};
 use super::setup::{Ctl, Setup};
-use crate::mesh::{Mesh, MeshConfig, PeerDown, Shared, ShmConfig, UP};
+use crate::api::PeerDown;
+use crate::config::{MeshConfig, ShmConfig};
+use crate::peer::{Shared, PENDING, UP};
 use crate::proto::{FrameDecoder, FrameEncoder, Msg};
+use crate::Mesh;
 
 /// The longest sleep without looking around (the wake protocol does not
 /// need it; it bounds the damage of a peer that dies between publishing and
@@ -80,12 +83,7 @@ impl Driver {
             peer.last_seen_ms.store(0, Ordering::Relaxed);
             let became_up = peer
                 .state
-                .compare_exchange(
-                    crate::mesh::PENDING,
-                    UP,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(PENDING, UP, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
             if became_up {
                 sh.handler.on_peer_up(p);

@@ -44,7 +44,10 @@ use parking_lot::Mutex;
 
 use super::driver::{Driver, BACKSTOP};
 use super::ring::Inbox;
-use crate::mesh::{check_config, Handler, MeshConfig, MeshError, Shared, Starting, TransportKind};
+use crate::api::Handler;
+use crate::config::{check_config, MeshConfig, MeshError, TransportKind};
+use crate::peer::Shared;
+use crate::Starting;
 
 /// What the host calls to be woken.
 pub type Wake = Arc<dyn Fn() + Send + Sync>;

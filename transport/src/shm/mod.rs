@@ -4,10 +4,11 @@
 //! Control plane, unchanged: every node first joins an ordinary mesh over
 //! encrypted TCP (join via the head, `Members`, the handshake proving the
 //! cluster secret) on a thread of its own (`owl-io-<node>` as well). Over it
-//! the head sends a random 128-bit cluster id, and each node creates its
-//! *inbox* `owl-<id>-<node>.inbox` (mode 0600, `O_EXCL`) under `/dev/shm`
-//! (or `MeshConfig::shm_dir`, `$OWL_STORE_DIR`, the temporary directory),
-//! says "ready", maps every peer's inbox and says "mapped"; once all peers
+//! ([`Msg::ShmSetup`](crate::proto::Msg::ShmSetup), see [`setup`]) the head
+//! sends a random 128-bit cluster id, and each node creates its *inbox*
+//! `owl-<id>-<node>.inbox` (mode 0600, `O_EXCL`) under `/dev/shm` (or
+//! `MeshConfig::shm_dir`, `$OWL_STORE_DIR`, the temporary directory), says
+//! "ready", maps every peer's inbox and says "mapped"; once all peers
 //! have mapped its inbox a node unlinks it, so nothing stays in `/dev/shm`
 //! after start-up, however the processes end later. An inbox holds the
 //! owner's doorbell and one ring per peer (so one ring per ordered pair of
@@ -40,7 +41,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::mesh::{MeshConfig, MeshError, Shared, ShmConfig};
+use crate::config::{MeshConfig, MeshError, ShmConfig};
+use crate::peer::Shared;
 
 mod driver;
 pub(crate) mod host;

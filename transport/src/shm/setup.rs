@@ -11,10 +11,11 @@ use std::time::Instant;
 use ring::rand::SecureRandom;
 
 use super::ring::Inbox;
-use crate::mesh::{
-    Handler, Mesh, MeshConfig, MeshError, PeerDown, Shared, ShmConfig, TransportKind,
-};
-use crate::proto::{Msg, WireId};
+use crate::api::{Handler, Link, PeerDown};
+use crate::config::{MeshConfig, MeshError, ShmConfig, TransportKind};
+use crate::peer::Shared;
+use crate::proto::{Msg, ShmStep};
+use crate::Mesh;
 
 /// What the control mesh tells the shm driver.
 #[derive(Debug)]
@@ -29,24 +30,10 @@ pub(crate) enum Ctl {
     Down(PeerDown),
 }
 
-/// The control mesh's own messages ride in `Chunk`s on this object id; they
-/// never reach the runtime (the control mesh's handler is [`CtlHandler`]).
-const CTL_OBJECT: WireId = WireId {
-    node: u32::MAX,
-    shard: u16::MAX,
-    index: u32::MAX,
-    gen: 0x5348_4d00, // "SHM\0"
-};
-const CLUSTER: u64 = 1;
-const READY: u64 = 2;
-const MAPPED: u64 = 3;
-
-fn ctl_msg(kind: u64, data: Vec<u8>) -> Msg {
-    Msg::Chunk {
-        object: CTL_OBJECT,
-        offset: kind,
-        data,
-    }
+/// The start-up exchange's message; only the control mesh carries it, and
+/// its handler is [`CtlHandler`], so it never reaches the runtime.
+fn ctl_msg(step: ShmStep) -> Msg {
+    Msg::ShmSetup { step }
 }
 
 /// The control mesh's handler: forwards to the shm I/O thread.
@@ -67,23 +54,15 @@ impl CtlHandler {
 impl Handler for CtlHandler {
     fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
         for m in msgs {
-            let Msg::Chunk {
-                object,
-                offset,
-                data,
-            } = m
-            else {
+            let Msg::ShmSetup { step } = m else {
                 continue; // heartbeats of the control mesh
             };
-            let ctl = match offset {
-                _ if object != CTL_OBJECT => continue,
-                CLUSTER if from == 0 => match <[u8; 16]>::try_from(data.as_slice()) {
-                    Ok(id) => Ctl::Cluster(id),
-                    Err(_) => continue,
-                },
-                READY => Ctl::Ready,
-                MAPPED => Ctl::Mapped,
-                _ => continue,
+            let ctl = match step {
+                ShmStep::Cluster { id } if from == 0 => Ctl::Cluster(id),
+                ShmStep::Ready => Ctl::Ready,
+                ShmStep::Mapped => Ctl::Mapped,
+                // Only the head names the cluster.
+                ShmStep::Cluster { .. } => continue,
             };
             self.forward(from, ctl);
         }
@@ -131,7 +110,7 @@ pub(crate) fn setup(
         pending: pending.clone(),
         sh: sh.clone(),
     });
-    let control = crate::mesh::start(ctl_cfg, handler)?;
+    let control = crate::start(ctl_cfg, handler)?;
     let (mine, peers) = exchange(cfg, shm, sh, &control, &events)?;
     Ok(Setup {
         control,
@@ -151,7 +130,6 @@ fn exchange(
     control: &Mesh,
     events: &Receiver<(u32, Ctl)>,
 ) -> Result<Inboxes, MeshError> {
-    use crate::mesh::Link;
     let (me, n) = (cfg.node, cfg.nodes);
     let dir = super::dir(cfg);
     let deadline = Instant::now() + cfg.connect_timeout;
@@ -162,7 +140,7 @@ fn exchange(
             .fill(&mut id)
             .map_err(|_| MeshError::Setup("no system randomness for the cluster id".into()))?;
         for p in 1..n {
-            control.send(p, ctl_msg(CLUSTER, id.to_vec()));
+            control.send(p, ctl_msg(ShmStep::Cluster { id }));
         }
         cluster = Some(id);
     }
@@ -186,7 +164,7 @@ fn exchange(
             let bell = inbox.clone();
             let _ = sh.kick.set(Box::new(move || bell.bell().ring()));
             for p in others() {
-                control.send(p, ctl_msg(READY, Vec::new()));
+                control.send(p, ctl_msg(ShmStep::Ready));
             }
             mine = Some((inbox, linked));
         }
@@ -201,7 +179,7 @@ fn exchange(
                         ))
                     })?;
                     peers[p as usize] = Some(Arc::new(inbox));
-                    control.send(p, ctl_msg(MAPPED, Vec::new()));
+                    control.send(p, ctl_msg(ShmStep::Mapped));
                 }
             }
             if others().all(|p| peers[p as usize].is_some() && mapped_by[p as usize]) {

@@ -1,0 +1,316 @@
+//! Each peer as both sides of the transport see it: the runtime's threads
+//! queue into it (through [`crate::Link`]), the I/O thread drains it, and its
+//! state goes PENDING, UP once connected, then DEAD or LEFT. [`Shared`] holds
+//! every peer (a [`Slots`] table, growing under readers in an open cluster)
+//! plus the node-wide flags both sides watch. Every driver (socket mesh, shm)
+//! keeps its peers here, so the liveness rules (reported once, never after
+//! this node's own shutdown, late messages of the dead dropped) are written
+//! once.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use crate::api::{Handler, PeerDown};
+use crate::config::MeshConfig;
+use crate::proto::Msg;
+use crate::slots::Slots;
+// Only held, for shm's control mesh (see `Shared::control`).
+use crate::Mesh;
+
+pub(crate) const PENDING: u8 = 0;
+pub(crate) const UP: u8 = 1;
+pub(crate) const DEAD: u8 = 2;
+pub(crate) const LEFT: u8 = 3;
+
+/// One peer as seen from the runtime's threads and the I/O thread.
+pub(crate) struct Peer {
+    pub(crate) queue: Mutex<Vec<Msg>>,
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) state: AtomicU8,
+    pub(crate) last_seen_ms: AtomicU64,
+}
+
+/// State shared by the runtime's threads (through [`crate::Link`]) and the
+/// I/O thread.
+pub(crate) struct Shared {
+    pub(crate) me: u32,
+    /// Every node this one knows of, `0..peers.len()`: fixed for a
+    /// launched cluster, growing as nodes join an open one.
+    pub(crate) peers: Slots<Peer>,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) closing: AtomicBool,
+    pub(crate) stop: tokio::sync::Notify,
+    pub(crate) queued: AtomicU32,
+    pub(crate) idle_shards: AtomicU32,
+    /// Set by a driver whose I/O thread does not wait on `Notify`s (shm):
+    /// called after every change that thread must notice.
+    pub(crate) kick: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// `Mesh::kill` (not `shutdown`) stopped the node.
+    pub(crate) killed: AtomicBool,
+    /// Set by `Mesh::shutdown` once `Shutdown` is queued for every live peer
+    /// (after `closing`): a driver flushing its queues waits for it.
+    pub(crate) shutdown_queued: AtomicBool,
+    /// A mesh this one runs over (the shm driver's TCP control mesh) when
+    /// no I/O thread of ours owns it (hosted): `Mesh::shutdown`/`kill`
+    /// close it after the host finished.
+    pub(crate) control: Mutex<Option<Arc<Mesh>>>,
+}
+
+impl Peer {
+    fn new() -> Self {
+        Peer {
+            queue: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            state: AtomicU8::new(PENDING),
+            last_seen_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// For `cfg`: a launched cluster's nodes, or an open cluster's ids up
+    /// to ours (later members are added as the head announces them).
+    pub(crate) fn new(cfg: &MeshConfig, handler: Arc<dyn Handler>) -> Self {
+        let me = cfg.node;
+        let nodes = if cfg.open { me + 1 } else { cfg.nodes };
+        let peers = Slots::new();
+        peers.grow(nodes, Peer::new);
+        Self {
+            me,
+            peers,
+            handler,
+            closing: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
+            queued: AtomicU32::new(0),
+            idle_shards: AtomicU32::new(0),
+            kick: OnceLock::new(),
+            killed: AtomicBool::new(false),
+            shutdown_queued: AtomicBool::new(false),
+            control: Mutex::new(None),
+        }
+    }
+
+    /// Nodes known so far (ids `0..nodes()`).
+    pub(crate) fn nodes(&self) -> u32 {
+        self.peers.len()
+    }
+
+    /// Makes ids `0..n` known (new nodes of an open cluster).
+    pub(crate) fn grow(&self, n: u32) {
+        self.peers.grow(n, Peer::new);
+    }
+
+    /// Wakes a driver that registered a `kick`; no-op otherwise.
+    pub(crate) fn kick(&self) {
+        if let Some(k) = self.kick.get() {
+            k();
+        }
+    }
+
+    pub(crate) fn state(&self, peer: u32) -> u8 {
+        self.peers
+            .get(peer)
+            .map_or(PENDING, |p| p.state.load(Ordering::Acquire))
+    }
+
+    /// Queues for `to`; wakes its writer only on empty -> non-empty, so a
+    /// burst of sends costs one wake-up and goes out as one frame.
+    pub(crate) fn push(&self, to: u32, msg: Msg) {
+        let Some(p) = self.peers.get(to).filter(|_| to != self.me) else {
+            tracing::debug!(to, "dropping message to self or an unknown node");
+            return;
+        };
+        if matches!(p.state.load(Ordering::Acquire), DEAD | LEFT) {
+            return;
+        }
+        let was_empty = {
+            let mut q = p.queue.lock();
+            q.push(msg);
+            q.len() == 1
+        };
+        if was_empty {
+            p.wake.notify_one();
+            self.kick();
+        }
+    }
+
+    /// One heartbeat round of a driver: every live peer silent for longer
+    /// than `dead_after_ms` is returned with its silence (ms), for the driver
+    /// to declare down; every other live peer is sent a heartbeat carrying
+    /// this node's load.
+    pub(crate) fn heartbeat_round(
+        &self,
+        seq: u64,
+        now_ms: u64,
+        dead_after_ms: u64,
+    ) -> Vec<(u32, u64)> {
+        let mut silent_peers = Vec::new();
+        for peer in (0..self.nodes()).filter(|&p| p != self.me) {
+            if self.state(peer) != UP {
+                continue;
+            }
+            let silent =
+                now_ms.saturating_sub(self.peers[peer].last_seen_ms.load(Ordering::Relaxed));
+            if silent > dead_after_ms {
+                silent_peers.push((peer, silent));
+                continue;
+            }
+            let hb = Msg::Heartbeat {
+                seq,
+                queued: self.queued.load(Ordering::Relaxed),
+                idle_shards: self.idle_shards.load(Ordering::Relaxed),
+            };
+            self.push(peer, hb);
+        }
+        silent_peers
+    }
+
+    /// A batch from `peer`: records that it was heard from, takes out the
+    /// messages the transport consumes itself and hands the rest to the
+    /// handler, in order. `None` once the peer is gone (late messages of a
+    /// dead node are dropped).
+    pub(crate) fn deliver(&self, peer: u32, now_ms: u64, mut msgs: Vec<Msg>) -> Option<Control> {
+        if self.state(peer) != UP {
+            return None;
+        }
+        self.peers[peer]
+            .last_seen_ms
+            .store(now_ms, Ordering::Relaxed);
+        let mut c = Control::default();
+        msgs.retain(|m| match m {
+            Msg::Shutdown => {
+                c.left = true;
+                false
+            }
+            Msg::NodeDead { node } if peer == 0 => {
+                c.dead.push(*node);
+                false
+            }
+            Msg::NodeLeft { node } if peer == 0 => {
+                c.left_nodes.push(*node);
+                false
+            }
+            Msg::Join { node, addr, .. } if *node == peer => {
+                c.joined = Some(addr.clone());
+                false
+            }
+            Msg::Members { members } if peer == 0 => {
+                c.members.push(members.clone());
+                false
+            }
+            _ => true,
+        });
+        if !msgs.is_empty() {
+            self.handler.on_msgs(peer, msgs);
+        }
+        // Announced deaths and departures of nodes this one knows, other
+        // than itself.
+        c.dead.retain(|&n| n < self.nodes() && n != self.me);
+        c.left_nodes.retain(|&n| n < self.nodes() && n != self.me);
+        Some(c)
+    }
+
+    /// The head announced that `peer` left. A connected peer is not marked
+    /// here: its own `Shutdown` arrives after everything it sent us, while
+    /// the head's relay may overtake those messages (seen over QUIC, where
+    /// the two connections are paced independently). A peer we never
+    /// reached is marked left so start-up stops waiting for it.
+    pub(crate) fn announced_left(&self, peer: u32) {
+        if self.state(peer) != UP {
+            self.mark_left(peer);
+        }
+    }
+
+    /// On the head: tells every other live node that `peer` is dead.
+    pub(crate) fn announce_dead(&self, peer: u32) {
+        self.announce(peer, Msg::NodeDead { node: peer });
+    }
+
+    /// On the head of an open cluster: tells every other live node that
+    /// `peer` left cleanly (see [`Shared::announced_left`]).
+    pub(crate) fn announce_left(&self, peer: u32) {
+        self.announce(peer, Msg::NodeLeft { node: peer });
+    }
+
+    fn announce(&self, peer: u32, msg: Msg) {
+        for other in 1..self.nodes() {
+            if other != peer && self.state(other) == UP {
+                self.push(other, msg.clone());
+            }
+        }
+    }
+
+    /// Marks `peer` dead and reports it, once; false if it was already
+    /// dead or gone, or this node is shutting down.
+    pub(crate) fn mark_dead(&self, peer: u32, why: PeerDown) -> bool {
+        let Some(p) = self.peers.get(peer) else {
+            return false;
+        };
+        let mut cur = p.state.load(Ordering::Acquire);
+        loop {
+            if matches!(cur, DEAD | LEFT) {
+                return false;
+            }
+            match p
+                .state
+                .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        p.queue.lock().clear();
+        p.wake.notify_one();
+        self.kick();
+        if self.closing.load(Ordering::Acquire) {
+            return false;
+        }
+        tracing::warn!(node = self.me, peer, ?why, "peer down");
+        self.handler.on_peer_down(peer, why);
+        true
+    }
+
+    /// The peer said `Shutdown`: it is gone without failure.
+    /// Reported through `Handler::on_peer_left` once, unless this node is
+    /// shutting down itself.
+    pub(crate) fn mark_left(&self, peer: u32) {
+        let Some(p) = self.peers.get(peer) else {
+            return;
+        };
+        let was = p.state.swap(LEFT, Ordering::AcqRel);
+        if was != LEFT {
+            p.queue.lock().clear();
+            p.wake.notify_one();
+            self.kick();
+        }
+        if was == UP && !self.closing.load(Ordering::Acquire) {
+            tracing::debug!(node = self.me, peer, "peer left");
+            self.handler.on_peer_left(peer);
+        }
+    }
+}
+
+/// What a batch carried for the transport itself (see [`Shared::deliver`]).
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// The peer sent `Shutdown`: it left cleanly.
+    pub(crate) left: bool,
+    /// Nodes the head announced dead.
+    pub(crate) dead: Vec<u32>,
+    /// Nodes the head announced left (see [`Shared::announced_left`]).
+    pub(crate) left_nodes: Vec<u32>,
+    /// The peer's `Join` (its listen address); the head acts on it.
+    pub(crate) joined: Option<String>,
+    /// Member lists from the head.
+    pub(crate) members: Vec<Vec<(u32, String)>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
