@@ -129,13 +129,14 @@ pub fn start(args: StartArgs) -> ExitCode {
     if args.block {
         run_node(args, &state)
     } else {
-        background(&state, args.wait)
+        background(&state, args.wait, args.head)
     }
 }
 
 /// Starts this command again with `--block`, detached, and waits for its
-/// node file.
-fn background(state: &Path, wait: u64) -> ExitCode {
+/// node file (and for a head, its cluster record, which `OWL_ADDRESS=auto`
+/// reads: the node writes it just after its node file).
+fn background(state: &Path, wait: u64, head: bool) -> ExitCode {
     let logs = state.join("logs");
     let _ = std::fs::create_dir_all(&logs);
     let stamp = std::time::SystemTime::now()
@@ -173,7 +174,8 @@ fn background(state: &Path, wait: u64) -> ExitCode {
     let node_file = nodes_dir(state).join(child.id().to_string());
     let deadline = Instant::now() + Duration::from_secs(wait);
     loop {
-        if let Some(info) = read_node_file(&node_file) {
+        let recorded = || matches!(open::read_cluster(state), Ok(Some(r)) if r.pid == child.id());
+        if let Some(info) = read_node_file(&node_file).filter(|_| !head || recorded()) {
             print_started(&info, state, Some(&log_path));
             return ExitCode::SUCCESS;
         }

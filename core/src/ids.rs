@@ -85,6 +85,28 @@ pub const fn stable_hash(s: &str) -> u64 {
     hash
 }
 
+impl From<owl_transport::proto::WireId> for ObjectId {
+    fn from(w: owl_transport::proto::WireId) -> ObjectId {
+        ObjectId {
+            node: NodeId(w.node),
+            shard: ShardId(w.shard),
+            index: w.index,
+            gen: w.gen,
+        }
+    }
+}
+
+impl From<ObjectId> for owl_transport::proto::WireId {
+    fn from(id: ObjectId) -> owl_transport::proto::WireId {
+        owl_transport::proto::WireId {
+            node: id.node.0,
+            shard: id.shard.0,
+            index: id.index,
+            gen: id.gen,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

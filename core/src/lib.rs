@@ -30,35 +30,45 @@
 //! - a task that fails, panics or is cancelled stores an error as its result,
 //!   never takes its shard down.
 
-mod cell;
+// Unsafe code is denied everywhere in the crate; the two items that need it
+// (unchecked access to archives validated once, in objref.rs, and the
+// contained-refs thread-local in value.rs) allow it, each with its SAFETY note.
+#![deny(unsafe_code)]
+
 mod config;
 mod error;
 mod ids;
+mod leaks;
 mod net;
-mod objref;
+mod node;
+mod object;
+mod owner;
+mod retry;
 mod runtime;
 pub mod sched;
 mod shard;
+mod startup;
 pub mod table;
 mod task;
-mod value;
-mod wait;
+#[doc(hidden)]
+pub mod testkit;
 
 pub use config::{Builder, Config, Membership, Network, Transport};
 pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
 pub use ids::{FnId, NodeId, ObjectId, ShardId};
+pub use leaks::LeakReport;
 pub use net::{in_process, on_loopback, Member, NetLeaks, SimCluster};
-pub use objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
+pub use object::objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
+pub use object::value::{OwlWriter, Stored, Value};
 pub use owl_macros::{main, remote};
 pub use owl_store::ArenaStats;
 /// The transport's simulated network (for `SimCluster` tests).
 pub use owl_transport::sim;
-pub use runtime::{runtime, LeakReport, Runtime};
+pub use runtime::{runtime, Runtime};
 pub use shard::{EventLoopKind, LeakCounts};
 pub use task::{CallOpts, FnInfo, IntoArg};
-pub use value::{OwlWriter, Stored, Value};
 
 /// Re-exported so users derive `Archive`, `Serialize`, `Deserialize` for their types.
 pub use rkyv;
@@ -66,19 +76,19 @@ pub use rkyv;
 /// Used by the code `#[owl::remote]` and `#[owl::main]` generate; not API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::cell::ObjectCell;
     pub use crate::error::TaskErrorKind;
     pub use crate::ids::stable_hash;
+    pub use crate::object::cell::ObjectCell;
+    pub use crate::object::value::{store, Stored};
     pub use crate::task::{
         Arg, ArgIn, ArgOut, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS,
     };
-    pub use crate::value::{store, Stored};
     pub use linkme;
     pub use owl_store::Arena;
     pub use std::sync::Arc;
 
+    use crate::object::value::Value;
     use crate::runtime::Runtime;
-    use crate::value::Value;
 
     /// The runtime of the running task; generated code injects it into
     /// `Runtime` parameters.

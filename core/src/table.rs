@@ -31,14 +31,17 @@
 //! 2. An entry's cell has the entry's id.
 //! 3. A release for an id whose entry is gone (or whose slot was reused) is
 //!    ignored.
+//! 4. A node purged as a borrower (it died) is never registered again:
+//!    a registration of it that arrives after the purge (sent by a third
+//!    node before it learned of the death) would never be released.
 
 use std::sync::Arc;
 
 use slab::Slab;
 use smallvec::SmallVec;
 
-use crate::cell::ObjectCell;
 use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::object::cell::ObjectCell;
 use crate::task::FnInfo;
 
 #[derive(Debug)]
@@ -72,6 +75,8 @@ impl Entry {
 pub enum Released {
     /// The entry is gone; here it is, to be dropped outside the table.
     Freed(Entry),
+    /// A dead node's purge freed these entries.
+    FreedMany(Vec<Entry>),
     /// Other references remain.
     Kept,
     /// No such entry (already freed): ignored.
@@ -85,6 +90,8 @@ pub struct OwnershipTable {
     rt: u32,
     entries: Slab<Entry>,
     next_gen: u32,
+    /// Nodes purged as borrowers (dead): their registrations are ignored.
+    gone: Vec<NodeId>,
 }
 
 impl OwnershipTable {
@@ -95,6 +102,7 @@ impl OwnershipTable {
             rt,
             entries: Slab::new(),
             next_gen: 0,
+            gone: Vec::new(),
         }
     }
 
@@ -137,7 +145,7 @@ impl OwnershipTable {
     }
 
     /// Creates the entry for a `put` value: ready, one handle group.
-    pub fn insert_ready(&mut self, value: crate::value::Stored) -> Arc<ObjectCell> {
+    pub fn insert_ready(&mut self, value: crate::object::value::Stored) -> Arc<ObjectCell> {
         let id = self.next_id();
         self.insert_cell(id, ObjectCell::ready(id, self.rt, 1, value), None)
     }
@@ -186,6 +194,7 @@ impl OwnershipTable {
     /// `shipped` marks a registration this node made when it sent the ref
     /// (it ends the cell's in-flight count taken at sending).
     pub fn borrow(&mut self, id: ObjectId, node: NodeId, delta: i32, shipped: bool) -> Released {
+        let gone = self.gone.contains(&node);
         let Some(entry) = self.entry_mut(id) else {
             return Released::Stale;
         };
@@ -195,6 +204,10 @@ impl OwnershipTable {
                 .cell
                 .in_flight
                 .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        if gone {
+            // Invariant 4: a dead node's count stays purged.
+            return self.free_if_unused(id);
         }
         match entry.borrowers.iter().position(|(n, _)| *n == node) {
             Some(i) => {
@@ -209,9 +222,28 @@ impl OwnershipTable {
         self.free_if_unused(id)
     }
 
+    /// Applies one update of the owner layer (`owner::TableOp`).
+    pub(crate) fn apply(&mut self, op: crate::owner::TableOp) -> Released {
+        use crate::owner::TableOp;
+        match op {
+            TableOp::Release(id) => self.release_local(id),
+            TableOp::Borrow {
+                id,
+                node,
+                delta,
+                shipped,
+            } => self.borrow(id, node, delta, shipped),
+            TableOp::GroupStarted(id) => self.group_started(id),
+            TableOp::NodeGone(node) => Released::FreedMany(self.purge_borrower(node)),
+        }
+    }
+
     /// Forgets every registration of a dead node (its death releases
     /// everything it borrowed); returns the entries that freed.
     pub fn purge_borrower(&mut self, node: NodeId) -> Vec<Entry> {
+        if !self.gone.contains(&node) {
+            self.gone.push(node);
+        }
         let mut freed = Vec::new();
         let keys: Vec<usize> = self
             .entries
@@ -227,6 +259,11 @@ impl OwnershipTable {
             }
         }
         freed
+    }
+
+    /// The ids of every entry, in slot order (for reports).
+    pub(crate) fn ids(&self) -> Vec<ObjectId> {
+        self.entries.iter().map(|(_, e)| e.cell.id()).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -390,7 +427,7 @@ mod tests {
         assert_eq!(t.get(p.id()).unwrap().lineage.unwrap().name, "f");
         let dir = tempfile::tempdir().unwrap();
         let arena = owl_store::Arena::create(dir.path(), "t", 1 << 20, 64).unwrap();
-        let r = t.insert_ready(crate::value::store(&7u64, &arena, 1024).unwrap());
+        let r = t.insert_ready(crate::object::value::store(&7u64, &arena, 1024).unwrap());
         assert!(r.is_ready());
         assert!(t.get(r.id()).unwrap().lineage.is_none());
         t.check();

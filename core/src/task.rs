@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use owl_store::Arena;
 
-use crate::cell::ObjectCell;
 use crate::error::{PutError, TaskErrorKind};
 use crate::ids::FnId;
 use crate::ids::NodeId;
-use crate::objref::{deserialize_stored, ObjectRef, RawRef};
-use crate::value::{store, Stored, Value};
+use crate::object::cell::ObjectCell;
+use crate::object::objref::{deserialize_stored, ObjectRef, RawRef};
+use crate::object::value::{store, Stored, Value};
 
 /// A registered remote function (placed in [`REMOTE_FNS`] at compile time).
 #[derive(Debug)]
@@ -368,10 +368,9 @@ impl Task {
         ready
     }
 
-    /// Whether a failure of `kind` on this attempt earns another attempt.
+    /// Whether a failure of `kind` on this attempt earns another attempt
+    /// (see `crate::retry`).
     pub fn should_retry(&self, kind: &TaskErrorKind) -> bool {
-        let Some(opts) = &self.opts else { return false };
-        let app_error = matches!(kind, TaskErrorKind::Panicked(_) | TaskErrorKind::Failed(_));
-        app_error && opts.retries_app_errors() && self.attempt < opts.max_retries
+        crate::retry::may_retry(self.opts.as_deref(), self.attempt, kind)
     }
 }

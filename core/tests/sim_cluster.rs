@@ -2,17 +2,23 @@
 //! process over the transport's simulated network (seeded per-frame delays,
 //! partitions, crashes), every node's tables empty afterwards.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use owl::sim::SimConfig;
 use owl::{CallOpts, GetError, NodeId, ObjectRef, Runtime, SimCluster, TaskErrorKind};
 
 fn sim(n: u32, seed: u64) -> SimCluster {
+    sim_dead_after(n, seed, Duration::from_secs(5))
+}
+
+fn sim_dead_after(n: u32, seed: u64, dead_after: Duration) -> SimCluster {
     let cfg = SimConfig {
         min_delay: Duration::from_micros(5),
         max_delay: Duration::from_micros(300),
         heartbeat: Some(Duration::from_millis(20)),
-        dead_after: Duration::from_secs(5),
+        dead_after,
         ..SimConfig::default()
     };
     SimCluster::start(n, seed, cfg, Duration::from_micros(100), |_| {
@@ -86,6 +92,32 @@ async fn slow(x: u64, ms: u64) -> u64 {
     x
 }
 
+/// Runs of `where_run` per tag (tests run concurrently: each uses its own).
+static RUNS: Mutex<Option<HashMap<u64, Vec<u32>>>> = Mutex::new(None);
+
+/// Records that it ran (tag, node) and returns the node it ran on.
+#[owl::remote]
+fn where_run(rt: Runtime, tag: u64) -> u32 {
+    let me = rt.node().0;
+    RUNS.lock()
+        .unwrap()
+        .get_or_insert_with(HashMap::new)
+        .entry(tag)
+        .or_default()
+        .push(me);
+    me
+}
+
+fn runs(tag: u64) -> Vec<u32> {
+    let runs = RUNS.lock().unwrap();
+    let mut v = runs
+        .as_ref()
+        .and_then(|m| m.get(&tag).cloned())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 #[owl::remote]
 fn boxed(rt: Runtime, v: u64) -> ObjectRef<u64> {
     rt.put(v).unwrap()
@@ -138,6 +170,83 @@ fn a_partition_delays_but_loses_nothing() {
     );
     drop(r);
     c.assert_no_leaks();
+}
+
+/// How a partition between nodes 0 and 2 is cut in the tests below.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Both directions held (delivered after healing, if the link lives).
+    Held,
+    /// Only 2 -> 0 held: node 2 hears node 0, node 0 hears nothing.
+    OneWay,
+    /// Both directions lose every frame; after healing the next frame shows
+    /// the gap and closes the link.
+    Lossy,
+}
+
+/// A partition longer than `dead_after`: node 0 declares node 2 dead and
+/// runs the task it had placed there itself; after healing, nothing node 2
+/// sent during the partition (its stale reply included) is applied, and
+/// every node ends leak-free. `ran_on_2` says whether the task's `Submit`
+/// reached node 2 (it does when only 2 -> 0 is cut).
+fn long_partition(cut: Cut, tag: u64, seed: u64, ran_on_2: bool) {
+    let dead_after = Duration::from_millis(300);
+    let c = sim_dead_after(3, seed, dead_after);
+    let rt = c.node(0);
+    match cut {
+        Cut::Held => c.net().partition(0, 2),
+        Cut::OneWay => c.net().partition_one_way(2, 0),
+        Cut::Lossy => c.net().partition_lossy(0, 2),
+    }
+    let r = where_run.options(on(2)).remote(rt, tag).unwrap();
+    // Before `dead_after` nothing is decided: the task waits.
+    assert!(matches!(
+        r.get_blocking_timeout(dead_after / 3),
+        Err(GetError::Timeout { .. })
+    ));
+    let answer = *r.get_blocking_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(answer, 0, "{cut:?}: the retry on node 0 answers");
+    assert!(
+        !c.net().link_up(0, 2),
+        "{cut:?}: node 0 declared node 2 dead"
+    );
+    // Node 2 notices too: at once when it hears nothing, or once node 0,
+    // which stopped talking to it, stays silent for `dead_after`.
+    let t = std::time::Instant::now();
+    while c.net().link_up(2, 0) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !c.net().link_up(2, 0),
+        "{cut:?}: node 2 declared node 0 dead"
+    );
+    c.net().heal(0, 2);
+    // Whatever was held is delivered now (or shows its gap): all of it is
+    // dropped, as messages of a node declared dead.
+    std::thread::sleep(dead_after);
+    assert_eq!(*r.get_blocking().unwrap(), 0, "{cut:?}: the answer stands");
+    let expect = if ran_on_2 { vec![0, 2] } else { vec![0] };
+    assert_eq!(runs(tag), expect, "{cut:?}: runs per node");
+    // Node 1 was never cut off and still works with both.
+    let via_1 = where_run.options(on(1)).remote(c.node(2), tag + 1).unwrap();
+    assert_eq!(*via_1.get_blocking().unwrap(), 1);
+    drop((r, via_1));
+    c.assert_no_leaks();
+}
+
+#[test]
+fn a_long_partition_declares_the_node_dead_and_its_task_reruns() {
+    long_partition(Cut::Held, 100, 21, false);
+}
+
+#[test]
+fn a_one_way_partition_declares_the_silent_node_dead() {
+    long_partition(Cut::OneWay, 200, 23, true);
+}
+
+#[test]
+fn a_lossy_partition_closes_the_link_and_loses_no_answer() {
+    long_partition(Cut::Lossy, 300, 29, false);
 }
 
 #[test]

@@ -11,13 +11,13 @@ use std::task::{Wake, Waker};
 use owl_store::BlockMut;
 use owl_transport::proto::{Msg, SharedBlock, WireError, WireId, WireValue};
 
-use super::{refs, wire, Net};
-use crate::cell::ObjectCell;
+use super::{wire, Net};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
-use crate::objref::RawRef;
-use crate::runtime::NodeShared;
-use crate::value::Stored;
+use crate::node::NodeShared;
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+use crate::object::value::Stored;
 
 /// Values larger than this are pulled in chunks of this size.
 pub(crate) const CHUNK: usize = 4 << 20;
@@ -118,10 +118,6 @@ impl Net {
             },
         };
         self.send(to, msg);
-    }
-
-    pub(crate) fn proxy(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
-        self.borrowed.lock().get(&id).map(|b| Arc::clone(&b.cell))
     }
 
     pub(super) fn on_value(
@@ -321,7 +317,7 @@ impl Net {
         };
         for id in failed {
             if let Some(cell) = self.proxy(id) {
-                cell.complete(Err(refs::owner_died(id)));
+                cell.complete(Err(crate::owner::refs::owner_died(id)));
             }
         }
     }

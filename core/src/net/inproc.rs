@@ -12,7 +12,8 @@ use super::NodeHandler;
 use crate::config::Builder;
 use crate::error::StartError;
 use crate::ids::NodeId;
-use crate::runtime::{NodeShared, Runtime};
+use crate::node::NodeShared;
+use crate::runtime::Runtime;
 
 struct ChannelLink {
     me: u32,

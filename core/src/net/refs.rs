@@ -1,222 +1,73 @@
-//! Refs that cross nodes: registration with the owner when a ref leaves,
-//! proxies for refs that arrive, and their release.
-//!
-//! The rule (docs/DESIGN.md, "Ownership table"): whoever sends a
-//! ref of object `x` to node `D` registers `D` with `x`'s owner `O` before
-//! it can release its own hold on `x`:
-//! - the sender is `O`: it counts the ref as in flight on `x`'s cell at
-//!   once (any thread) and tells the owning shard, which turns it into one
-//!   registration of `D`;
-//! - `D` is `O`: nothing to do; `D` finds its own cell through its export
-//!   index, and the sender's later release travels behind the ref on the
-//!   same ordered link;
-//! - otherwise: `AddBorrower(x, D)` to `O`, sent before the sender's own
-//!   `RemoveBorrower` on the same ordered link.
-//!
-//! A node that receives `x` joins its one handle group for `x` (a proxy
-//! cell, or its own cell) and counts one registration per arrival; when the
-//! group ends it returns them all in one `RemoveBorrower`. Counts at the
-//! owner may go negative while messages from different nodes race; the
-//! entry lives until all are zero.
+//! The engine's side of cross-node refs: the owner layer's [`Ctx`] over
+//! the mesh and the shard inboxes, and the `Net` entry points the rest of
+//! the engine calls, each handing over to `owner::refs`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use owl_transport::proto::{Msg, WireId};
 
-use super::{wire, Net};
-use crate::cell::ObjectCell;
-use crate::error::{TaskError, TaskErrorKind};
-use crate::ids::{NodeId, ObjectId};
-use crate::objref::RawRef;
-use crate::runtime::NodeShared;
+use super::Net;
+use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::node::NodeShared;
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+use crate::owner::{Ctx, TableOp};
 use crate::shard::Msg as ShardMsg;
 
-/// This node's proxy of an object owned elsewhere.
-pub(crate) struct Borrowed {
-    pub cell: Arc<ObjectCell>,
-    /// Registrations the owner counts for this node.
-    pub regs: u32,
+/// The owner layer's context on a running node.
+pub(crate) struct NetCtx<'a> {
+    net: &'a Net,
+    node: &'a NodeShared,
 }
 
-/// Adds a handle to a live group; fails once the group has ended (zero
-/// stays zero: see `ObjectCell::handles`).
-fn join_group(cell: &ObjectCell) -> bool {
-    let mut n = cell.handles.load(Ordering::Relaxed);
-    loop {
-        if n == 0 {
-            return false;
-        }
-        match cell
-            .handles
-            .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
-        {
-            Ok(_) => return true,
-            Err(now) => n = now,
-        }
+impl Ctx for NetCtx<'_> {
+    fn send(&self, to: NodeId, msg: Msg) {
+        self.net.send(to, msg);
+    }
+
+    fn to_table(&self, shard: ShardId, op: TableOp) {
+        self.node.to_shard(shard, ShardMsg::Table(op));
+    }
+
+    fn is_dead(&self, node: NodeId) -> bool {
+        self.net.is_dead(node)
     }
 }
 
 impl Net {
+    pub(crate) fn ctx<'a>(&'a self, node: &'a NodeShared) -> NetCtx<'a> {
+        NetCtx { net: self, node }
+    }
+
     /// Registers the receiver of a ref about to be sent; returns its id.
     pub(crate) fn ship_ref(&self, node: &NodeShared, to: NodeId, r: &RawRef) -> WireId {
-        let id = r.id();
-        if id.node == self.me {
-            r.cell().in_flight.fetch_add(1, Ordering::AcqRel);
-            self.exports
-                .lock()
-                .entry(id)
-                .or_insert_with(|| Arc::clone(r.cell()));
-            node.to_shard(
-                id.shard,
-                ShardMsg::Borrow {
-                    id,
-                    node: to,
-                    delta: 1,
-                    shipped: true,
-                },
-            );
-        } else if id.node != to {
-            self.send(
-                id.node,
-                Msg::AddBorrower {
-                    object: wire::wire_id(id),
-                    borrower: to.0,
-                    count: 1,
-                },
-            );
-        }
-        wire::wire_id(id)
+        self.refs.ship(&self.ctx(node), to, r)
     }
 
     /// The handle for a ref that arrived from another node.
-    pub(crate) fn resolve(&self, node: &Arc<NodeShared>, id: ObjectId) -> RawRef {
-        if id.node == self.me {
-            return self.resolve_own(node, id);
-        }
-        let (cell, fresh) = {
-            let mut borrowed = self.borrowed.lock();
-            match borrowed.get_mut(&id) {
-                Some(b) if join_group(&b.cell) => {
-                    b.regs += 1;
-                    (Arc::clone(&b.cell), false)
-                }
-                Some(b) => {
-                    // The old group ended and its release is on its way: it
-                    // will find a different cell and leave the registrations,
-                    // carried over here, to the new group.
-                    let cell = Arc::new(ObjectCell::new(id, node.serial, 1));
-                    b.cell = Arc::clone(&cell);
-                    b.regs += 1;
-                    (cell, true)
-                }
-                None => {
-                    let cell = Arc::new(ObjectCell::new(id, node.serial, 1));
-                    borrowed.insert(
-                        id,
-                        Borrowed {
-                            cell: Arc::clone(&cell),
-                            regs: 1,
-                        },
-                    );
-                    (cell, true)
-                }
-            }
-        };
-        if fresh {
-            if self.is_dead(id.node) {
-                cell.complete(Err(owner_died(id)));
-            } else {
-                // Ask for the value now: the owner answers once it is ready.
-                self.send(
-                    id.node,
-                    Msg::Fetch {
-                        object: wire::wire_id(id),
-                    },
-                );
-            }
-        }
-        RawRef::adopt(cell)
+    pub(crate) fn resolve(&self, node: &NodeShared, id: ObjectId) -> RawRef {
+        self.refs.resolve(&self.ctx(node), id)
     }
 
-    fn resolve_own(&self, node: &Arc<NodeShared>, id: ObjectId) -> RawRef {
-        let cell = self.exports.lock().get(&id).cloned();
-        let Some(cell) = cell else {
-            // Not exported, or freed: the sender broke the protocol.
-            tracing::error!(object = %id, "a peer sent a ref to an object this node no longer owns");
-            let cell = Arc::new(ObjectCell::new(id, node.serial, 1));
-            cell.complete(Err(Arc::new(TaskError {
-                kind: TaskErrorKind::Store("the object was already freed by its owner".into()),
-                task: id.to_string(),
-                object: id,
-                node: id.node,
-                shard: id.shard,
-                attempts: 0,
-            })));
-            return RawRef::adopt(cell);
-        };
-        if cell.handles.fetch_add(1, Ordering::AcqRel) == 0 {
-            node.to_shard(id.shard, ShardMsg::GroupStarted(id));
-        }
-        RawRef::adopt(cell)
-    }
-
-    /// The handle group of a proxy ended: return its registrations.
-    pub(crate) fn release_borrowed(&self, cell: &Arc<ObjectCell>) {
-        let id = cell.id();
-        let regs = {
-            let mut borrowed = self.borrowed.lock();
-            match borrowed.get(&id) {
-                Some(b) if Arc::ptr_eq(&b.cell, cell) => borrowed.remove(&id).map(|b| b.regs),
-                // Replaced by a newer group, which carries the registrations.
-                _ => None,
-            }
-        };
-        if let Some(count) = regs {
-            self.send(
-                id.node,
-                Msg::RemoveBorrower {
-                    object: wire::wire_id(id),
-                    borrower: self.me.0,
-                    count,
-                },
-            );
-        }
+    /// The end of this node's handle group of an object owned elsewhere.
+    pub(crate) fn release_borrowed(&self, node: &NodeShared, cell: &Arc<ObjectCell>) {
+        self.refs.group_ended(&self.ctx(node), cell);
     }
 
     /// The owning shard freed an exported entry.
     pub(crate) fn unexport(&self, id: ObjectId) {
-        self.exports.lock().remove(&id);
+        self.refs.unexport(id);
     }
 
     pub(super) fn export_cell(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
-        self.exports.lock().get(&id).cloned()
+        self.refs.export_cell(id)
+    }
+
+    pub(crate) fn proxy(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+        self.refs.proxy(id)
     }
 
     pub(super) fn on_borrow(&self, node: &NodeShared, id: ObjectId, borrower: NodeId, delta: i32) {
-        if id.node != self.me {
-            tracing::warn!(object = %id, "borrower update for an object owned by another node dropped");
-            return;
-        }
-        node.to_shard(
-            id.shard,
-            ShardMsg::Borrow {
-                id,
-                node: borrower,
-                delta,
-                shipped: false,
-            },
-        );
+        self.refs.on_borrow(&self.ctx(node), id, borrower, delta);
     }
-}
-
-pub(super) fn owner_died(id: ObjectId) -> Arc<TaskError> {
-    Arc::new(TaskError {
-        kind: TaskErrorKind::OwnerDied(id.node),
-        task: id.to_string(),
-        object: id,
-        node: id.node,
-        shard: id.shard,
-        attempts: 0,
-    })
 }

@@ -7,20 +7,17 @@ use std::sync::Arc;
 
 use owl_transport::proto::{Msg, WireArg, WireError, WireValue};
 
-use super::{refs, wire, Net};
-use crate::cell::ObjectCell;
+use super::{wire, Net};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
-use crate::runtime::NodeShared;
+use crate::node::NodeShared;
+use crate::object::cell::ObjectCell;
 use crate::shard::Msg as ShardMsg;
 use crate::task::{ArgIn, ArgOut, CallOpts, Task};
 
 /// Values of ref arguments up to this size travel with the call; larger
 /// ones are pulled by the executor from their owner.
 const INLINE_REF_ARG: usize = 64 * 1024;
-
-/// Attempts after a node running a task dies, unless `max_retries` says more.
-pub(crate) const SYSTEM_RETRIES: u32 = 3;
 
 /// A task owned here, running elsewhere.
 pub(crate) struct RemoteTask {
@@ -287,12 +284,7 @@ impl Net {
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
         for RemoteTask { mut task, .. } in lost {
-            let budget = task
-                .opts
-                .as_ref()
-                .map_or(0, |o| o.max_retries)
-                .max(SYSTEM_RETRIES);
-            if task.attempt < budget {
+            if task.should_retry(&TaskErrorKind::WorkerDied(dead)) {
                 task.attempt += 1;
                 // Retry on this node (which is alive): clear the placement.
                 if let Some(o) = task.opts.as_mut() {
@@ -311,16 +303,7 @@ impl Net {
                 })));
             }
         }
-        let proxies: Vec<Arc<ObjectCell>> = self
-            .borrowed
-            .lock()
-            .iter()
-            .filter(|(id, _)| id.node == dead)
-            .map(|(_, b)| Arc::clone(&b.cell))
-            .collect();
-        for cell in proxies {
-            cell.complete(Err(refs::owner_died(cell.id())));
-        }
+        self.refs.owner_gone(dead);
         self.fail_pulls_from(dead);
         // Fate-sharing: what runs here for the dead owner is cancelled
         // (its result has nowhere to go).
@@ -335,7 +318,7 @@ impl Net {
             self.on_cancel(node, id);
         }
         for s in node.shards.iter() {
-            s.send(ShardMsg::Run(Box::new(move |s| s.purge_borrower(dead))));
+            s.send(ShardMsg::Table(crate::owner::TableOp::NodeGone(dead)));
         }
     }
 }

@@ -7,25 +7,15 @@ use owl_transport::proto::{WireError, WireId, WireValue};
 use super::Net;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId, ShardId};
-use crate::runtime::NodeShared;
-use crate::value::Stored;
+use crate::node::NodeShared;
+use crate::object::value::Stored;
 
 pub(super) fn id(w: &WireId) -> ObjectId {
-    ObjectId {
-        node: NodeId(w.node),
-        shard: ShardId(w.shard),
-        index: w.index,
-        gen: w.gen,
-    }
+    ObjectId::from(*w)
 }
 
 pub(super) fn wire_id(id: ObjectId) -> WireId {
-    WireId {
-        node: id.node.0,
-        shard: id.shard.0,
-        index: id.index,
-        gen: id.gen,
-    }
+    WireId::from(id)
 }
 
 const PANICKED: u8 = 0;

@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use crate::error::TaskError;
 use crate::ids::ObjectId;
-use crate::value::Stored;
+use crate::object::value::Stored;
 
 pub type Outcome = Result<Stored, Arc<TaskError>>;
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use rkyv::rancor::{Fallible, Source};
 use rkyv::{Archive, Deserialize, Place, Serialize};
 
-use crate::cell::ObjectCell;
 use crate::error::GetError;
 use crate::ids::{NodeId, ObjectId, ShardId};
-use crate::value::{contained_at, note_contained, with_contained, Stored, Value};
+use crate::object::cell::ObjectCell;
+use crate::object::value::{contained_at, note_contained, with_contained, Stored, Value};
 
 /// An untyped handle: one count in its cell's `handles`.
 pub struct RawRef {
@@ -51,7 +51,7 @@ impl Clone for RawRef {
 impl Drop for RawRef {
     fn drop(&mut self) {
         if self.cell.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            crate::runtime::release(&self.cell);
+            crate::object::release(&self.cell);
         }
     }
 }
@@ -160,7 +160,7 @@ impl<T: Value> ObjectRef<T> {
     }
 
     fn wait_blocking(&self, timeout: Option<Duration>) -> Result<Got<T>, GetError> {
-        if crate::shard::on_shard_thread() {
+        if super::on_task_thread() {
             return Err(GetError::BlockingInTask { object: self.id() });
         }
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -287,6 +287,8 @@ impl<T: Value> Got<T> {
 impl<T: Value> std::ops::Deref for Got<T> {
     type Target = T::Archived;
 
+    // Unchecked access: validated once on receipt, not on every read.
+    #[allow(unsafe_code)]
     fn deref(&self) -> &T::Archived {
         // SAFETY: the bytes were written by `value::store::<T>` for this cell
         // (an `ObjectRef<T>` is only made for cells holding archives of `T`),
@@ -298,6 +300,7 @@ impl<T: Value> std::ops::Deref for Got<T> {
 }
 
 /// Deserializes a stored archive of `T`, resolving the refs it contains.
+#[allow(unsafe_code)]
 pub(crate) fn deserialize_stored<T: Value>(stored: &Stored) -> Result<T, String> {
     stored.check::<T>()?;
     with_contained(stored.contained(), || {

@@ -21,7 +21,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::error::PutError;
-use crate::objref::RawRef;
+use crate::object::objref::RawRef;
 
 /// Archives up to this many bytes are kept without an allocation.
 pub const SMALL: usize = 32;
@@ -165,6 +165,19 @@ impl Stored {
             contained: contained.into_boxed_slice(),
             checked: AtomicBool::new(false),
         })
+    }
+
+    /// An empty value holding `contained`: the deterministic cluster's
+    /// objects, where only the refs inside matter.
+    pub(crate) fn refs_only(contained: Vec<RawRef>) -> Stored {
+        Stored {
+            repr: Repr::Small {
+                buf: SmallBuf([0; SMALL]),
+                len: 0,
+            },
+            contained: contained.into_boxed_slice(),
+            checked: AtomicBool::new(true),
+        }
     }
 
     /// A value pulled in chunks straight into an arena block.
@@ -358,6 +371,9 @@ pub(crate) fn with_contained<R>(refs: &[RawRef], f: impl FnOnce() -> R) -> R {
 }
 
 /// The ref at `slot` of the value being deserialized, if any.
+// The thread-local pointer avoids threading the refs through rkyv's
+// deserializer context; it is the one raw read in this module.
+#[allow(unsafe_code)]
 pub(crate) fn contained_at(slot: u32) -> Option<RawRef> {
     let (ptr, len) = DESER_REFS.with(Cell::get);
     if ptr.is_null() || slot as usize >= len {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::cell::ObjectCell;
-use crate::objref::ThreadWaker;
+use crate::object::cell::ObjectCell;
+use crate::object::objref::ThreadWaker;
 
 /// Resolves once `n` of `cells` are ready.
 pub(crate) struct WaitFuture {

@@ -10,7 +10,7 @@ use crossbeam_deque::{Steal, Worker};
 
 use super::{set_current, Shard};
 use crate::ids::ShardId;
-use crate::runtime::NodeShared;
+use crate::node::NodeShared;
 use crate::task::Task;
 
 /// Which event loop drives the shards.

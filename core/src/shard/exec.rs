@@ -7,8 +7,8 @@ use std::task::{Context, Poll};
 use super::local::{Fut, Running, Shard};
 use super::waker::TaskKey;
 use crate::error::TaskErrorKind;
+use crate::object::value::Stored;
 use crate::task::{Exec, Task};
-use crate::value::Stored;
 
 /// Ready tasks run per loop turn before the inbox is looked at again.
 const TASKS_PER_TURN: usize = 64;

@@ -11,15 +11,16 @@ use slab::Slab;
 use super::parked::Parked;
 use super::waker::{TaskKey, TaskWaker};
 use super::Msg;
-use crate::cell::ObjectCell;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{ObjectId, ShardId};
-use crate::objref::RawRef;
-use crate::runtime::NodeShared;
+use crate::node::NodeShared;
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+use crate::object::value::Stored;
+use crate::owner::TableOp;
 use crate::sched::{next_source, should_donate, PriorityQueue, Source};
 use crate::table::{OwnershipTable, Released};
 use crate::task::{Task, TaskFuture};
-use crate::value::Stored;
 
 pub(crate) enum Fut {
     Task(TaskFuture),
@@ -141,31 +142,18 @@ impl Shard {
     /// Drops a freed entry outside the table borrow; an exported one leaves
     /// the node's export index first.
     fn drop_released(&self, released: Released) {
-        if let Released::Freed(entry) = released {
+        let freed = match released {
+            Released::Freed(entry) => vec![entry],
+            Released::FreedMany(entries) => entries,
+            Released::Kept | Released::Stale => return,
+        };
+        for entry in freed {
             if entry.exported {
                 if let Some(net) = self.shared.net.as_ref() {
                     net.unexport(entry.cell.id());
                 }
             }
             drop(entry);
-        }
-    }
-
-    fn borrow(&self, id: ObjectId, node: crate::ids::NodeId, delta: i32, shipped: bool) {
-        let released = self.table.borrow_mut().borrow(id, node, delta, shipped);
-        self.drop_released(released);
-    }
-
-    fn group_started(&self, id: ObjectId) {
-        let released = self.table.borrow_mut().group_started(id);
-        self.drop_released(released);
-    }
-
-    /// A dead node's borrows count as released.
-    pub(crate) fn purge_borrower(&self, node: crate::ids::NodeId) {
-        let freed = self.table.borrow_mut().purge_borrower(node);
-        for entry in freed {
-            self.drop_released(Released::Freed(entry));
         }
     }
 
@@ -259,14 +247,11 @@ impl Shard {
     /// down); hands any other message back.
     fn apply_counts(&self, msg: Msg) -> Option<Msg> {
         match msg {
-            Msg::Release(id) => self.release(id),
-            Msg::Borrow {
-                id,
-                node,
-                delta,
-                shipped,
-            } => self.borrow(id, node, delta, shipped),
-            Msg::GroupStarted(id) => self.group_started(id),
+            Msg::Table(TableOp::Release(id)) => self.release(id),
+            Msg::Table(op) => {
+                let released = self.table.borrow_mut().apply(op);
+                self.drop_released(released);
+            }
             other => return Some(other),
         }
         None

@@ -21,7 +21,6 @@ use crossbeam_deque::Stealer;
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
-use crate::ids::{NodeId, ObjectId};
 use crate::task::Task;
 
 pub use event_loop::EventLoopKind;
@@ -32,22 +31,13 @@ pub(crate) use waker::TaskKey;
 
 /// A message to a shard.
 pub(crate) enum Msg {
-    /// The node's handle group of an object this shard owns ended.
-    Release(ObjectId),
+    /// An update to this shard's ownership table: a handle group ended or
+    /// started, borrowers registered or released.
+    Table(crate::owner::TableOp),
     /// A waker fired on another thread for one of this shard's tasks.
     Wake(TaskKey),
     /// Work from outside the shard (a non-shard thread, or setup).
     Run(Box<dyn FnOnce(&Shard) + Send>),
-    /// Registrations of `node` as a borrower of an object owned here.
-    Borrow {
-        id: ObjectId,
-        node: NodeId,
-        delta: i32,
-        /// Made by this node when it sent the ref (ends an in-flight count).
-        shipped: bool,
-    },
-    /// A ref to an object owned here came back and started a handle group.
-    GroupStarted(ObjectId),
     /// A task to queue here (from another node, or a retry).
     Enqueue(Task),
 }
@@ -104,5 +94,6 @@ pub(crate) fn on_shard_thread() -> bool {
 }
 
 fn set_current(shard: Option<Rc<Shard>>) {
+    crate::object::set_task_thread(shard.is_some());
     CURRENT.with(|c| *c.borrow_mut() = shard);
 }

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::{with_current, Msg};
 use crate::ids::ShardId;
-use crate::runtime::NodeShared;
+use crate::node::NodeShared;
 use crate::task::Task;
 
 pub(crate) struct Parked {

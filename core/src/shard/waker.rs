@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::Wake;
 
 use super::{with_current, Msg};
-use crate::runtime::NodeShared;
+use crate::node::NodeShared;
 
 /// Which suspended async task to poll again. `gen` guards against a reused
 /// slot.

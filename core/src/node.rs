@@ -1,0 +1,171 @@
+//! Node-wide state every shard of a node shares (inboxes, the arena, the
+//! cluster side, settings), the registry through which a handle dropped on
+//! any thread finds its node, and the node's shutdown when its last owning
+//! handle goes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::thread::JoinHandle;
+
+use owl_store::Arena;
+
+use crate::config::Config;
+use crate::ids::{NodeId, ShardId};
+use crate::object::cell::ObjectCell;
+use crate::owner::TableOp;
+use crate::shard::{with_current, EventLoopKind, Msg, ShardRemote};
+
+/// Live runtimes of this process, by serial: how a handle dropped on a
+/// non-shard thread finds its owner's inbox.
+pub(crate) fn registry() -> &'static RwLock<HashMap<u32, Weak<NodeShared>>> {
+    static REG: OnceLock<RwLock<HashMap<u32, Weak<NodeShared>>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+/// What every shard of a node shares: inboxes, stealers, the arena, settings.
+pub(crate) struct NodeShared {
+    pub serial: u32,
+    pub node: NodeId,
+    pub shards: Box<[ShardRemote]>,
+    pub arena: Arc<Arena>,
+    pub config: Config,
+    pub event_loop: EventLoopKind,
+    pub(crate) idle: AtomicUsize,
+    /// Tasks parked until their arguments are ready (see `shard::parked`).
+    pub parked: AtomicUsize,
+    /// The cluster side of this node; `None` for a single node.
+    pub net: Option<crate::net::Net>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) next_external: AtomicUsize,
+    pub(crate) cores: Vec<core_affinity::CoreId>,
+}
+
+impl NodeShared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn idle_shards(&self) -> usize {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn idle_change(&self, delta: isize) {
+        if delta > 0 {
+            self.idle.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// New stealable work on shard `from`: wake one parked shard, if any.
+    /// Pairs with `Shard::park` (announce, then look for work).
+    pub(crate) fn wake_idle_shard(&self, from: ShardId) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let n = self.shards.len();
+        for i in 1..n {
+            let s = &self.shards[(from.0 as usize + i) % n];
+            if s.parked.load(Ordering::SeqCst) {
+                s.notify.notify_one();
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn pin_core(&self, shard: ShardId) -> Option<core_affinity::CoreId> {
+        if !self.config.pin || self.cores.is_empty() {
+            return None;
+        }
+        // Nodes sharing a host (owl run, several ranks per host) take
+        // consecutive cores rather than all starting at core 0.
+        let slot = self.node.0 as usize * self.shards.len() + shard.0 as usize;
+        Some(self.cores[slot % self.cores.len()])
+    }
+
+    /// Sends `msg` to one of this node's shards.
+    pub(crate) fn to_shard(&self, shard: ShardId, msg: Msg) {
+        if let Some(s) = self.shards.get(shard.0 as usize) {
+            s.send(msg);
+        }
+    }
+
+    /// The end of a handle group on this node, from any thread.
+    fn release_group(&self, cell: &Arc<ObjectCell>) {
+        let id = cell.id();
+        if id.node != self.node {
+            if let Some(net) = self.net.as_ref() {
+                net.release_borrowed(self, cell);
+            }
+        } else {
+            self.to_shard(id.shard, Msg::Table(TableOp::Release(id)));
+        }
+    }
+}
+
+/// The release route (`object::release`): the end of a node's handle group
+/// goes to the owning shard or, for a proxy of another node's object, to
+/// that owner.
+pub(crate) fn release(cell: &Arc<ObjectCell>) {
+    let (rt, id) = (cell.rt, cell.id());
+    let done = with_current(|s| {
+        if s.shared.serial != rt {
+            return false;
+        }
+        if s.id == id.shard && id.node == s.shared.node {
+            s.release(id);
+        } else {
+            s.shared.release_group(cell);
+        }
+        true
+    });
+    if done == Some(true) {
+        return;
+    }
+    let node = registry()
+        .read()
+        .expect("registry lock")
+        .get(&rt)
+        .and_then(Weak::upgrade);
+    // A runtime that is gone has freed its tables already.
+    if let Some(node) = node {
+        node.release_group(cell);
+    }
+}
+
+/// Shuts the node down when the last owning handle goes.
+pub(crate) struct Owner {
+    pub(crate) shared: Arc<NodeShared>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // First, while shard 0 still drives it: peers are told this node
+        // leaves cleanly, and what is queued for them is flushed.
+        if let Some(mesh) = self.shared.net.as_ref().and_then(|n| n.mesh()) {
+            mesh.shutdown();
+        }
+        self.shared.stopping.store(true, Ordering::Release);
+        for s in self.shared.shards.iter() {
+            s.notify.notify_one();
+        }
+        registry()
+            .write()
+            .expect("registry lock")
+            .remove(&self.shared.serial);
+        // A shard thread cannot join itself; it exits on its own.
+        let on_own_shard = with_current(|s| s.shared.serial == self.shared.serial) == Some(true);
+        if !on_own_shard {
+            let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+            for t in threads {
+                let _ = t.join();
+            }
+        }
+        if let Some(path) = self.shared.config.node_file.as_ref() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The owner layer: the ownership protocol as state machines over events,
+//! with no threads, sockets, clock or runtime inside (sans-IO).
+//!
+//! Everything a handler does to the world goes through a [`Ctx`]: messages
+//! to other nodes, updates to an ownership table owned by one of this
+//! node's shards, and the question whether a node is gone. The engine
+//! implements `Ctx` over the mesh and the shard inboxes
+//! (`net::NetCtx`); the deterministic cluster (`testkit::det`) implements
+//! it over seeded in-memory queues, so a failing seed replays exactly.
+//!
+//! Built so far: reference counting across nodes ([`refs`]): who counts a
+//! ref that travels, proxies of objects owned elsewhere, the export index,
+//! and what a node's death releases. Remote tasks, fetches and pulls still
+//! live in `net/` and move here next (see docs/DESIGN.md).
+
+pub(crate) mod refs;
+
+use owl_transport::proto::Msg;
+
+use crate::ids::{NodeId, ObjectId, ShardId};
+
+/// How the owner layer acts on the world.
+pub(crate) trait Ctx {
+    /// Queues `msg` for node `to`. Messages to one node arrive in the order
+    /// sent; messages to a dead node are dropped.
+    fn send(&self, to: NodeId, msg: Msg);
+    /// Hands `op` to the ownership table of this node's shard `shard`,
+    /// applied there in order with that shard's other table updates.
+    fn to_table(&self, shard: ShardId, op: TableOp);
+    /// Whether `node` is known gone (died or left).
+    fn is_dead(&self, node: NodeId) -> bool;
+}
+
+/// An update to one shard's ownership table (see `table::OwnershipTable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableOp {
+    /// The node's handle group of the object ended.
+    Release(ObjectId),
+    /// `delta` registrations of `node` as a borrower of the object.
+    Borrow {
+        id: ObjectId,
+        node: NodeId,
+        delta: i32,
+        /// Made by this node when it sent the ref (ends the cell's
+        /// in-flight count taken at sending).
+        shipped: bool,
+    },
+    /// A ref to the object came back from another node and started a new
+    /// handle group here.
+    GroupStarted(ObjectId),
+    /// `node` died or left: its registrations as a borrower count as
+    /// released, and later ones are ignored.
+    NodeGone(NodeId),
+}

@@ -1,0 +1,295 @@
+//! Refs that cross nodes: registration with the owner when a ref leaves a
+//! node, proxies for refs that arrive, their release, and what a node's
+//! death releases.
+//!
+//! The rule (docs/DESIGN.md, "Ownership table"): whoever sends a ref of
+//! object `x` to node `D` registers `D` with `x`'s owner `O` before it can
+//! release its own hold on `x`:
+//! - the sender is `O`: it counts the ref as in flight on `x`'s cell at
+//!   once (any thread) and tells the owning shard, which turns it into one
+//!   registration of `D`;
+//! - `D` is `O`: nothing to do; `D` finds its own cell through its export
+//!   index, and the sender's later release travels behind the ref on the
+//!   same ordered link;
+//! - otherwise: `AddBorrower(x, D)` to `O`, sent before the sender's own
+//!   `RemoveBorrower` on the same ordered link.
+//!
+//! A node that receives `x` joins its one handle group for `x` (a proxy
+//! cell, or its own cell) and counts one registration per arrival; when the
+//! group ends it returns them all in one `RemoveBorrower`. Counts at the
+//! owner may go negative while messages from different nodes race; the
+//! entry lives until all are zero.
+//!
+//! Invariants:
+//! 1. Every ref that leaves this node is registered with its owner before
+//!    this node can release its own hold on it, so no window exists where
+//!    nobody counts an object.
+//! 2. Every registration a node receives is released exactly once: by the
+//!    end of the handle group it joined, or by the node's death.
+//! 3. A proxy exists exactly while its handle group lives (or, after the
+//!    group ended, until the release is sent); one proxy per object.
+//! 4. A message about an object whose entry, export or proxy is gone is
+//!    dropped, never a panic.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use owl_transport::proto::{Msg, WireId};
+use parking_lot::Mutex;
+
+use super::{Ctx, TableOp};
+use crate::error::{TaskError, TaskErrorKind};
+use crate::ids::{NodeId, ObjectId};
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+
+/// This node's proxy of an object owned elsewhere.
+struct Borrowed {
+    cell: Arc<ObjectCell>,
+    /// Registrations the owner counts for this node.
+    regs: u32,
+}
+
+/// One node's side of cross-node reference counting. Shared by every
+/// thread of the node; each map sits behind its own short lock.
+pub(crate) struct Refs {
+    me: NodeId,
+    /// The runtime serial new proxy cells carry (their release route).
+    serial: u32,
+    /// Proxies of objects owned elsewhere, one handle group each.
+    borrowed: Mutex<HashMap<ObjectId, Borrowed>>,
+    /// Objects owned here whose refs went to other nodes: how incoming refs
+    /// and fetches find their cells without asking the owning shard.
+    exports: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+}
+
+/// Adds a handle to a live group; fails once the group has ended (a proxy
+/// group never restarts from zero: see `ObjectCell::handles`).
+fn join_group(cell: &ObjectCell) -> bool {
+    let mut n = cell.handles.load(Ordering::Relaxed);
+    loop {
+        if n == 0 {
+            return false;
+        }
+        match cell
+            .handles
+            .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+        {
+            Ok(_) => return true,
+            Err(now) => n = now,
+        }
+    }
+}
+
+impl Refs {
+    pub(crate) fn new(me: NodeId, serial: u32) -> Refs {
+        Refs {
+            me,
+            serial,
+            borrowed: Mutex::new(HashMap::new()),
+            exports: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers node `to` as the receiver of `r`, about to be sent to it
+    /// (inside a value or as an argument); returns the id to put on the
+    /// wire.
+    pub(crate) fn ship(&self, ctx: &impl Ctx, to: NodeId, r: &RawRef) -> WireId {
+        let id = r.id();
+        if id.node == self.me {
+            r.cell().in_flight.fetch_add(1, Ordering::AcqRel);
+            self.exports
+                .lock()
+                .entry(id)
+                .or_insert_with(|| Arc::clone(r.cell()));
+            ctx.to_table(
+                id.shard,
+                TableOp::Borrow {
+                    id,
+                    node: to,
+                    delta: 1,
+                    shipped: true,
+                },
+            );
+        } else if id.node != to {
+            ctx.send(
+                id.node,
+                Msg::AddBorrower {
+                    object: id.into(),
+                    borrower: to.0,
+                    count: 1,
+                },
+            );
+        }
+        id.into()
+    }
+
+    /// The handle for a ref that arrived from another node.
+    pub(crate) fn resolve(&self, ctx: &impl Ctx, id: ObjectId) -> RawRef {
+        if id.node == self.me {
+            return self.resolve_own(ctx, id);
+        }
+        let (cell, fresh) = {
+            let mut borrowed = self.borrowed.lock();
+            match borrowed.get_mut(&id) {
+                Some(b) if join_group(&b.cell) => {
+                    b.regs += 1;
+                    (Arc::clone(&b.cell), false)
+                }
+                Some(b) => {
+                    // The old group ended and its release is on its way: it
+                    // will find a different cell and leave the registrations,
+                    // carried over here, to the new group.
+                    let cell = Arc::new(ObjectCell::new(id, self.serial, 1));
+                    b.cell = Arc::clone(&cell);
+                    b.regs += 1;
+                    (cell, true)
+                }
+                None => {
+                    let cell = Arc::new(ObjectCell::new(id, self.serial, 1));
+                    borrowed.insert(
+                        id,
+                        Borrowed {
+                            cell: Arc::clone(&cell),
+                            regs: 1,
+                        },
+                    );
+                    (cell, true)
+                }
+            }
+        };
+        if fresh {
+            if ctx.is_dead(id.node) {
+                cell.complete(Err(owner_died(id)));
+            } else {
+                // Ask for the value now: the owner answers once it is ready.
+                ctx.send(id.node, Msg::Fetch { object: id.into() });
+            }
+        }
+        RawRef::adopt(cell)
+    }
+
+    fn resolve_own(&self, ctx: &impl Ctx, id: ObjectId) -> RawRef {
+        let cell = self.exports.lock().get(&id).cloned();
+        let Some(cell) = cell else {
+            // Not exported, or freed: the sender broke the protocol.
+            tracing::error!(object = %id, "a peer sent a ref to an object this node no longer owns");
+            let cell = Arc::new(ObjectCell::new(id, self.serial, 1));
+            cell.complete(Err(Arc::new(TaskError {
+                kind: TaskErrorKind::Store("the object was already freed by its owner".into()),
+                task: id.to_string(),
+                object: id,
+                node: id.node,
+                shard: id.shard,
+                attempts: 0,
+            })));
+            return RawRef::adopt(cell);
+        };
+        if cell.handles.fetch_add(1, Ordering::AcqRel) == 0 {
+            ctx.to_table(id.shard, TableOp::GroupStarted(id));
+        }
+        RawRef::adopt(cell)
+    }
+
+    /// This node's handle group of `cell`'s object ended: the owning shard
+    /// is told, or for a proxy, the owner gets the group's registrations
+    /// back.
+    pub(crate) fn group_ended(&self, ctx: &impl Ctx, cell: &Arc<ObjectCell>) {
+        let id = cell.id();
+        if id.node == self.me {
+            ctx.to_table(id.shard, TableOp::Release(id));
+        } else {
+            self.release_borrowed(ctx, cell);
+        }
+    }
+
+    /// The handle group of a proxy ended: return its registrations.
+    fn release_borrowed(&self, ctx: &impl Ctx, cell: &Arc<ObjectCell>) {
+        let id = cell.id();
+        let regs = {
+            let mut borrowed = self.borrowed.lock();
+            match borrowed.get(&id) {
+                Some(b) if Arc::ptr_eq(&b.cell, cell) => borrowed.remove(&id).map(|b| b.regs),
+                // Replaced by a newer group, which carries the registrations.
+                _ => None,
+            }
+        };
+        if let Some(count) = regs {
+            ctx.send(
+                id.node,
+                Msg::RemoveBorrower {
+                    object: id.into(),
+                    borrower: self.me.0,
+                    count,
+                },
+            );
+        }
+    }
+
+    /// `AddBorrower` (positive `delta`) or `RemoveBorrower` (negative) for
+    /// an object owned here.
+    pub(crate) fn on_borrow(&self, ctx: &impl Ctx, id: ObjectId, borrower: NodeId, delta: i32) {
+        if id.node != self.me {
+            tracing::warn!(object = %id, "borrower update for an object owned by another node dropped");
+            return;
+        }
+        ctx.to_table(
+            id.shard,
+            TableOp::Borrow {
+                id,
+                node: borrower,
+                delta,
+                shipped: false,
+            },
+        );
+    }
+
+    /// The owning shard freed an exported entry.
+    pub(crate) fn unexport(&self, id: ObjectId) {
+        self.exports.lock().remove(&id);
+    }
+
+    /// The cell of an object owned here whose ref went to another node.
+    pub(crate) fn export_cell(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+        self.exports.lock().get(&id).cloned()
+    }
+
+    /// This node's proxy of an object owned elsewhere.
+    pub(crate) fn proxy(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+        self.borrowed.lock().get(&id).map(|b| Arc::clone(&b.cell))
+    }
+
+    /// `dead` is gone: every proxy of an object it owned fails with
+    /// `OwnerDied` (fate-sharing). The proxies stay until their handle
+    /// groups end; their releases to a dead node are dropped.
+    pub(crate) fn owner_gone(&self, dead: NodeId) {
+        let proxies: Vec<Arc<ObjectCell>> = self
+            .borrowed
+            .lock()
+            .iter()
+            .filter(|(id, _)| id.node == dead)
+            .map(|(_, b)| Arc::clone(&b.cell))
+            .collect();
+        for cell in proxies {
+            cell.complete(Err(owner_died(cell.id())));
+        }
+    }
+
+    /// (proxies, exports) alive: both zero after a finished workload.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.borrowed.lock().len(), self.exports.lock().len())
+    }
+}
+
+/// The error every reader of an object sees once its owner is gone.
+pub(crate) fn owner_died(id: ObjectId) -> Arc<TaskError> {
+    Arc::new(TaskError {
+        kind: TaskErrorKind::OwnerDied(id.node),
+        task: id.to_string(),
+        object: id,
+        node: id.node,
+        shard: id.shard,
+        attempts: 0,
+    })
+}

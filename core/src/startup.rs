@@ -1,0 +1,297 @@
+//! Starting a node (`Builder::build` ends here): the arena, the shard
+//! threads, the mesh hosted on shard 0; and serving the cluster on nodes
+//! that run no `main`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use owl_store::Arena;
+
+use crate::config::{Config, Membership};
+use crate::error::StartError;
+use crate::ids::{NodeId, ShardId};
+use crate::node::{registry, NodeShared, Owner};
+use crate::runtime::Runtime;
+use crate::shard::{probe_event_loop, run_shard, EventLoopKind, Msg, ShardRemote};
+use crate::task::REMOTE_FNS;
+
+static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
+
+fn check_registry() -> Result<(), StartError> {
+    let mut seen: HashMap<u64, &'static str> = HashMap::new();
+    for f in REMOTE_FNS.iter() {
+        if let Some(prev) = seen.insert(f.id.0, f.path) {
+            if prev != f.path {
+                return Err(StartError::DuplicateFunctionId {
+                    id: f.id.0,
+                    a: prev,
+                    b: f.path,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+impl Runtime {
+    pub(crate) fn start(config: Config) -> Result<Runtime, StartError> {
+        if config.shards == 0 {
+            return Err(StartError::ZeroShards);
+        }
+        if config.shards > u16::MAX as usize {
+            return Err(StartError::Env {
+                var: "OWL_SHARDS",
+                value: config.shards.to_string(),
+                why: format!("at most {} shards per node", u16::MAX),
+            });
+        }
+        check_registry()?;
+        crate::object::set_release_route(crate::node::release);
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let name = format!("owl-{}-{}.arena", std::process::id(), serial);
+        // One block slot per `inline_max` bytes: only larger values reach the arena.
+        let max_blocks =
+            (config.store_size / config.inline_max.max(1) as u64).clamp(1024, 1 << 20) as u32;
+        let arena = Arena::create(&config.store_dir, &name, config.store_size, max_blocks)?;
+        let probed = probe_event_loop();
+        let event_loop = match config.event_loop {
+            Some(EventLoopKind::IoUring) if probed != EventLoopKind::IoUring => {
+                return Err(StartError::IoUringUnavailable)
+            }
+            Some(kind) => kind,
+            None => probed,
+        };
+        let workers: Vec<_> = (0..config.shards)
+            .map(|_| crossbeam_deque::Worker::new_fifo())
+            .collect();
+        let shards = workers
+            .iter()
+            .map(|w| ShardRemote::new(w.stealer()))
+            .collect();
+        let mut config = config;
+        if let (Some(m), Some(network)) = (config.cluster.as_mut(), config.network.as_ref()) {
+            if m.open && m.node == Membership::UNASSIGNED {
+                let mut cfg = mesh_config(network, *m);
+                cfg.shards = config.shards as u32;
+                m.node = NodeId(owl_transport::request_id(&cfg)?);
+                m.nodes = m.node.0 + 1;
+                tracing::info!(node = %m.node, head = %network.head, "joining an open cluster");
+            }
+        }
+        let (node, net) = match config.cluster {
+            Some(m) => (
+                m.node,
+                Some(crate::net::Net::new(
+                    m.node,
+                    serial,
+                    m.nodes,
+                    config.labels.clone(),
+                )),
+            ),
+            None => (NodeId(0), None),
+        };
+        let shared = Arc::new(NodeShared {
+            serial,
+            node,
+            net,
+            shards,
+            arena,
+            cores: if config.pin {
+                core_affinity::get_core_ids().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            config,
+            event_loop,
+            idle: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+            next_external: AtomicUsize::new(0),
+        });
+        registry()
+            .write()
+            .expect("registry lock")
+            .insert(serial, Arc::downgrade(&shared));
+        let owner = Arc::new(Owner {
+            shared: Arc::clone(&shared),
+            threads: Mutex::new(Vec::new()),
+        });
+        for (i, fifo) in workers.into_iter().enumerate() {
+            let id = ShardId(i as u16);
+            let node = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("owl-shard-{i}"))
+                .spawn(move || run_shard(id, node, fifo, event_loop))
+                .map_err(|source| StartError::Thread {
+                    shard: i as u16,
+                    source,
+                })?;
+            owner.threads.lock().expect("threads lock").push(t);
+        }
+        if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
+            let mut cfg = mesh_config(&network, m);
+            cfg.shards = shared.shards.len() as u32;
+            let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
+            // Meshes run on shard 0's event loop (`Shard::host_io`,
+            // `Shard::host_shm`): no I/O thread, no wake-up between the
+            // runtime and the wire; shard 0 polls sockets or rings as it
+            // spins.
+            let mesh = if matches!(network.transport, crate::config::Transport::Shm) {
+                let (starting, host) = owl_transport::start_shm_hosted(cfg, handler)?;
+                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_shm(host))));
+                starting.wait()?
+            } else {
+                let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
+                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
+                starting.wait()?
+            };
+            if let Some(net) = shared.net.as_ref() {
+                net.connect_mesh(mesh);
+                net.wait_labels(network.connect_timeout);
+            }
+        }
+        if let Some(path) = shared.config.node_file.as_ref() {
+            let listen = shared
+                .net
+                .as_ref()
+                .and_then(|n| n.mesh())
+                .map(|m| m.local_addr().to_string())
+                .unwrap_or_default();
+            let text = format!(
+                "node={}\naddress={listen}\npid={}\n",
+                shared.node.0,
+                std::process::id()
+            );
+            if let Err(e) = std::fs::write(path, text) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the node file");
+            }
+        }
+        tracing::info!(
+            node = %shared.node,
+            shards = shared.shards.len(),
+            event_loop = %event_loop,
+            store = %shared.arena.path().display(),
+            "owl node started"
+        );
+        Ok(Runtime {
+            shared,
+            _owner: Some(owner),
+        })
+    }
+
+    /// Whether this node serves tasks instead of running the program's
+    /// `main` (see [`Config::worker`]); `#[owl::main]` asks this.
+    pub fn serves(&self) -> bool {
+        match self.shared.config.cluster {
+            None => false,
+            Some(m) if !m.open => self.shared.node.0 != 0,
+            Some(_) => self.shared.config.worker.unwrap_or(self.shared.node.0 == 0),
+        }
+    }
+
+    /// On a node that [`serves`](Runtime::serves): runs tasks for the
+    /// cluster until the head leaves or the process gets SIGTERM or SIGINT
+    /// (the head of an open cluster: until the signal). `#[owl::main]`
+    /// calls it instead of `main` on such nodes; dropping the runtime then
+    /// leaves the cluster cleanly. Returns `Error::HeadLost` if the head
+    /// died rather than shutting down.
+    pub fn serve(&self) -> crate::Result<()> {
+        let Some(net) = self.shared.net.as_ref() else {
+            return Ok(());
+        };
+        let head = NodeId(0);
+        let stop = StopSignals::install();
+        if let Some(mesh) = net.mesh() {
+            // The head of an open cluster serves until it is told to stop;
+            // the head of a launched one has nothing to wait for.
+            let me_head = self.shared.node == head;
+            let open = self.shared.config.cluster.is_some_and(|m| m.open);
+            while !stop.raised()
+                && ((me_head && open) || (!me_head && mesh.is_up(head.0) && !net.is_dead(head)))
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !me_head && !stop.raised() {
+                // The transport marks the head gone before it tells the
+                // node why (died or left): wait for the why.
+                let t = Instant::now();
+                while !net.is_dead(head) && t.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        if stop.raised() {
+            tracing::info!(node = %self.shared.node, "stop signal: leaving the cluster");
+        } else if net.is_dead(head) && !net.has_left(head) {
+            return Err(crate::Error::HeadLost);
+        }
+        self.check_leaks_if_asked();
+        Ok(())
+    }
+}
+
+/// The transport settings of a node's mesh.
+fn mesh_config(
+    network: &crate::config::Network,
+    m: crate::config::Membership,
+) -> owl_transport::MeshConfig {
+    let kind = match network.transport {
+        crate::config::Transport::Quic => owl_transport::TransportKind::Quic,
+        crate::config::Transport::Tcp => owl_transport::TransportKind::Tcp { plaintext: false },
+        crate::config::Transport::TcpPlaintext => {
+            owl_transport::TransportKind::Tcp { plaintext: true }
+        }
+        crate::config::Transport::Shm => {
+            owl_transport::TransportKind::Shm(owl_transport::ShmConfig::default())
+        }
+    };
+    let mut cfg = owl_transport::MeshConfig::new(
+        m.node.0,
+        m.nodes,
+        network.listen,
+        network.head,
+        network.secret,
+    );
+    cfg.kind = kind;
+    cfg.open = m.open;
+    cfg.connect_timeout = network.connect_timeout;
+    // Shard 0 hosts the mesh and also runs tasks: a long synchronous task
+    // there delays its heartbeats, so silence must last much longer than
+    // any heartbeat gap before a node is declared dead (a closed
+    // connection is still noticed at once).
+    cfg.heartbeat = Duration::from_secs(1);
+    cfg.dead_after = network.dead_after;
+    cfg
+}
+
+/// SIGTERM and SIGINT caught while a node serves, so that it leaves the
+/// cluster cleanly (peers see it leave, not die); the handlers are
+/// removed again when this is dropped.
+struct StopSignals {
+    raised: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        let raised = Arc::new(AtomicBool::new(false));
+        let ids = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
+            .into_iter()
+            .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&raised)).ok())
+            .collect();
+        StopSignals { raised, ids }
+    }
+
+    fn raised(&self) -> bool {
+        self.raised.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}

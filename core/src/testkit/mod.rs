@@ -1,0 +1,6 @@
+//! Clusters for tests. The deterministic cluster ([`det`]) runs the owner
+//! layer of N nodes on one thread from one seed; the threaded simulated
+//! cluster (`SimCluster`), in-process and loopback clusters run whole
+//! runtimes above it.
+
+pub mod det;
