@@ -234,6 +234,12 @@ pub fn sample_msgs() -> Vec<Msg> {
             object: id(3),
             borrower: 2,
             count: 1,
+            lender: 1,
+        },
+        Msg::Lent {
+            object: id(3),
+            borrower: 2,
+            count: 1,
         },
         Msg::RemoveBorrower {
             object: id(3),

@@ -123,10 +123,11 @@ impl Net {
     pub(super) fn on_value(
         &self,
         node: &Arc<NodeShared>,
+        from: NodeId,
         id: ObjectId,
         outcome: Result<WireValue, WireError>,
     ) {
-        let outcome = self.receive_outcome(node, id, outcome);
+        let outcome = self.receive_outcome(node, from, id, outcome);
         if let Some(cell) = self.proxy(id) {
             cell.complete(outcome);
         }
@@ -143,7 +144,7 @@ impl Net {
     ) {
         let contained: Vec<RawRef> = refs
             .iter()
-            .map(|w| self.resolve(node, wire::id(w)))
+            .map(|w| self.resolve(node, wire::id(w), from))
             .collect();
         let mut block = match node.arena.alloc(len as usize) {
             Ok(b) => b,

@@ -365,6 +365,7 @@ impl Net {
         NetLeaks {
             borrowed: self.refs.counts().0,
             exports: self.refs.counts().1,
+            lent: self.refs.counts().2,
             remote_tasks: self.remote.lock().len(),
             executing: self.executing.lock().len(),
             pulls: self.pulls.lock().len(),
@@ -413,14 +414,34 @@ impl Net {
                 object,
                 borrower,
                 count,
-            } => self.on_borrow(node, wire::id(&object), NodeId(borrower), count as i32),
+                lender,
+            } => self.on_borrow(
+                node,
+                wire::id(&object),
+                NodeId(borrower),
+                count as i32,
+                Some(NodeId(lender)),
+            ),
+            Msg::Lent {
+                object,
+                borrower,
+                count,
+            } => self
+                .refs
+                .on_lent(wire::id(&object), NodeId(borrower), count),
             Msg::RemoveBorrower {
                 object,
                 borrower,
                 count,
-            } => self.on_borrow(node, wire::id(&object), NodeId(borrower), -(count as i32)),
+            } => self.on_borrow(
+                node,
+                wire::id(&object),
+                NodeId(borrower),
+                -(count as i32),
+                None,
+            ),
             Msg::Fetch { object } => self.on_fetch(node, from, wire::id(&object)),
-            Msg::Value { object, outcome } => self.on_value(node, wire::id(&object), outcome),
+            Msg::Value { object, outcome } => self.on_value(node, from, wire::id(&object), outcome),
             Msg::ValueHeader {
                 object,
                 len,
@@ -494,6 +515,8 @@ pub struct NetLeaks {
     pub borrowed: usize,
     /// Objects owned here that other nodes may still refer to.
     pub exports: usize,
+    /// Holds on refs lent to other nodes, not yet registered by the owner.
+    pub lent: usize,
     /// Tasks owned here still running on other nodes.
     pub remote_tasks: usize,
     /// Tasks running here for other nodes.

@@ -44,9 +44,9 @@ impl Net {
         self.refs.ship(&self.ctx(node), to, r)
     }
 
-    /// The handle for a ref that arrived from another node.
-    pub(crate) fn resolve(&self, node: &NodeShared, id: ObjectId) -> RawRef {
-        self.refs.resolve(&self.ctx(node), id)
+    /// The handle for a ref that arrived from node `from`.
+    pub(crate) fn resolve(&self, node: &NodeShared, id: ObjectId, from: NodeId) -> RawRef {
+        self.refs.resolve(&self.ctx(node), id, from)
     }
 
     /// The end of this node's handle group of an object owned elsewhere.
@@ -54,9 +54,9 @@ impl Net {
         self.refs.group_ended(&self.ctx(node), cell);
     }
 
-    /// The owning shard freed an exported entry.
-    pub(crate) fn unexport(&self, id: ObjectId) {
-        self.refs.unexport(id);
+    /// A shard applied `op` to its table (see `Refs::table_applied`).
+    pub(crate) fn table_applied(&self, op: TableOp, released: &crate::table::Released) {
+        self.refs.table_applied(op, released);
     }
 
     pub(super) fn export_cell(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
@@ -67,7 +67,15 @@ impl Net {
         self.refs.proxy(id)
     }
 
-    pub(super) fn on_borrow(&self, node: &NodeShared, id: ObjectId, borrower: NodeId, delta: i32) {
-        self.refs.on_borrow(&self.ctx(node), id, borrower, delta);
+    pub(super) fn on_borrow(
+        &self,
+        node: &NodeShared,
+        id: ObjectId,
+        borrower: NodeId,
+        delta: i32,
+        lender: Option<NodeId>,
+    ) {
+        self.refs
+            .on_borrow(&self.ctx(node), id, borrower, delta, lender);
     }
 }

@@ -112,17 +112,17 @@ impl Net {
         let mut bad = None;
         for a in args {
             match a {
-                WireArg::Value(v) => match self.receive_value(node, v) {
+                WireArg::Value(v) => match self.receive_value(node, from, v) {
                     Ok(s) => ins.push(ArgIn::Value(s)),
                     Err(kind) => bad = Some(kind),
                 },
-                WireArg::Ref(w) => ins.push(ArgIn::Ref(self.resolve(node, wire::id(&w)))),
+                WireArg::Ref(w) => ins.push(ArgIn::Ref(self.resolve(node, wire::id(&w), from))),
                 WireArg::Gather(ws) => {
                     // Never sent by owl (gathers travel as one value); still
                     // resolve them so their registrations are returned.
                     drop(
                         ws.iter()
-                            .map(|w| self.resolve(node, wire::id(w)))
+                            .map(|w| self.resolve(node, wire::id(w), from))
                             .collect::<Vec<_>>(),
                     );
                     bad = Some(TaskErrorKind::Store("unexpected gathered argument".into()));
@@ -205,7 +205,7 @@ impl Net {
         object: ObjectId,
         outcome: Result<WireValue, WireError>,
     ) {
-        let outcome = self.receive_outcome(node, object, outcome);
+        let outcome = self.receive_outcome(node, from, object, outcome);
         let remote = self.remote.lock().remove(&object);
         match remote {
             Some(r) if r.node == from => {
@@ -304,6 +304,7 @@ impl Net {
             }
         }
         self.refs.owner_gone(dead);
+        self.refs.node_gone(dead);
         self.fail_pulls_from(dead);
         // Fate-sharing: what runs here for the dead owner is cancelled
         // (its result has nowhere to go).

@@ -103,9 +103,14 @@ impl Net {
     pub(super) fn receive_value(
         &self,
         node: &Arc<NodeShared>,
+        from: NodeId,
         v: WireValue,
     ) -> Result<Stored, TaskErrorKind> {
-        let contained = v.refs.iter().map(|w| self.resolve(node, id(w))).collect();
+        let contained = v
+            .refs
+            .iter()
+            .map(|w| self.resolve(node, id(w), from))
+            .collect();
         Stored::from_bytes(&v.bytes, contained, &node.arena, node.config.inline_max)
             .map_err(|e| TaskErrorKind::Store(format!("received value: {e}")))
     }
@@ -113,11 +118,12 @@ impl Net {
     pub(super) fn receive_outcome(
         &self,
         node: &Arc<NodeShared>,
+        from: NodeId,
         object: ObjectId,
         outcome: Result<WireValue, WireError>,
     ) -> Result<Stored, Arc<TaskError>> {
         match outcome {
-            Ok(v) => self.receive_value(node, v).map_err(|kind| {
+            Ok(v) => self.receive_value(node, from, v).map_err(|kind| {
                 Arc::new(TaskError {
                     kind,
                     task: object.to_string(),

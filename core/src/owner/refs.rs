@@ -2,17 +2,26 @@
 //! node, proxies for refs that arrive, their release, and what a node's
 //! death releases.
 //!
-//! The rule (docs/DESIGN.md, "Ownership table"): whoever sends a ref of
-//! object `x` to node `D` registers `D` with `x`'s owner `O` before it can
-//! release its own hold on `x`:
-//! - the sender is `O`: it counts the ref as in flight on `x`'s cell at
-//!   once (any thread) and tells the owning shard, which turns it into one
+//! The rule (docs/DESIGN.md, "Ownership table"): when node `A` sends a
+//! ref of object `x` to node `D`, `x`'s owner `O` counts `D` before anyone
+//! stops counting `A`'s hold:
+//! - `A` is `O`: it counts the ref as in flight on `x`'s cell at once (any
+//!   thread) and tells the owning shard, which turns it into one
 //!   registration of `D`;
 //! - `D` is `O`: nothing to do; `D` finds its own cell through its export
-//!   index, and the sender's later release travels behind the ref on the
-//!   same ordered link;
-//! - otherwise: `AddBorrower(x, D)` to `O`, sent before the sender's own
-//!   `RemoveBorrower` on the same ordered link.
+//!   index, and `A`'s later release travels behind the ref on the same
+//!   ordered link;
+//! - otherwise `A` *lends*: it keeps a hold on `x` for `D` (so `O` still
+//!   counts `A`), and `D`, on receipt, registers itself with
+//!   `AddBorrower(x, D, lender A)`. `O` queues the registration for its
+//!   shard, then answers `Lent` to `A`, which drops the hold; `A`'s
+//!   release, if its group ends, reaches `O`'s shard after the
+//!   registration. A death on the way loses nothing and leaks nothing: if
+//!   `A` dies first, `D` either never gets `x` or registers after `O`
+//!   purged `A` (then `x` may be gone, and `D` reads a typed error); if
+//!   `D` dies first, `A` drops what it lent to `D`. (Registering `D` from
+//!   `A`'s side instead leaked a count whenever `A` died between telling
+//!   `O` and delivering to `D`, as the deterministic cluster found.)
 //!
 //! A node that receives `x` joins its one handle group for `x` (a proxy
 //! cell, or its own cell) and counts one registration per arrival; when the
@@ -43,6 +52,7 @@ use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
+use crate::table::Released;
 
 /// This node's proxy of an object owned elsewhere.
 struct Borrowed {
@@ -62,6 +72,9 @@ pub(crate) struct Refs {
     /// Objects owned here whose refs went to other nodes: how incoming refs
     /// and fetches find their cells without asking the owning shard.
     exports: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+    /// Holds kept for refs lent to other nodes until their owners have
+    /// registered them: (object, borrower) -> (a handle, refs lent).
+    lent: Mutex<HashMap<(ObjectId, NodeId), (RawRef, u32)>>,
 }
 
 /// Adds a handle to a live group; fails once the group has ended (a proxy
@@ -89,6 +102,7 @@ impl Refs {
             serial,
             borrowed: Mutex::new(HashMap::new()),
             exports: Mutex::new(HashMap::new()),
+            lent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -112,23 +126,35 @@ impl Refs {
                     shipped: true,
                 },
             );
-        } else if id.node != to {
-            ctx.send(
-                id.node,
-                Msg::AddBorrower {
-                    object: id.into(),
-                    borrower: to.0,
-                    count: 1,
-                },
-            );
+        } else if id.node != to && !ctx.is_dead(id.node) && !ctx.is_dead(to) {
+            // Lend: keep a hold until the owner has registered `to`. (With
+            // the owner or the receiver gone, nobody would answer.)
+            self.lent
+                .lock()
+                .entry((id, to))
+                .and_modify(|(_, n)| *n += 1)
+                .or_insert_with(|| (r.clone(), 1));
         }
         id.into()
     }
 
-    /// The handle for a ref that arrived from another node.
-    pub(crate) fn resolve(&self, ctx: &impl Ctx, id: ObjectId) -> RawRef {
+    /// The handle for a ref that arrived from node `from`.
+    pub(crate) fn resolve(&self, ctx: &impl Ctx, id: ObjectId, from: NodeId) -> RawRef {
         if id.node == self.me {
             return self.resolve_own(ctx, id);
+        }
+        if from != id.node && !ctx.is_dead(id.node) {
+            // Lent by `from`: register with the owner, which releases the
+            // lender's hold once it has counted us.
+            ctx.send(
+                id.node,
+                Msg::AddBorrower {
+                    object: id.into(),
+                    borrower: self.me.0,
+                    count: 1,
+                    lender: from.0,
+                },
+            );
         }
         let (cell, fresh) = {
             let mut borrowed = self.borrowed.lock();
@@ -227,9 +253,16 @@ impl Refs {
         }
     }
 
-    /// `AddBorrower` (positive `delta`) or `RemoveBorrower` (negative) for
-    /// an object owned here.
-    pub(crate) fn on_borrow(&self, ctx: &impl Ctx, id: ObjectId, borrower: NodeId, delta: i32) {
+    /// `AddBorrower` (positive `delta`, with the node that lent the refs)
+    /// or `RemoveBorrower` (negative) for an object owned here.
+    pub(crate) fn on_borrow(
+        &self,
+        ctx: &impl Ctx,
+        id: ObjectId,
+        borrower: NodeId,
+        delta: i32,
+        lender: Option<NodeId>,
+    ) {
         if id.node != self.me {
             tracing::warn!(object = %id, "borrower update for an object owned by another node dropped");
             return;
@@ -243,10 +276,82 @@ impl Refs {
                 shipped: false,
             },
         );
+        // Queued behind the registration: whatever the lender does once it
+        // drops its hold reaches the shard after it.
+        if let Some(lender) = lender {
+            ctx.send(
+                lender,
+                Msg::Lent {
+                    object: id.into(),
+                    borrower: borrower.0,
+                    count: delta.unsigned_abs(),
+                },
+            );
+        }
     }
 
-    /// The owning shard freed an exported entry.
-    pub(crate) fn unexport(&self, id: ObjectId) {
+    /// The owner registered `borrower` for `count` refs this node lent it.
+    pub(crate) fn on_lent(&self, id: ObjectId, borrower: NodeId, count: u32) {
+        let done = {
+            let mut lent = self.lent.lock();
+            match lent.get_mut(&(id, borrower)) {
+                Some((_, n)) if *n > count => {
+                    *n -= count;
+                    None
+                }
+                Some(_) => lent.remove(&(id, borrower)).map(|(r, _)| r),
+                None => None,
+            }
+        };
+        // Dropped outside the lock: it may end this node's handle group.
+        drop(done);
+    }
+
+    /// `node` is gone: what was lent to it, or kept for an object it owned,
+    /// is released.
+    pub(crate) fn node_gone(&self, node: NodeId) {
+        let dropped: Vec<RawRef> = {
+            let mut lent = self.lent.lock();
+            let keys: Vec<(ObjectId, NodeId)> = lent
+                .keys()
+                .filter(|(id, to)| *to == node || id.node == node)
+                .copied()
+                .collect();
+            keys.iter()
+                .filter_map(|k| lent.remove(k))
+                .map(|(r, _)| r)
+                .collect()
+        };
+        drop(dropped);
+    }
+
+    /// Keeps the export index in step with an update its shard's table
+    /// just applied: freed exported entries leave it, and so does an
+    /// object shipped after it was freed (a handle to a freed object, made
+    /// when a ref came back too late, sent on again), which would otherwise
+    /// stay exported for good.
+    pub(crate) fn table_applied(&self, op: TableOp, released: &Released) {
+        match released {
+            Released::Freed(e) if e.exported => self.unexport(e.cell.id()),
+            Released::FreedMany(es) => {
+                for e in es.iter().filter(|e| e.exported) {
+                    self.unexport(e.cell.id());
+                }
+            }
+            Released::Stale => {
+                if let TableOp::Borrow {
+                    id, shipped: true, ..
+                } = op
+                {
+                    self.unexport(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets an exported object (its entry is gone).
+    fn unexport(&self, id: ObjectId) {
         self.exports.lock().remove(&id);
     }
 
@@ -276,9 +381,14 @@ impl Refs {
         }
     }
 
-    /// (proxies, exports) alive: both zero after a finished workload.
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        (self.borrowed.lock().len(), self.exports.lock().len())
+    /// (proxies, exports, lent holds) alive: all zero after a finished
+    /// workload.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.borrowed.lock().len(),
+            self.exports.lock().len(),
+            self.lent.lock().len(),
+        )
     }
 }
 

@@ -19,7 +19,7 @@ use crate::object::objref::RawRef;
 use crate::object::value::Stored;
 use crate::owner::TableOp;
 use crate::sched::{next_source, should_donate, PriorityQueue, Source};
-use crate::table::{OwnershipTable, Released};
+use crate::table::OwnershipTable;
 use crate::task::{Task, TaskFuture};
 
 pub(crate) enum Fut {
@@ -134,27 +134,12 @@ impl Shard {
                 break;
             };
             let released = self.table.borrow_mut().release_local(id);
-            self.drop_released(released);
+            if let Some(net) = self.shared.net.as_ref() {
+                net.table_applied(TableOp::Release(id), &released);
+            }
+            drop(released);
         }
         self.releasing.set(false);
-    }
-
-    /// Drops a freed entry outside the table borrow; an exported one leaves
-    /// the node's export index first.
-    fn drop_released(&self, released: Released) {
-        let freed = match released {
-            Released::Freed(entry) => vec![entry],
-            Released::FreedMany(entries) => entries,
-            Released::Kept | Released::Stale => return,
-        };
-        for entry in freed {
-            if entry.exported {
-                if let Some(net) = self.shared.net.as_ref() {
-                    net.unexport(entry.cell.id());
-                }
-            }
-            drop(entry);
-        }
     }
 
     // ---- tasks ---------------------------------------------------------
@@ -250,7 +235,11 @@ impl Shard {
             Msg::Table(TableOp::Release(id)) => self.release(id),
             Msg::Table(op) => {
                 let released = self.table.borrow_mut().apply(op);
-                self.drop_released(released);
+                if let Some(net) = self.shared.net.as_ref() {
+                    net.table_applied(op, &released);
+                }
+                // Freed entries drop here, outside the table borrow.
+                drop(released);
             }
             other => return Some(other),
         }

@@ -389,7 +389,7 @@ impl Cluster {
             Packet::Refs(ids) => {
                 for w in ids {
                     let id = ObjectId::from(w);
-                    let r = self.with_ctx(b, |node, ctx| node.refs.resolve(ctx, id));
+                    let r = self.with_ctx(b, |node, ctx| node.refs.resolve(ctx, id, NodeId(a)));
                     if id.node == NodeId(b) && r.cell().is_ready() && self.deaths == 0 {
                         let freed = !matches!(r.cell().result(), Some(Ok(_)));
                         if freed {
@@ -410,11 +410,28 @@ impl Cluster {
                 object,
                 borrower,
                 count,
+                lender,
             }) => {
                 let id = ObjectId::from(object);
                 self.with_ctx(b, |node, ctx| {
-                    node.refs.on_borrow(ctx, id, NodeId(borrower), count as i32)
+                    node.refs.on_borrow(
+                        ctx,
+                        id,
+                        NodeId(borrower),
+                        count as i32,
+                        Some(NodeId(lender)),
+                    )
                 });
+            }
+            Packet::Msg(Msg::Lent {
+                object,
+                borrower,
+                count,
+            }) => {
+                let id = ObjectId::from(object);
+                self.nodes[b as usize]
+                    .refs
+                    .on_lent(id, NodeId(borrower), count);
             }
             Packet::Msg(Msg::RemoveBorrower {
                 object,
@@ -424,7 +441,7 @@ impl Cluster {
                 let id = ObjectId::from(object);
                 self.with_ctx(b, |node, ctx| {
                     node.refs
-                        .on_borrow(ctx, id, NodeId(borrower), -(count as i32))
+                        .on_borrow(ctx, id, NodeId(borrower), -(count as i32), None)
                 });
             }
             Packet::Msg(Msg::Fetch { object }) => {
@@ -446,18 +463,14 @@ impl Cluster {
     fn inbox(&mut self, n: u32) {
         let node = &mut self.nodes[n as usize];
         let op = node.inbox.pop_front().expect("chosen inbox has an op");
-        let freed = match node.table.apply(op) {
-            Released::Freed(entry) => vec![entry],
-            Released::FreedMany(entries) => entries,
+        let released = node.table.apply(op);
+        node.refs.table_applied(op, &released);
+        let ids: Vec<String> = match &released {
+            Released::Freed(e) => vec![short(e.cell.id())],
+            Released::FreedMany(es) => es.iter().map(|e| short(e.cell.id())).collect(),
             Released::Kept | Released::Stale => Vec::new(),
         };
-        let ids: Vec<String> = freed.iter().map(|e| short(e.cell.id())).collect();
-        for entry in freed {
-            if entry.exported {
-                node.refs.unexport(entry.cell.id());
-            }
-            drop(entry);
-        }
+        drop(released);
         if ids.is_empty() {
             self.log.push(format!("n{n} applies {op:?}"));
         } else {
@@ -474,6 +487,7 @@ impl Cluster {
         // its objects fail now; its borrows count as released once the
         // shard gets to the purge, in order with the updates before it.
         node.refs.owner_gone(NodeId(dead));
+        node.refs.node_gone(NodeId(dead));
         node.inbox.push_back(TableOp::NodeGone(NodeId(dead)));
         // Queued messages to the dead node go nowhere.
         if let Some(q) = self.links.get_mut(&(at, dead)) {
@@ -532,8 +546,8 @@ impl Cluster {
     fn leaks(&self) -> Result<(), DetFailure> {
         let mut report = Vec::new();
         for n in self.nodes.iter().filter(|n| n.alive) {
-            let (proxies, exports) = n.refs.counts();
-            if n.table.is_empty() && proxies == 0 && exports == 0 {
+            let (proxies, exports, lent) = n.refs.counts();
+            if n.table.is_empty() && proxies == 0 && exports == 0 && lent == 0 {
                 continue;
             }
             let left: Vec<String> = n
@@ -552,7 +566,7 @@ impl Cluster {
                 })
                 .collect();
             report.push(format!(
-                "n{}: entries {left:?}, {proxies} proxies, {exports} exports",
+                "n{}: entries {left:?}, {proxies} proxies, {exports} exports, {lent} lent",
                 n.id.0
             ));
         }

@@ -125,7 +125,19 @@ pub enum Msg {
         object: WireId,
         outcome: Result<WireValue, WireError>,
     },
+    /// To the owner, from a node that received refs to `object` from
+    /// `lender` (neither of them the owner): register `borrower` (the
+    /// sender) `count` times. The lender keeps its own hold until the
+    /// owner answers with `Lent`.
     AddBorrower {
+        object: WireId,
+        borrower: u32,
+        count: u32,
+        lender: u32,
+    },
+    /// From the owner to a lender: `borrower` is registered for `count` of
+    /// the refs the lender handed it; the lender may drop what it kept.
+    Lent {
         object: WireId,
         borrower: u32,
         count: u32,

@@ -128,6 +128,12 @@ fn all_msgs() -> Vec<Msg> {
             object: id(1),
             borrower: 2,
             count: 1,
+            lender: 5,
+        },
+        Msg::Lent {
+            object: id(1),
+            borrower: 2,
+            count: 1,
         },
         Msg::RemoveBorrower {
             object: id(1),
