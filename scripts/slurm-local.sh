@@ -48,6 +48,10 @@ install_pkgs() {
     command -v srun >/dev/null 2>&1 && command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 \
         || need+=(slurm-wlm)
     command -v munged >/dev/null 2>&1 || need+=(munge)
+    # MpiDefault=pmix: Slurm's PMIx plugin dlopens the unversioned
+    # libpmix.so, which only libpmix-dev ships; without it every srun fails
+    # with "can not load PMIx library".
+    dpkg -s libpmix-dev >/dev/null 2>&1 || need+=(libpmix-dev)
     if [ "${WITH_MPI:-0}" = 1 ]; then
         command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
     fi

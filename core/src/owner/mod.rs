@@ -52,3 +52,6 @@ pub(crate) enum TableOp {
     /// released, and later ones are ignored.
     NodeGone(NodeId),
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,32 +1,13 @@
-//! The deterministic cluster: N nodes' owner layers (the production
-//! `owner::refs::Refs` and `table::OwnershipTable`) joined by seeded
-//! in-memory FIFO links, on one thread, with no clock. Every choice (which
-//! node acts, which link delivers, which shard inbox drains, who notices a
-//! death when) comes from one seeded generator, so a seed replays the same
-//! run exactly, down to the event log.
-//!
-//! A run is a random program: nodes put objects (some holding refs to
-//! others), clone and drop handles, and send refs to each other (keeping
-//! or dropping their own), while nodes may die with part of what they
-//! queued lost. After the program every handle is dropped and every
-//! message delivered; then each surviving node's table, proxies and
-//! exports must be empty.
-//!
-//! Checked after every event:
-//! - every shard table's own invariants (`OwnershipTable::check`);
-//! - while no node has died: every handle a node holds, and every ref in
-//!   flight, points at an entry its owner still has (no use after free);
-//! - a ref that arrives at its owner finds the export, and a `Fetch` finds
-//!   the object, unless a death explains it.
+//! The cluster a deterministic run drives: nodes, links, inboxes and the
+//! events that can happen next.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
 
 use owl_transport::proto::{Msg, WireId};
 
+use super::{DetFailure, ENDED};
 use crate::ids::{NodeId, ObjectId, ShardId};
-use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::object::value::Stored;
 use crate::owner::refs::Refs;
@@ -36,48 +17,6 @@ use crate::table::{OwnershipTable, Released};
 /// Serials of the cluster's nodes (what their cells carry): node `i` is
 /// `SERIAL_BASE + i`, far from the serials real runtimes use.
 const SERIAL_BASE: u32 = 0x4000_0000;
-
-/// The shape of a run.
-#[derive(Debug, Clone)]
-pub struct DetConfig {
-    pub nodes: u32,
-    /// Program steps before everything is dropped.
-    pub steps: u32,
-    /// At most this many nodes die (never all of them).
-    pub max_deaths: u32,
-}
-
-/// A run that broke an invariant: the seed replays it.
-#[derive(Debug)]
-pub struct DetFailure {
-    pub seed: u64,
-    pub what: String,
-    /// The last events before the failure.
-    pub tail: Vec<String>,
-    /// Every event of the run, for a replay to print.
-    pub log: Vec<String>,
-}
-
-impl std::fmt::Display for DetFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "seed {} failed: {}", self.seed, self.what)?;
-        writeln!(f, "last events:")?;
-        for e in &self.tail {
-            writeln!(f, "  {e}")?;
-        }
-        Ok(())
-    }
-}
-
-thread_local! {
-    /// Cells whose handle group ended, in the order they ended.
-    static ENDED: RefCell<Vec<Arc<ObjectCell>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn route(cell: &Arc<ObjectCell>) {
-    ENDED.with(|e| e.borrow_mut().push(Arc::clone(cell)));
-}
-
 /// What crosses a link.
 #[derive(Debug)]
 enum Packet {
@@ -113,13 +52,13 @@ impl Ctx for NodeCtx<'_> {
     }
 }
 
-struct Node {
+pub(super) struct Node {
     id: NodeId,
     alive: bool,
     table: OwnershipTable,
     refs: Refs,
     /// Handles the program holds.
-    held: Vec<RawRef>,
+    pub(super) held: Vec<RawRef>,
     /// The shard inbox: table updates, applied in order.
     inbox: VecDeque<TableOp>,
     /// Dead nodes this one knows about.
@@ -127,7 +66,7 @@ struct Node {
 }
 
 /// A seeded generator (splitmix64): small, fast, the same on every machine.
-struct Rng(u64);
+pub(super) struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -138,31 +77,31 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(super) fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
 }
 
 /// What can happen next.
 #[derive(Clone, Copy, Debug)]
-enum Event {
+pub(super) enum Event {
     Step(u32),
     Deliver(u32, u32),
     Inbox(u32),
     Notice { at: u32, dead: u32 },
 }
 
-struct Cluster {
+pub(super) struct Cluster {
     seed: u64,
-    rng: Rng,
-    nodes: Vec<Node>,
+    pub(super) rng: Rng,
+    pub(super) nodes: Vec<Node>,
     links: BTreeMap<(u32, u32), VecDeque<Packet>>,
     /// Deaths not yet noticed: (node that will notice, dead node).
     notices: BTreeSet<(u32, u32)>,
     deaths: u32,
     /// The program ended: refs that arrive are dropped at once.
-    ended: bool,
-    log: Vec<String>,
+    pub(super) ended: bool,
+    pub(super) log: Vec<String>,
 }
 
 fn short(id: ObjectId) -> String {
@@ -170,7 +109,7 @@ fn short(id: ObjectId) -> String {
 }
 
 impl Cluster {
-    fn new(seed: u64, n: u32) -> Cluster {
+    pub(super) fn new(seed: u64, n: u32) -> Cluster {
         let nodes = (0..n)
             .map(|i| Node {
                 id: NodeId(i),
@@ -194,7 +133,7 @@ impl Cluster {
         }
     }
 
-    fn fail(&self, what: String) -> DetFailure {
+    pub(super) fn fail(&self, what: String) -> DetFailure {
         let from = self.log.len().saturating_sub(40);
         DetFailure {
             seed: self.seed,
@@ -238,7 +177,7 @@ impl Cluster {
 
     /// Routes every handle group that ended, as the engine's route does:
     /// to the owning shard's inbox or, for a proxy, back to the owner.
-    fn drain_ended(&mut self) {
+    pub(super) fn drain_ended(&mut self) {
         loop {
             let Some(cell) = ENDED.with(|e| {
                 let mut e = e.borrow_mut();
@@ -262,7 +201,7 @@ impl Cluster {
             .collect()
     }
 
-    fn events(&self, program: bool) -> Vec<Event> {
+    pub(super) fn events(&self, program: bool) -> Vec<Event> {
         let mut ev = Vec::new();
         if program {
             ev.extend(self.live().into_iter().map(Event::Step));
@@ -532,7 +471,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn run_event(&mut self, e: Event, max_deaths: u32) -> Result<(), DetFailure> {
+    pub(super) fn run_event(&mut self, e: Event, max_deaths: u32) -> Result<(), DetFailure> {
         match e {
             Event::Step(n) => self.step(n, max_deaths)?,
             Event::Deliver(a, b) => self.deliver(a, b)?,
@@ -543,7 +482,7 @@ impl Cluster {
         self.check()
     }
 
-    fn leaks(&self) -> Result<(), DetFailure> {
+    pub(super) fn leaks(&self) -> Result<(), DetFailure> {
         let mut report = Vec::new();
         for n in self.nodes.iter().filter(|n| n.alive) {
             let (proxies, exports, lent) = n.refs.counts();
@@ -575,56 +514,4 @@ impl Cluster {
         }
         Err(self.fail(format!("leaks after quiescence: {}", report.join("; "))))
     }
-}
-
-/// Restores the thread's release route when a run ends, even by panic.
-struct RouteGuard;
-
-impl Drop for RouteGuard {
-    fn drop(&mut self) {
-        crate::object::set_thread_release_route(None);
-        ENDED.with(|e| e.borrow_mut().clear());
-    }
-}
-
-/// Runs the random program of `seed` on a fresh deterministic cluster;
-/// returns its event log.
-pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
-    crate::object::set_thread_release_route(Some(route));
-    let _guard = RouteGuard;
-    let mut c = Cluster::new(seed, cfg.nodes.max(1));
-    let mut steps = 0;
-    // Bounded: the program's steps, then at most a million quiescing events.
-    let mut budget = 1_000_000u32;
-    loop {
-        let program = steps < cfg.steps;
-        let ev = c.events(program);
-        if ev.is_empty() {
-            break; // quiet: nothing in flight, no program left
-        }
-        let e = ev[c.rng.below(ev.len())];
-        c.run_event(e, cfg.max_deaths)?;
-        if let Event::Step(_) = e {
-            steps += 1;
-            if steps == cfg.steps {
-                // The program ends: every handle goes.
-                c.log
-                    .push("program ends: every node drops its handles".into());
-                c.ended = true;
-                for n in 0..c.nodes.len() {
-                    let held = std::mem::take(&mut c.nodes[n].held);
-                    drop(held);
-                }
-                c.drain_ended();
-            }
-        }
-        if !program {
-            budget -= 1;
-            if budget == 0 {
-                return Err(c.fail("the cluster never went quiet".into()));
-            }
-        }
-    }
-    c.leaks()?;
-    Ok(c.log)
 }
