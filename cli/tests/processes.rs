@@ -98,7 +98,22 @@ fn nodes_in_two_network_namespaces() {
         let n1 = node(1, "10.231.7.2:0");
         let out0 = n0.wait_with_output().unwrap();
         let out1 = n1.wait_with_output().unwrap();
-        succeeded(&out1);
+        // Both nodes' output on a failure: one that exits early leaves the
+        // other waiting, and the waiting one has nothing to say.
+        let both = |o: &std::process::Output| {
+            format!(
+                "{}\n{}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        assert!(
+            out0.status.success() && out1.status.success(),
+            "{transport}: node 0: {}\nnode 1: {}",
+            both(&out0),
+            both(&out1)
+        );
         check_pi(&succeeded(&out0), 2, 1000);
     }
 }

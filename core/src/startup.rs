@@ -53,7 +53,20 @@ impl Runtime {
         // One block slot per `inline_max` bytes: only larger values reach the arena.
         let max_blocks =
             (config.store_size / config.inline_max.max(1) as u64).clamp(1024, 1 << 20) as u32;
-        let arena = Arena::create(&config.store_dir, &name, config.store_size, max_blocks)?;
+        let arena = match Arena::create(&config.store_dir, &name, config.store_size, max_blocks) {
+            // This process's id and a serial it never used: the file was
+            // left by a dead process that had the same pid (arena files
+            // outlive a SIGKILL), so it is nobody's and goes.
+            Err(owl_store::ArenaError::Dir { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                let stale = config.store_dir.join(&name);
+                tracing::info!(path = %stale.display(), "removing an arena file left by a dead process");
+                let _ = std::fs::remove_file(&stale);
+                Arena::create(&config.store_dir, &name, config.store_size, max_blocks)?
+            }
+            other => other?,
+        };
         let probed = probe_event_loop();
         let event_loop = match config.event_loop {
             Some(EventLoopKind::IoUring) if probed != EventLoopKind::IoUring => {
