@@ -1,6 +1,6 @@
-//! Where spilled tasks go: an approximate view of the other nodes' load,
+//! Where spillback sends tasks: an approximate view of the other nodes' load,
 //! refreshed by their heartbeats (queued tasks, idle shards), and the rule
-//! that decides when a node is busy enough to spill.
+//! that decides when a node is busy enough for spillback.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -8,9 +8,9 @@ use owl_transport::slots::Slots;
 
 use crate::ids::NodeId;
 
-/// A shard spills new ready tasks once this many wait in its own queue and
-/// no shard of its node is idle.
-pub(crate) const SPILL_BACKLOG: usize = 64;
+/// A shard sends new ready tasks elsewhere (spillback) once this many wait
+/// in its own queue and no shard of its node is idle.
+pub(crate) const SPILLBACK_BACKLOG: usize = 64;
 
 /// Nothing heard yet: assume the node can take work.
 const UNKNOWN: u64 = u64::MAX;
@@ -53,7 +53,7 @@ impl LoadView {
 
     fn can_take(&self, node: usize) -> bool {
         let l = self.loads[node as u32].load(Ordering::Relaxed);
-        l == UNKNOWN || (l & 0xffff_ffff) > 0 || ((l >> 32) as usize) < SPILL_BACKLOG
+        l == UNKNOWN || (l & 0xffff_ffff) > 0 || ((l >> 32) as usize) < SPILLBACK_BACKLOG
     }
 
     /// The next node, round-robin from a moving start, that is neither `me`

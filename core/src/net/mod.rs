@@ -42,7 +42,7 @@ use crate::object::cell::ObjectCell;
 use crate::task::{FnInfo, REMOTE_FNS};
 
 pub use inproc::in_process;
-pub(crate) use load::SPILL_BACKLOG;
+pub(crate) use load::SPILLBACK_BACKLOG;
 pub use loopback::on_loopback;
 pub(crate) use remote::RemoteTask;
 pub use sim::SimCluster;
@@ -350,8 +350,8 @@ impl Net {
         self.on_node_dead(node, gone);
     }
 
-    /// A node to spill a task of `func` to, if any can take it.
-    pub(crate) fn spill_target(&self, func: u64) -> Option<NodeId> {
+    /// A node to send a task of `func` to by spillback, if any can take it.
+    pub(crate) fn spillback_target(&self, func: u64) -> Option<NodeId> {
         if self.nodes() < 2 || self.link.get().is_none() {
             return None;
         }

@@ -121,7 +121,7 @@ impl Shard {
     }
 
     /// Shard 0 keeps the node's load figures (carried by heartbeats, read
-    /// by peers deciding where to spill) fresh.
+    /// by peers deciding where to send spillback) fresh.
     fn report_load(&self) {
         if self.id.0 != 0 {
             return;

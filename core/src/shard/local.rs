@@ -271,17 +271,17 @@ impl Shard {
                 return Ok(net.map(|n| n.spread(task.func.id.0)));
             }
         }
-        Ok(self.spill_target(task.func.id.0))
+        Ok(self.spillback_target(task.func.id.0))
     }
 
     /// Spillback: a busy node sends new ready tasks to a peer that can take
     /// them.
-    fn spill_target(&self, func: u64) -> Option<crate::ids::NodeId> {
+    fn spillback_target(&self, func: u64) -> Option<crate::ids::NodeId> {
         let net = self.shared.net.as_ref()?;
-        if self.fifo.len() < crate::net::SPILL_BACKLOG || self.shared.idle_shards() > 0 {
+        if self.fifo.len() < crate::net::SPILLBACK_BACKLOG || self.shared.idle_shards() > 0 {
             return None;
         }
-        net.spill_target(func)
+        net.spillback_target(func)
     }
 
     /// Sends a ready task to another node (its arguments travel with it).
