@@ -2,7 +2,7 @@
 //! refreshed by their heartbeats (queued tasks, idle shards), and the rule
 //! that decides when a node is busy enough for spillback.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use owl_transport::slots::Slots;
 
@@ -18,17 +18,13 @@ const UNKNOWN: u64 = u64::MAX;
 pub(crate) struct LoadView {
     /// Per node: queued tasks (high half) and idle shards (low half).
     loads: Slots<AtomicU64>,
-    next: AtomicUsize,
 }
 
 impl LoadView {
     pub(crate) fn new(nodes: u32) -> LoadView {
         let loads = Slots::new();
         loads.grow(nodes, || AtomicU64::new(UNKNOWN));
-        LoadView {
-            loads,
-            next: AtomicUsize::new(0),
-        }
+        LoadView { loads }
     }
 
     /// Makes room for nodes `0..n` (nodes joining an open cluster).
@@ -51,20 +47,14 @@ impl LoadView {
         (l != UNKNOWN).then_some(((l >> 32) as u32, l as u32))
     }
 
-    fn can_take(&self, node: usize) -> bool {
-        let l = self.loads[node as u32].load(Ordering::Relaxed);
+    /// Whether `node`'s last report leaves room for spillback: an idle
+    /// shard, or a backlog shorter than ours must be to spill (unknown
+    /// counts as room).
+    pub(crate) fn has_room(&self, node: NodeId) -> bool {
+        let Some(l) = self.loads.get(node.0).map(|l| l.load(Ordering::Relaxed)) else {
+            return false;
+        };
         l == UNKNOWN || (l & 0xffff_ffff) > 0 || ((l >> 32) as usize) < SPILLBACK_BACKLOG
-    }
-
-    /// The next node, round-robin from a moving start, that is neither `me`
-    /// nor dead nor known to be as busy as we are.
-    pub(crate) fn pick(&self, me: NodeId, dead: impl Fn(NodeId) -> bool) -> Option<NodeId> {
-        let n = self.loads.len() as usize;
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
-            .find(|&i| i != me.0 as usize && !dead(NodeId(i as u32)) && self.can_take(i))
-            .map(|i| NodeId(i as u32))
     }
 }
 
@@ -73,22 +63,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn picks_round_robin_and_skips_busy_dead_and_self() {
-        let v = LoadView::new(4);
-        let mut seen: Vec<u32> = (0..6)
-            .filter_map(|_| v.pick(NodeId(0), |_| false))
-            .map(|n| n.0)
-            .collect();
-        seen.sort();
-        seen.dedup();
-        assert_eq!(seen, vec![1, 2, 3]);
+    fn room_means_an_idle_shard_or_a_short_backlog() {
+        let v = LoadView::new(3);
+        assert!(v.has_room(NodeId(1)), "nothing heard yet");
         v.report(NodeId(1), 1000, 0);
-        v.report(NodeId(2), 0, 1);
-        for _ in 0..8 {
-            let p = v.pick(NodeId(0), |n| n == NodeId(3)).unwrap();
-            assert_eq!(p, NodeId(2));
-        }
-        v.report(NodeId(2), 1000, 0);
-        assert_eq!(v.pick(NodeId(0), |n| n == NodeId(3)), None);
+        assert!(!v.has_room(NodeId(1)));
+        v.report(NodeId(1), 1000, 1);
+        assert!(v.has_room(NodeId(1)));
+        v.report(NodeId(2), SPILLBACK_BACKLOG as u32 - 1, 0);
+        assert!(v.has_room(NodeId(2)));
+        assert!(!v.has_room(NodeId(7)), "unknown node");
     }
 }

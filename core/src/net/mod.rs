@@ -25,6 +25,7 @@ mod loopback;
 mod refs;
 mod remote;
 mod sim;
+mod view;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -46,6 +47,7 @@ pub(crate) use load::SPILLBACK_BACKLOG;
 pub use loopback::on_loopback;
 pub(crate) use remote::RemoteTask;
 pub use sim::SimCluster;
+pub(crate) use view::Alone;
 
 const FNS_UNKNOWN: u8 = 0;
 const FNS_SAME: u8 = 1;
@@ -254,55 +256,6 @@ impl Net {
             .map(|i| i.fns.contains(&func))
     }
 
-    /// A live node labelled `label` that runs `func`, round-robin among them.
-    pub(crate) fn labeled(&self, label: &str, func: u64) -> Result<NodeId, String> {
-        let info = self.info.read();
-        let with: Vec<NodeId> = info
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| {
-                i.as_ref()
-                    .is_some_and(|i| i.labels.iter().any(|x| x == label) && i.fns.contains(&func))
-            })
-            .map(|(i, _)| NodeId(i as u32))
-            .filter(|&n| !self.is_dead(n) && self.reachable(n))
-            .collect();
-        if with.is_empty() {
-            let known: Vec<String> = info
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| self.reachable(NodeId(*i as u32)))
-                .map(|(i, l)| {
-                    let l = l.as_ref();
-                    let runs = if l.is_some_and(|l| l.fns.contains(&func)) {
-                        ""
-                    } else {
-                        " (does not run it)"
-                    };
-                    format!("n{i}: {:?}{runs}", l.map_or(&[][..], |l| &l.labels[..]))
-                })
-                .collect();
-            return Err(format!(
-                "no live node has label `{label}` and runs this function ({})",
-                known.join(", ")
-            ));
-        }
-        Ok(with[self.next_place.fetch_add(1, Ordering::Relaxed) % with.len()])
-    }
-
-    /// The next live node that runs `func`, round-robin over the cluster
-    /// (this one included).
-    pub(crate) fn spread(&self, func: u64) -> NodeId {
-        let nodes = self.nodes() as usize;
-        for _ in 0..nodes {
-            let n = NodeId((self.next_place.fetch_add(1, Ordering::Relaxed) % nodes) as u32);
-            if self.reachable(n) && !self.is_dead(n) && self.runs(n, func) == Some(true) {
-                return n;
-            }
-        }
-        self.me
-    }
-
     /// Starts sending through the mesh; peers were (and will be) told
     /// what this node offers as each came up.
     pub(crate) fn connect_mesh(&self, mesh: Arc<Mesh>) {
@@ -350,14 +303,14 @@ impl Net {
         self.on_node_dead(node, gone);
     }
 
-    /// A node to send a task of `func` to by spillback, if any can take it.
-    pub(crate) fn spillback_target(&self, func: u64) -> Option<NodeId> {
-        if self.nodes() < 2 || self.link.get().is_none() {
-            return None;
-        }
-        self.load.pick(self.me, |n| {
-            self.is_dead(n) || !self.reachable(n) || self.runs(n, func) != Some(true)
-        })
+    /// Whether spillback can send anywhere: peers exist and are reachable.
+    pub(crate) fn can_spill(&self) -> bool {
+        self.nodes() >= 2 && self.link.get().is_some()
+    }
+
+    /// The round-robin position for the next placement among nodes.
+    pub(crate) fn next_turn(&self) -> usize {
+        self.next_place.fetch_add(1, Ordering::Relaxed)
     }
 
     /// What is left in the node-wide maps (all empty after a finished workload).

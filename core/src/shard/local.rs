@@ -18,6 +18,7 @@ use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::object::value::Stored;
 use crate::owner::TableOp;
+use crate::sched::place::{place, Placement, Want};
 use crate::sched::{next_source, should_donate, PriorityQueue, Source};
 use crate::table::OwnershipTable;
 use crate::task::{Task, TaskFuture};
@@ -252,36 +253,31 @@ impl Shard {
         if task.reply_to.is_some() {
             return Ok(None);
         }
-        let net = self.shared.net.as_ref();
-        if let Some(o) = task.opts.as_deref() {
-            if let Some(n) = o.node {
-                return Ok(Some(n));
-            }
-            if let Some(label) = &o.label {
-                return match net {
-                    Some(net) => net.labeled(label, task.func.id.0).map(Some),
-                    None if self.shared.config.labels.iter().any(|l| **l == **label) => Ok(None),
-                    None => Err(format!(
-                        "no node has label `{label}` (this node's labels: {:?})",
-                        self.shared.config.labels
-                    )),
+        let o = task.opts.as_deref();
+        let want = Want {
+            func: task.func.id.0,
+            node: o.and_then(|o| o.node),
+            label: o.and_then(|o| o.label.as_deref()),
+            spread: o.is_some_and(|o| o.spread),
+        };
+        // Spillback: a node whose shards are all busy, with a backlog here,
+        // sends new ready tasks to a peer that can take them.
+        let busy =
+            || self.fifo.len() >= crate::net::SPILLBACK_BACKLOG && self.shared.idle_shards() == 0;
+        let placed = match self.shared.net.as_ref() {
+            Some(net) => place(want, net, || net.next_turn(), net.can_spill() && busy()),
+            None => {
+                let alone = crate::net::Alone {
+                    me: self.shared.node,
+                    labels: &self.shared.config.labels,
                 };
+                place(want, &alone, || 0, false)
             }
-            if o.spread {
-                return Ok(net.map(|n| n.spread(task.func.id.0)));
-            }
-        }
-        Ok(self.spillback_target(task.func.id.0))
-    }
-
-    /// Spillback: a busy node sends new ready tasks to a peer that can take
-    /// them.
-    fn spillback_target(&self, func: u64) -> Option<crate::ids::NodeId> {
-        let net = self.shared.net.as_ref()?;
-        if self.fifo.len() < crate::net::SPILLBACK_BACKLOG || self.shared.idle_shards() > 0 {
-            return None;
-        }
-        net.spillback_target(func)
+        }?;
+        Ok(match placed {
+            Placement::Here => None,
+            Placement::On(node) => Some(node),
+        })
     }
 
     /// Sends a ready task to another node (its arguments travel with it).
