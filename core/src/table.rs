@@ -44,6 +44,29 @@ use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::task::FnInfo;
 
+/// An update to one shard's ownership table, as the owner layer hands it
+/// over (`owner::Ctx::to_table`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TableOp {
+    /// The node's handle group of the object ended.
+    Release(ObjectId),
+    /// `delta` registrations of `node` as a borrower of the object.
+    Borrow {
+        id: ObjectId,
+        node: NodeId,
+        delta: i32,
+        /// Made by this node when it sent the ref (ends the cell's
+        /// in-flight count taken at sending).
+        shipped: bool,
+    },
+    /// A ref to the object came back from another node and started a new
+    /// handle group here.
+    GroupStarted(ObjectId),
+    /// `node` died or left: its registrations as a borrower count as
+    /// released, and later ones are ignored.
+    NodeGone(NodeId),
+}
+
 #[derive(Debug)]
 pub struct Entry {
     gen: u32,
@@ -222,9 +245,8 @@ impl OwnershipTable {
         self.free_if_unused(id)
     }
 
-    /// Applies one update of the owner layer (`owner::TableOp`).
-    pub(crate) fn apply(&mut self, op: crate::owner::TableOp) -> Released {
-        use crate::owner::TableOp;
+    /// Applies one update of the owner layer.
+    pub(crate) fn apply(&mut self, op: TableOp) -> Released {
         match op {
             TableOp::Release(id) => self.release_local(id),
             TableOp::Borrow {

@@ -367,10 +367,4 @@ impl Task {
         });
         ready
     }
-
-    /// Whether a failure of `kind` on this attempt earns another attempt
-    /// (see `crate::retry`).
-    pub fn should_retry(&self, kind: &TaskErrorKind) -> bool {
-        crate::retry::may_retry(self.opts.as_deref(), self.attempt, kind)
-    }
 }

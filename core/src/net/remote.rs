@@ -284,7 +284,8 @@ impl Net {
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
         for RemoteTask { mut task, .. } in lost {
-            if task.should_retry(&TaskErrorKind::WorkerDied(dead)) {
+            let died = TaskErrorKind::WorkerDied(dead);
+            if crate::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
                 task.attempt += 1;
                 // Retry on this node (which is alive): clear the placement.
                 if let Some(o) = task.opts.as_mut() {

@@ -17,7 +17,11 @@ pub(crate) mod refs;
 
 use owl_transport::proto::Msg;
 
-use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::ids::{NodeId, ShardId};
+
+/// Updates the owner layer hands to a shard's table (defined with the
+/// table, which applies them).
+pub(crate) use crate::table::TableOp;
 
 /// How the owner layer acts on the world.
 pub(crate) trait Ctx {
@@ -29,28 +33,6 @@ pub(crate) trait Ctx {
     fn to_table(&self, shard: ShardId, op: TableOp);
     /// Whether `node` is known gone (died or left).
     fn is_dead(&self, node: NodeId) -> bool;
-}
-
-/// An update to one shard's ownership table (see `table::OwnershipTable`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TableOp {
-    /// The node's handle group of the object ended.
-    Release(ObjectId),
-    /// `delta` registrations of `node` as a borrower of the object.
-    Borrow {
-        id: ObjectId,
-        node: NodeId,
-        delta: i32,
-        /// Made by this node when it sent the ref (ends the cell's
-        /// in-flight count taken at sending).
-        shipped: bool,
-    },
-    /// A ref to the object came back from another node and started a new
-    /// handle group here.
-    GroupStarted(ObjectId),
-    /// `node` died or left: its registrations as a borrower count as
-    /// released, and later ones are ignored.
-    NodeGone(NodeId),
 }
 
 #[cfg(test)]

@@ -90,7 +90,7 @@ impl Shard {
             Ok(value) => {
                 task.cell.complete(Ok(value));
             }
-            Err(kind) if task.should_retry(&kind) => {
+            Err(kind) if crate::retry::may_retry(task.opts.as_deref(), task.attempt, &kind) => {
                 tracing::debug!(task = %task.name(), attempt = task.attempt, error = %kind, "retrying task");
                 task.attempt += 1;
                 return self.push_ready(task);
