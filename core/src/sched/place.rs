@@ -48,14 +48,14 @@ pub enum Placement {
 }
 
 /// Places a task. `turn` gives the round-robin position (the caller's
-/// counter, advanced on every call; asked only when a choice among nodes is
-/// made, so the common case reads no shared counter); `busy` says this
-/// node should shed new work (spillback).
+/// counter, advanced on every call); `busy` says whether this node should
+/// shed new work (spillback). Both are asked only when the rules need them,
+/// so a task asking for a node reads neither.
 pub fn place(
     want: Want<'_>,
     view: &impl ClusterView,
     turn: impl FnOnce() -> usize,
-    busy: bool,
+    busy: impl FnOnce() -> bool,
 ) -> Result<Placement, String> {
     let me = view.me();
     let at = |n: NodeId| {
@@ -87,7 +87,7 @@ pub fn place(
             .find(|&c| usable(c))
             .map_or(Placement::Here, at));
     }
-    if busy && nodes > 1 {
+    if nodes > 1 && busy() {
         let (n, turn) = (nodes as usize, turn());
         if let Some(peer) = (0..n)
             .map(|i| NodeId(((turn + i) % n) as u32))
@@ -193,21 +193,21 @@ mod tests {
             ..want(None, false)
         };
         assert_eq!(
-            place(w, &cluster(), || 0, false),
+            place(w, &cluster(), || 0, || false),
             Ok(Placement::On(NodeId(2)))
         );
         let w = Want {
             node: Some(NodeId(0)),
             ..want(None, false)
         };
-        assert_eq!(place(w, &cluster(), || 0, true), Ok(Placement::Here));
+        assert_eq!(place(w, &cluster(), || 0, || true), Ok(Placement::Here));
     }
 
     #[test]
     fn a_label_picks_live_nodes_that_run_the_function_in_turn() {
         let c = cluster();
         let got: Vec<Placement> = (0..4)
-            .map(|t| place(want(Some("gpu"), false), &c, || t, false).unwrap())
+            .map(|t| place(want(Some("gpu"), false), &c, || t, || false).unwrap())
             .collect();
         use Placement::On;
         assert_eq!(
@@ -215,14 +215,14 @@ mod tests {
             vec![On(NodeId(1)), On(NodeId(5)), On(NodeId(1)), On(NodeId(5))]
         );
         assert_eq!(
-            place(want(Some("cpu"), false), &c, || 3, false),
+            place(want(Some("cpu"), false), &c, || 3, || false),
             Ok(Placement::Here)
         );
     }
 
     #[test]
     fn a_label_nobody_has_names_every_live_node_s_labels() {
-        let err = place(want(Some("tpu"), false), &cluster(), || 0, false).unwrap_err();
+        let err = place(want(Some("tpu"), false), &cluster(), || 0, || false).unwrap_err();
         assert!(err.contains("`tpu`"), "{err}");
         assert!(err.contains("n1: [\"gpu\"]"), "{err}");
         assert!(err.contains("n3: [\"gpu\"] (does not run it)"), "{err}");
@@ -233,7 +233,7 @@ mod tests {
     fn spread_goes_round_robin_over_nodes_that_can_run_it() {
         let c = cluster();
         let got: Vec<Placement> = (0..6)
-            .map(|t| place(want(None, true), &c, || t, false).unwrap())
+            .map(|t| place(want(None, true), &c, || t, || false).unwrap())
             .collect();
         use Placement::{Here, On};
         assert_eq!(
@@ -253,17 +253,17 @@ mod tests {
     fn spillback_only_when_busy_and_only_to_a_peer_with_room() {
         let c = cluster();
         assert_eq!(
-            place(want(None, false), &c, || 0, false),
+            place(want(None, false), &c, || 0, || false),
             Ok(Placement::Here)
         );
         assert_eq!(
-            place(want(None, false), &c, || 0, true),
+            place(want(None, false), &c, || 0, || true),
             Ok(Placement::On(NodeId(1)))
         );
         let mut full = cluster();
         full.nodes[1].3 = false;
         assert_eq!(
-            place(want(None, false), &full, || 0, true),
+            place(want(None, false), &full, || 0, || true),
             Ok(Placement::Here)
         );
     }

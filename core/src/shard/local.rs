@@ -265,13 +265,13 @@ impl Shard {
         let busy =
             || self.fifo.len() >= crate::net::SPILLBACK_BACKLOG && self.shared.idle_shards() == 0;
         let placed = match self.shared.net.as_ref() {
-            Some(net) => place(want, net, || net.next_turn(), net.can_spill() && busy()),
+            Some(net) => place(want, net, || net.next_turn(), || net.can_spill() && busy()),
             None => {
                 let alone = crate::net::Alone {
                     me: self.shared.node,
                     labels: &self.shared.config.labels,
                 };
-                place(want, &alone, || 0, false)
+                place(want, &alone, || 0, || false)
             }
         }?;
         Ok(match placed {
