@@ -315,10 +315,11 @@ impl Net {
 
     /// What is left in the node-wide maps (all empty after a finished workload).
     pub(crate) fn leaks(&self) -> NetLeaks {
+        let (borrowed, exports, lent) = self.refs.counts();
         NetLeaks {
-            borrowed: self.refs.counts().0,
-            exports: self.refs.counts().1,
-            lent: self.refs.counts().2,
+            borrowed,
+            exports,
+            lent,
             remote_tasks: self.remote.lock().len(),
             executing: self.executing.lock().len(),
             pulls: self.pulls.lock().len(),

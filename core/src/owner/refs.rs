@@ -276,8 +276,8 @@ impl Refs {
                 shipped: false,
             },
         );
-        // Queued behind the registration: whatever the lender does once it
-        // drops its hold reaches the shard after it.
+        // The registration is queued before the lender hears anything, so
+        // whatever it does once it drops its hold reaches the shard after.
         if let Some(lender) = lender {
             ctx.send(
                 lender,

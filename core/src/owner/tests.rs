@@ -286,7 +286,7 @@ fn the_owner_queues_a_registration_then_answers_the_lender() {
                 }
             ),
         ],
-        "registration first: the lender's release must reach the shard after it"
+        "registration queued before the answer that lets the lender release"
     );
     refs.on_borrow(&ctx, xid, N2, -3, None);
     assert_eq!(
