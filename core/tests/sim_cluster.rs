@@ -249,6 +249,58 @@ fn a_lossy_partition_closes_the_link_and_loses_no_answer() {
     long_partition(Cut::Lossy, 300, 29, false);
 }
 
+#[owl::remote]
+fn fails_at_the_root() -> u64 {
+    panic!("the root cause")
+}
+
+/// Builds a chain of `n` tasks on its own node whose first task fails, and
+/// returns a ref to the last: its error nests `n` causes deep.
+#[owl::remote]
+fn failing_chain(rt: Runtime, n: u32) -> ObjectRef<u64> {
+    let mut x = fails_at_the_root.remote(&rt).unwrap();
+    for _ in 0..n {
+        x = add.remote(&rt, x, 1).unwrap();
+    }
+    x
+}
+
+/// A chain of failed dependencies is as deep as the chain of tasks; sent to
+/// another node it must stay under the decoder's nesting limit (else the
+/// frame is refused and the link closed), and the root cause must survive.
+#[test]
+fn a_thousand_failed_dependencies_cross_nodes_with_their_root_cause() {
+    let c = sim(2, 31);
+    let rt = c.node(0);
+    let outer = failing_chain.options(on(1)).remote(rt, 1000).unwrap();
+    let inner: ObjectRef<u64> = outer.get_blocking().unwrap().deserialize().unwrap();
+    drop(outer);
+    let err = match inner.get_blocking_timeout(Duration::from_secs(30)) {
+        Err(GetError::Task(e)) => e,
+        other => panic!("expected a dependency failure, got {other:?}"),
+    };
+    let mut depth = 0;
+    let mut e = &*err;
+    while let TaskErrorKind::DependencyFailed(cause) = &e.kind {
+        e = cause;
+        depth += 1;
+    }
+    assert!(
+        matches!(&e.kind, TaskErrorKind::Panicked(m) if m.contains("the root cause")),
+        "{:?}",
+        e.kind
+    );
+    assert!(depth >= 60, "the outer causes are kept too ({depth})");
+    assert!(
+        c.net().link_up(0, 1) && c.net().link_up(1, 0),
+        "the link stays up"
+    );
+    let after = add.options(on(1)).remote(rt, 1, 2).unwrap();
+    assert_eq!(*after.get_blocking().unwrap(), 3);
+    drop((inner, after, err));
+    c.assert_no_leaks();
+}
+
 #[test]
 fn a_crashed_node_s_work_is_retried_and_its_objects_fail() {
     let mut c = sim(3, 13);

@@ -28,29 +28,50 @@ const WORKER_DIED: u8 = 6;
 const OWNER_DIED: u8 = 7;
 const UNPLACEABLE: u8 = 8;
 
+/// Causes a task error keeps on the wire. A chain of failed dependencies
+/// is as deep as the chain of tasks, and the frame decoder refuses nesting
+/// past `proto::MAX_DEPTH` (512) to protect its stack, so a longer chain
+/// would close the connection. The outermost causes and the root cause
+/// (what actually failed) are kept; the ones between are dropped.
+const WIRE_CAUSES: usize = 64;
+
 pub(super) fn wire_error(e: &TaskError) -> WireError {
-    let (kind, message, cause) = match &e.kind {
-        TaskErrorKind::Panicked(m) => (PANICKED, m.clone(), None),
-        TaskErrorKind::Failed(m) => (FAILED, m.clone(), None),
-        TaskErrorKind::Cancelled => (CANCELLED, String::new(), None),
-        TaskErrorKind::Shutdown => (SHUTDOWN, String::new(), None),
-        TaskErrorKind::DependencyFailed(c) => {
-            (DEPENDENCY, String::new(), Some(Box::new(wire_error(c))))
-        }
-        TaskErrorKind::Store(m) => (STORE, m.clone(), None),
-        TaskErrorKind::WorkerDied(n) => (WORKER_DIED, n.0.to_string(), None),
-        TaskErrorKind::OwnerDied(n) => (OWNER_DIED, n.0.to_string(), None),
-        TaskErrorKind::Unplaceable(m) => (UNPLACEABLE, m.clone(), None),
-    };
-    WireError {
-        kind,
-        message,
-        task: e.task.clone(),
-        node: e.node.0,
-        shard: e.shard.0,
-        attempts: e.attempts,
-        cause,
+    // Outermost first, walked without recursion: a chain can be thousands
+    // deep.
+    let mut chain: Vec<&TaskError> = vec![e];
+    while let TaskErrorKind::DependencyFailed(c) = &chain[chain.len() - 1].kind {
+        chain.push(c);
     }
+    if chain.len() > WIRE_CAUSES {
+        let root = chain[chain.len() - 1];
+        chain.truncate(WIRE_CAUSES - 1);
+        chain.push(root);
+    }
+    let mut wired: Option<WireError> = None;
+    for e in chain.into_iter().rev() {
+        let (kind, message) = match &e.kind {
+            TaskErrorKind::Panicked(m) => (PANICKED, m.clone()),
+            TaskErrorKind::Failed(m) => (FAILED, m.clone()),
+            TaskErrorKind::Cancelled => (CANCELLED, String::new()),
+            TaskErrorKind::Shutdown => (SHUTDOWN, String::new()),
+            TaskErrorKind::DependencyFailed(_) => (DEPENDENCY, String::new()),
+            TaskErrorKind::Store(m) => (STORE, m.clone()),
+            TaskErrorKind::WorkerDied(n) => (WORKER_DIED, n.0.to_string()),
+            TaskErrorKind::OwnerDied(n) => (OWNER_DIED, n.0.to_string()),
+            TaskErrorKind::Unplaceable(m) => (UNPLACEABLE, m.clone()),
+        };
+        wired = Some(WireError {
+            kind,
+            message,
+            task: e.task.clone(),
+            node: e.node.0,
+            shard: e.shard.0,
+            attempts: e.attempts,
+            // Only a dependency failure carries what failed under it.
+            cause: wired.take().filter(|_| kind == DEPENDENCY).map(Box::new),
+        });
+    }
+    wired.expect("the chain holds at least the error itself")
 }
 
 /// The error a peer reported for `object` (causes keep the same object id:
