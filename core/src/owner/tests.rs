@@ -105,6 +105,14 @@ fn add(object: ObjectId, borrower: NodeId, lender: NodeId) -> Msg {
     }
 }
 
+fn remove(object: ObjectId, borrower: NodeId, count: u32) -> Msg {
+    Msg::RemoveBorrower {
+        object: object.into(),
+        borrower: borrower.0,
+        count,
+    }
+}
+
 #[test]
 fn the_owner_ships_with_an_in_flight_count_and_an_export() {
     let _r = Routed::new();
@@ -189,14 +197,7 @@ fn a_lent_ref_registers_its_receiver_and_fetches_once() {
     refs.group_ended(&ctx, &cell);
     assert_eq!(
         ctx.take(),
-        vec![Action::Send(
-            N0,
-            Msg::RemoveBorrower {
-                object: xid.into(),
-                borrower: 2,
-                count: 3
-            }
-        )],
+        vec![Action::Send(N0, remove(xid, N2, 3))],
         "every registration goes back in one message"
     );
     assert_eq!(refs.counts(), (0, 0, 0));
@@ -222,17 +223,7 @@ fn a_released_proxy_replaced_by_a_new_group_sends_nothing() {
     let new = Arc::clone(b.cell());
     drop(b);
     refs.group_ended(&ctx, &new);
-    assert_eq!(
-        ctx.take(),
-        vec![Action::Send(
-            N0,
-            Msg::RemoveBorrower {
-                object: xid.into(),
-                borrower: 2,
-                count: 2
-            }
-        )]
-    );
+    assert_eq!(ctx.take(), vec![Action::Send(N0, remove(xid, N2, 2))]);
 }
 
 #[test]

@@ -134,13 +134,20 @@ impl Shard {
             let Some(id) = self.releases.borrow_mut().pop() else {
                 break;
             };
-            let released = self.table.borrow_mut().release_local(id);
-            if let Some(net) = self.shared.net.as_ref() {
-                net.table_applied(TableOp::Release(id), &released);
-            }
-            drop(released);
+            self.apply_table(TableOp::Release(id));
         }
         self.releasing.set(false);
+    }
+
+    /// Applies one update to the table and keeps the node's export index in
+    /// step; freed entries drop here, outside the table borrow (their
+    /// contained refs may release more).
+    fn apply_table(&self, op: TableOp) {
+        let released = self.table.borrow_mut().apply(op);
+        if let Some(net) = self.shared.net.as_ref() {
+            net.table_applied(op, &released);
+        }
+        drop(released);
     }
 
     // ---- tasks ---------------------------------------------------------
@@ -234,14 +241,7 @@ impl Shard {
     fn apply_counts(&self, msg: Msg) -> Option<Msg> {
         match msg {
             Msg::Table(TableOp::Release(id)) => self.release(id),
-            Msg::Table(op) => {
-                let released = self.table.borrow_mut().apply(op);
-                if let Some(net) = self.shared.net.as_ref() {
-                    net.table_applied(op, &released);
-                }
-                // Freed entries drop here, outside the table borrow.
-                drop(released);
-            }
+            Msg::Table(op) => self.apply_table(op),
             other => return Some(other),
         }
         None
