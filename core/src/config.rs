@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::StartError;
-use crate::runtime::Runtime;
-use crate::shard::EventLoopKind;
 
 /// Settings of a node, from the builder and `OWL_*` variables.
 #[derive(Debug, Clone)]
@@ -414,7 +412,26 @@ impl Builder {
         self
     }
 
-    pub fn build(self) -> Result<Runtime, StartError> {
-        Runtime::start(self.config)
+    /// The settings, to start a node with (`Builder::build`).
+    pub(crate) fn into_config(self) -> Config {
+        self.config
+    }
+}
+
+/// Which event loop drives the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventLoopKind {
+    /// tokio-uring: io_uring submission and completion rings.
+    IoUring,
+    /// tokio's current-thread runtime (epoll): the portable fallback.
+    Tokio,
+}
+
+impl std::fmt::Display for EventLoopKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EventLoopKind::IoUring => "io_uring",
+            EventLoopKind::Tokio => "tokio",
+        })
     }
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use owl_store::ArenaStats;
 
+use crate::engine::shard::{LeakCounts, Msg};
 use crate::ids::NodeId;
 use crate::runtime::Runtime;
-use crate::shard::{LeakCounts, Msg};
 
 impl Runtime {
     /// With `OWL_CHECK_LEAKS` set, asserts that nothing is left on this node
@@ -40,7 +40,7 @@ impl Runtime {
                 .shared
                 .net
                 .as_ref()
-                .map(crate::net::Net::leaks)
+                .map(crate::engine::net::Net::leaks)
                 .unwrap_or_default(),
             arena: self.shared.arena.stats(),
         }
@@ -55,7 +55,7 @@ impl Runtime {
     /// shard thread.
     pub fn assert_no_leaks(&self) {
         assert!(
-            !crate::shard::on_shard_thread(),
+            !crate::engine::shard::on_shard_thread(),
             "assert_no_leaks must be called outside owl tasks"
         );
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -78,7 +78,7 @@ pub struct LeakReport {
     pub node: NodeId,
     pub shards: Vec<LeakCounts>,
     /// Cross-node state: proxies, exports, remote tasks, pulls.
-    pub net: crate::net::NetLeaks,
+    pub net: crate::engine::net::NetLeaks,
     /// Tasks waiting for arguments, node-wide.
     pub parked_tasks: usize,
     pub arena: ArenaStats,

@@ -35,31 +35,30 @@
 // contained-refs thread-local in value.rs) allow it, each with its SAFETY note.
 #![deny(unsafe_code)]
 
+mod cluster;
 mod config;
+mod engine;
 mod error;
 mod ids;
 mod leaks;
-mod net;
-mod node;
 mod object;
 mod owner;
-mod retry;
 mod runtime;
 pub mod sched;
-mod shard;
+mod spec;
 mod startup;
-pub mod table;
-mod task;
 #[doc(hidden)]
 pub mod testkit;
 
-pub use config::{Builder, Config, Membership, Network, Transport};
+pub use cluster::{in_process, on_loopback, SimCluster};
+pub use config::{Builder, Config, EventLoopKind, Membership, Network, Transport};
+pub use engine::net::{Member, NetLeaks};
+pub use engine::shard::LeakCounts;
 pub use error::{
     Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
 pub use ids::{FnId, NodeId, ObjectId, ShardId};
 pub use leaks::LeakReport;
-pub use net::{in_process, on_loopback, Member, NetLeaks, SimCluster};
 pub use object::objref::{ArchivedRefRecord, GetFuture, Got, ObjectRef, RefRecord};
 pub use object::value::{OwlWriter, Stored, Value};
 pub use owl_macros::{main, remote};
@@ -67,8 +66,7 @@ pub use owl_store::ArenaStats;
 /// The transport's simulated network (for `SimCluster` tests).
 pub use owl_transport::sim;
 pub use runtime::{runtime, Runtime};
-pub use shard::{EventLoopKind, LeakCounts};
-pub use task::{CallOpts, FnInfo, IntoArg};
+pub use spec::{CallOpts, FnInfo, IntoArg};
 
 /// Re-exported so users derive `Archive`, `Serialize`, `Deserialize` for their types.
 pub use rkyv;
@@ -80,7 +78,7 @@ pub mod __private {
     pub use crate::ids::stable_hash;
     pub use crate::object::cell::ObjectCell;
     pub use crate::object::value::{store, Stored};
-    pub use crate::task::{
+    pub use crate::spec::{
         Arg, ArgIn, ArgOut, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS,
     };
     pub use linkme;
@@ -98,9 +96,11 @@ pub mod __private {
 
     /// Archives a task's return value into the running shard's node.
     pub fn store_return<R: Value>(value: R) -> Result<Stored, TaskErrorKind> {
-        crate::shard::with_current(|s| store(&value, &s.shared.arena, s.shared.config.inline_max))
-            .expect("owl remote functions run on owl shards")
-            .map_err(|e| TaskErrorKind::Store(e.to_string()))
+        crate::engine::shard::with_current(|s| {
+            store(&value, &s.shared.arena, s.shared.config.inline_max)
+        })
+        .expect("owl remote functions run on owl shards")
+        .map_err(|e| TaskErrorKind::Store(e.to_string()))
     }
 
     /// Like `store_return` for functions returning `Result<R, E>`.

@@ -10,13 +10,13 @@ use std::time::Duration;
 use owl_store::ArenaStats;
 
 use crate::config::{Builder, Config};
+use crate::engine::node::{NodeShared, Owner};
+use crate::engine::shard::{with_current, EventLoopKind, Msg, Shard};
 use crate::error::{PutError, SubmitError, TaskErrorKind};
 use crate::ids::NodeId;
-use crate::node::{NodeShared, Owner};
 use crate::object::objref::{ObjectRef, RawRef};
 use crate::object::value::{store, Stored, Value};
-use crate::shard::{with_current, EventLoopKind, Msg, Shard};
-use crate::task::{Call, CallOpts, FnInfo};
+use crate::spec::{Call, CallOpts, FnInfo};
 
 /// A handle to an owl node. Cheap to clone.
 ///
@@ -73,11 +73,11 @@ impl Runtime {
     /// Every node of the cluster as this node sees it (this one included):
     /// up or gone, labels, program, last reported load. Empty outside a
     /// cluster.
-    pub fn members(&self) -> Vec<crate::net::Member> {
+    pub fn members(&self) -> Vec<crate::engine::net::Member> {
         self.shared
             .net
             .as_ref()
-            .map(crate::net::Net::members)
+            .map(crate::engine::net::Net::members)
             .unwrap_or_default()
     }
 
@@ -250,7 +250,7 @@ impl Runtime {
         R: Send + 'static,
     {
         assert!(
-            !crate::shard::on_shard_thread(),
+            !crate::engine::shard::on_shard_thread(),
             "block_on called inside an owl task; await the future instead"
         );
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -263,7 +263,7 @@ impl Runtime {
             let root = async move {
                 let _ = tx.send(fut.await);
             };
-            s.start_future(None, crate::shard::Fut::Root(Box::pin(root)));
+            s.start_future(None, crate::engine::shard::Fut::Root(Box::pin(root)));
         })));
         match rx.recv() {
             Ok(r) => r,

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 
 use owl_store::Arena;
 
-use crate::config::{Config, Membership};
+use crate::config::{Builder, Config, Membership};
+use crate::engine::node::{registry, NodeShared, Owner};
+use crate::engine::shard::{probe_event_loop, run_shard, EventLoopKind, Msg, ShardRemote};
 use crate::error::StartError;
 use crate::ids::{NodeId, ShardId};
-use crate::node::{registry, NodeShared, Owner};
 use crate::runtime::Runtime;
-use crate::shard::{probe_event_loop, run_shard, EventLoopKind, Msg, ShardRemote};
-use crate::task::REMOTE_FNS;
+use crate::spec::REMOTE_FNS;
 
 static NEXT_SERIAL: AtomicU32 = AtomicU32::new(1);
 
@@ -34,6 +34,14 @@ fn check_registry() -> Result<(), StartError> {
     }
     Ok(())
 }
+
+impl Builder {
+    /// Starts the node.
+    pub fn build(self) -> Result<Runtime, StartError> {
+        Runtime::start(self.into_config())
+    }
+}
+
 impl Runtime {
     pub(crate) fn start(config: Config) -> Result<Runtime, StartError> {
         if config.shards == 0 {
@@ -47,7 +55,7 @@ impl Runtime {
             });
         }
         check_registry()?;
-        crate::object::set_release_route(crate::node::release);
+        crate::object::set_release_route(crate::engine::node::release);
         let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
         let name = format!("owl-{}-{}.arena", std::process::id(), serial);
         // One block slot per `inline_max` bytes: only larger values reach the arena.
@@ -95,7 +103,7 @@ impl Runtime {
         let (node, net) = match config.cluster {
             Some(m) => (
                 m.node,
-                Some(crate::net::Net::new(
+                Some(crate::engine::net::Net::new(
                     m.node,
                     serial,
                     m.nodes,
@@ -145,7 +153,7 @@ impl Runtime {
         if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
             let mut cfg = mesh_config(&network, m);
             cfg.shards = shared.shards.len() as u32;
-            let handler = Arc::new(crate::net::NodeHandler(Arc::downgrade(&shared)));
+            let handler = Arc::new(crate::engine::net::NodeHandler(Arc::downgrade(&shared)));
             // Meshes run on shard 0's event loop (`Shard::host_io`,
             // `Shard::host_shm`): no I/O thread, no wake-up between the
             // runtime and the wire; shard 0 polls sockets or rings as it

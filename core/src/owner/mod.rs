@@ -14,6 +14,8 @@
 //! live in `net/` and move here next (see docs/DESIGN.md).
 
 pub(crate) mod refs;
+pub(crate) mod retry;
+pub(crate) mod table;
 
 use owl_transport::proto::Msg;
 
@@ -21,7 +23,7 @@ use crate::ids::{NodeId, ShardId};
 
 /// Updates the owner layer hands to a shard's table (defined with the
 /// table, which applies them).
-pub(crate) use crate::table::TableOp;
+pub(crate) use table::TableOp;
 
 /// How the owner layer acts on the world.
 pub(crate) trait Ctx {

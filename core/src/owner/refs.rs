@@ -52,7 +52,7 @@ use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
-use crate::table::Released;
+use crate::owner::table::Released;
 
 /// This node's proxy of an object owned elsewhere.
 struct Borrowed {

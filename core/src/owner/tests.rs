@@ -14,7 +14,7 @@ use crate::error::TaskErrorKind;
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
-use crate::table::{OwnershipTable, Released};
+use crate::owner::table::{OwnershipTable, Released};
 
 #[derive(Debug, PartialEq)]
 enum Action {

@@ -11,8 +11,8 @@ use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::objref::RawRef;
 use crate::object::value::Stored;
 use crate::owner::refs::Refs;
+use crate::owner::table::{OwnershipTable, Released};
 use crate::owner::{Ctx, TableOp};
-use crate::table::{OwnershipTable, Released};
 
 /// Serials of the cluster's nodes (what their cells carry): node `i` is
 /// `SERIAL_BASE + i`, far from the serials real runtimes use.

@@ -20,8 +20,6 @@
 //!   before the sender can release its own hold), -n when its handle group
 //!   ends. Messages from different nodes race, so a count may be negative
 //!   for a while; the entry lives until every count is back to zero.
-//! - *lineage*: the function that produces the object, kept while the entry
-//!   lives.
 //!
 //! Invariants (checked by `check` in this module's tests and on every
 //! shard by the leak report, `Runtime::leak_report`):
@@ -42,7 +40,6 @@ use smallvec::SmallVec;
 
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
-use crate::task::FnInfo;
 
 /// An update to one shard's ownership table, as the owner layer hands it
 /// over (`owner::Ctx::to_table`).
@@ -71,7 +68,6 @@ pub(crate) enum TableOp {
 pub struct Entry {
     gen: u32,
     pub cell: Arc<ObjectCell>,
-    pub lineage: Option<&'static FnInfo>,
     /// Handle groups on this node (signed: see the module docs).
     pub local_refs: i32,
     /// Registrations per borrowing node; zero counts are removed.
@@ -142,17 +138,11 @@ impl OwnershipTable {
         }
     }
 
-    fn insert_cell(
-        &mut self,
-        id: ObjectId,
-        cell: ObjectCell,
-        lineage: Option<&'static FnInfo>,
-    ) -> Arc<ObjectCell> {
+    fn insert_cell(&mut self, id: ObjectId, cell: ObjectCell) -> Arc<ObjectCell> {
         let cell = Arc::new(cell);
         let key = self.entries.insert(Entry {
             gen: id.gen,
             cell: Arc::clone(&cell),
-            lineage,
             local_refs: 1,
             borrowers: SmallVec::new(),
             exported: false,
@@ -162,15 +152,15 @@ impl OwnershipTable {
     }
 
     /// Creates the entry for a task's future object: pending, one handle group.
-    pub fn insert_pending(&mut self, lineage: &'static FnInfo) -> Arc<ObjectCell> {
+    pub fn insert_pending(&mut self) -> Arc<ObjectCell> {
         let id = self.next_id();
-        self.insert_cell(id, ObjectCell::new(id, self.rt, 1), Some(lineage))
+        self.insert_cell(id, ObjectCell::new(id, self.rt, 1))
     }
 
     /// Creates the entry for a `put` value: ready, one handle group.
     pub fn insert_ready(&mut self, value: crate::object::value::Stored) -> Arc<ObjectCell> {
         let id = self.next_id();
-        self.insert_cell(id, ObjectCell::ready(id, self.rt, 1, value), None)
+        self.insert_cell(id, ObjectCell::ready(id, self.rt, 1, value))
     }
 
     pub fn get(&self, id: ObjectId) -> Option<&Entry> {
@@ -323,16 +313,6 @@ impl OwnershipTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::FnId;
-
-    static F: FnInfo = FnInfo {
-        id: FnId(1),
-        name: "f",
-        path: "t::f",
-        is_async: false,
-        decode: |_| Err("not callable".into()),
-    };
-
     fn table() -> OwnershipTable {
         OwnershipTable::new(NodeId(0), ShardId(3), 9)
     }
@@ -340,7 +320,7 @@ mod tests {
     #[test]
     fn insert_release_frees_exactly_once() {
         let mut t = table();
-        let cell = t.insert_pending(&F);
+        let cell = t.insert_pending();
         let id = cell.id();
         assert_eq!(id.owner(), (NodeId(0), ShardId(3)));
         assert_eq!(t.len(), 1);
@@ -356,9 +336,9 @@ mod tests {
     #[test]
     fn stale_id_does_not_touch_reused_slot() {
         let mut t = table();
-        let old = t.insert_pending(&F).id();
+        let old = t.insert_pending().id();
         assert!(matches!(t.release_local(old), Released::Freed(_)));
-        let new = t.insert_pending(&F).id();
+        let new = t.insert_pending().id();
         assert_eq!(new.index, old.index, "slot is reused");
         assert_ne!(new.gen, old.gen);
         assert!(matches!(t.release_local(old), Released::Stale));
@@ -370,7 +350,7 @@ mod tests {
     #[test]
     fn borrowers_keep_entry() {
         let mut t = table();
-        let id = t.insert_pending(&F).id();
+        let id = t.insert_pending().id();
         t.entries
             .get_mut(id.index as usize)
             .unwrap()
@@ -383,7 +363,7 @@ mod tests {
     #[test]
     fn borrower_counts_may_cross_zero_in_any_order() {
         let mut t = table();
-        let id = t.insert_pending(&F).id();
+        let id = t.insert_pending().id();
         // Node 2 releases before the registration that covers it arrives.
         assert!(matches!(t.borrow(id, NodeId(2), -1, false), Released::Kept));
         assert!(matches!(t.release_local(id), Released::Kept));
@@ -399,7 +379,7 @@ mod tests {
     #[test]
     fn shipped_ref_holds_entry_until_registered() {
         let mut t = table();
-        let cell = t.insert_pending(&F);
+        let cell = t.insert_pending();
         let id = cell.id();
         cell.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -411,7 +391,7 @@ mod tests {
     #[test]
     fn returning_ref_starts_a_second_group() {
         let mut t = table();
-        let id = t.insert_pending(&F).id();
+        let id = t.insert_pending().id();
         t.borrow(id, NodeId(1), 1, false);
         // The first group ends, the ref comes back, that group ends before
         // its start is applied: counts meet at zero in any order.
@@ -427,8 +407,8 @@ mod tests {
     #[test]
     fn dead_borrower_is_purged() {
         let mut t = table();
-        let a = t.insert_pending(&F).id();
-        let b = t.insert_pending(&F).id();
+        let a = t.insert_pending().id();
+        let b = t.insert_pending().id();
         t.borrow(a, NodeId(4), 2, false);
         t.borrow(b, NodeId(4), 1, false);
         t.borrow(b, NodeId(5), 1, false);
@@ -442,16 +422,14 @@ mod tests {
     }
 
     #[test]
-    fn lineage_and_ready_entries() {
+    fn pending_and_ready_entries() {
         let mut t = table();
-        let p = t.insert_pending(&F);
+        let p = t.insert_pending();
         assert!(!p.is_ready());
-        assert_eq!(t.get(p.id()).unwrap().lineage.unwrap().name, "f");
         let dir = tempfile::tempdir().unwrap();
         let arena = owl_store::Arena::create(dir.path(), "t", 1 << 20, 64).unwrap();
         let r = t.insert_ready(crate::object::value::store(&7u64, &arena, 1024).unwrap());
         assert!(r.is_ready());
-        assert!(t.get(r.id()).unwrap().lineage.is_none());
         t.check();
         assert_eq!(t.drain().len(), 2);
     }

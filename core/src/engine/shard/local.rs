@@ -11,17 +11,17 @@ use slab::Slab;
 use super::parked::Parked;
 use super::waker::{TaskKey, TaskWaker};
 use super::Msg;
+use crate::engine::node::NodeShared;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{ObjectId, ShardId};
-use crate::node::NodeShared;
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::object::value::Stored;
+use crate::owner::table::OwnershipTable;
 use crate::owner::TableOp;
 use crate::sched::place::{place, Placement, Want};
 use crate::sched::{next_source, should_donate, PriorityQueue, Source};
-use crate::table::OwnershipTable;
-use crate::task::{Task, TaskFuture};
+use crate::spec::{Task, TaskFuture};
 
 pub(crate) enum Fut {
     Task(TaskFuture),
@@ -155,11 +155,11 @@ impl Shard {
     /// Creates the object a new task will produce and queues the task.
     pub(crate) fn submit(
         &self,
-        func: &'static crate::task::FnInfo,
-        call: Box<dyn crate::task::Call>,
-        opts: Option<Box<crate::task::CallOpts>>,
+        func: &'static crate::spec::FnInfo,
+        call: Box<dyn crate::spec::Call>,
+        opts: Option<Box<crate::spec::CallOpts>>,
     ) -> RawRef {
-        let cell = self.table.borrow_mut().insert_pending(func);
+        let cell = self.table.borrow_mut().insert_pending();
         if let Some(parent) = self.current_task.borrow().as_ref() {
             parent.add_child(Arc::downgrade(&cell));
         }
@@ -262,12 +262,14 @@ impl Shard {
         };
         // Spillback: a node whose shards are all busy, with a backlog here,
         // sends new ready tasks to a peer that can take them.
-        let busy =
-            || self.fifo.len() >= crate::net::SPILLBACK_BACKLOG && self.shared.idle_shards() == 0;
+        let busy = || {
+            self.fifo.len() >= crate::engine::net::SPILLBACK_BACKLOG
+                && self.shared.idle_shards() == 0
+        };
         let placed = match self.shared.net.as_ref() {
             Some(net) => place(want, net, || net.next_turn(), || net.can_spill() && busy()),
             None => {
-                let alone = crate::net::Alone {
+                let alone = crate::engine::net::Alone {
                     me: self.shared.node,
                     labels: &self.shared.config.labels,
                 };

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use owl_transport::proto::{WireError, WireId, WireValue};
 
 use super::Net;
+use crate::engine::node::NodeShared;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId, ShardId};
-use crate::node::NodeShared;
 use crate::object::value::Stored;
 
 pub(super) fn id(w: &WireId) -> ObjectId {

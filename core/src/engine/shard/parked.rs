@@ -18,9 +18,9 @@ use std::task::{Wake, Waker};
 use parking_lot::Mutex;
 
 use super::{with_current, Msg};
+use crate::engine::node::NodeShared;
 use crate::ids::ShardId;
-use crate::node::NodeShared;
-use crate::task::Task;
+use crate::spec::Task;
 
 pub(crate) struct Parked {
     task: Mutex<Option<Task>>,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use owl_transport::proto::{Msg, WireId};
 
 use super::Net;
+use crate::engine::node::NodeShared;
+use crate::engine::shard::Msg as ShardMsg;
 use crate::ids::{NodeId, ObjectId, ShardId};
-use crate::node::NodeShared;
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::owner::{Ctx, TableOp};
-use crate::shard::Msg as ShardMsg;
 
 /// The owner layer's context on a running node.
 pub(crate) struct NetCtx<'a> {
@@ -55,7 +55,7 @@ impl Net {
     }
 
     /// A shard applied `op` to its table (see `Refs::table_applied`).
-    pub(crate) fn table_applied(&self, op: TableOp, released: &crate::table::Released) {
+    pub(crate) fn table_applied(&self, op: TableOp, released: &crate::owner::table::Released) {
         self.refs.table_applied(op, released);
     }
 

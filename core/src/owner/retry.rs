@@ -12,7 +12,7 @@
 //!   failures would fail the same way again).
 
 use crate::error::TaskErrorKind;
-use crate::task::CallOpts;
+use crate::spec::CallOpts;
 
 /// Further attempts after the node running a task dies, unless the call's
 /// `max_retries` allows more.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use owl_transport::sim::{SimAuto, SimConfig, SimNet};
 use owl_transport::Handler;
 
-use super::NodeHandler;
 use crate::config::Builder;
+use crate::engine::net::NodeHandler;
 use crate::error::StartError;
 use crate::ids::NodeId;
 use crate::runtime::Runtime;

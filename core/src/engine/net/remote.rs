@@ -8,12 +8,12 @@ use std::sync::Arc;
 use owl_transport::proto::{Msg, WireArg, WireError, WireValue};
 
 use super::{wire, Net};
+use crate::engine::node::NodeShared;
+use crate::engine::shard::Msg as ShardMsg;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
-use crate::node::NodeShared;
 use crate::object::cell::ObjectCell;
-use crate::shard::Msg as ShardMsg;
-use crate::task::{ArgIn, ArgOut, CallOpts, Task};
+use crate::spec::{ArgIn, ArgOut, CallOpts, Task};
 
 /// Values of ref arguments up to this size travel with the call; larger
 /// ones are pulled by the executor from their owner.
@@ -285,7 +285,7 @@ impl Net {
         };
         for RemoteTask { mut task, .. } in lost {
             let died = TaskErrorKind::WorkerDied(dead);
-            if crate::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
+            if crate::owner::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
                 task.attempt += 1;
                 // Retry on this node (which is alive): clear the placement.
                 if let Some(o) = task.opts.as_mut() {

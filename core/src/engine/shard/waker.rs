@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::task::Wake;
 
 use super::{with_current, Msg};
-use crate::node::NodeShared;
+use crate::engine::node::NodeShared;
 
 /// Which suspended async task to poll again. `gen` guards against a reused
 /// slot.

@@ -12,9 +12,9 @@ use owl_store::BlockMut;
 use owl_transport::proto::{Msg, SharedBlock, WireError, WireId, WireValue};
 
 use super::{wire, Net};
+use crate::engine::node::NodeShared;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
-use crate::node::NodeShared;
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::object::value::Stored;

@@ -9,27 +9,10 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Steal, Worker};
 
 use super::{set_current, Shard};
+use crate::config::EventLoopKind;
+use crate::engine::node::NodeShared;
 use crate::ids::ShardId;
-use crate::node::NodeShared;
-use crate::task::Task;
-
-/// Which event loop drives the shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventLoopKind {
-    /// tokio-uring: io_uring submission and completion rings.
-    IoUring,
-    /// tokio's current-thread runtime (epoll): the portable fallback.
-    Tokio,
-}
-
-impl std::fmt::Display for EventLoopKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EventLoopKind::IoUring => "io_uring",
-            EventLoopKind::Tokio => "tokio",
-        })
-    }
-}
+use crate::spec::Task;
 
 /// Whether io_uring can be set up here (kernels and sandboxes may refuse).
 pub(crate) fn probe_event_loop() -> EventLoopKind {

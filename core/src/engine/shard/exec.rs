@@ -8,7 +8,7 @@ use super::local::{Fut, Running, Shard};
 use super::waker::TaskKey;
 use crate::error::TaskErrorKind;
 use crate::object::value::Stored;
-use crate::task::{Exec, Task};
+use crate::spec::{Exec, Task};
 
 /// Ready tasks run per loop turn before the inbox is looked at again.
 const TASKS_PER_TURN: usize = 64;
@@ -90,7 +90,9 @@ impl Shard {
             Ok(value) => {
                 task.cell.complete(Ok(value));
             }
-            Err(kind) if crate::retry::may_retry(task.opts.as_deref(), task.attempt, &kind) => {
+            Err(kind)
+                if crate::owner::retry::may_retry(task.opts.as_deref(), task.attempt, &kind) =>
+            {
                 tracing::debug!(task = %task.name(), attempt = task.attempt, error = %kind, "retrying task");
                 task.attempt += 1;
                 return self.push_ready(task);

@@ -19,12 +19,9 @@
 //!    dropped, never a panic.
 
 mod fetch;
-mod inproc;
 mod load;
-mod loopback;
 mod refs;
 mod remote;
-mod sim;
 mod view;
 mod wire;
 
@@ -37,16 +34,13 @@ use owl_transport::slots::Slots;
 use owl_transport::{Handler, Link, Mesh, PeerDown};
 use parking_lot::{Mutex, RwLock};
 
+use crate::engine::node::NodeShared;
 use crate::ids::{NodeId, ObjectId};
-use crate::node::NodeShared;
 use crate::object::cell::ObjectCell;
-use crate::task::{FnInfo, REMOTE_FNS};
+use crate::spec::{FnInfo, REMOTE_FNS};
 
-pub use inproc::in_process;
 pub(crate) use load::SPILLBACK_BACKLOG;
-pub use loopback::on_loopback;
 pub(crate) use remote::RemoteTask;
-pub use sim::SimCluster;
 pub(crate) use view::Alone;
 
 const FNS_UNKNOWN: u8 = 0;

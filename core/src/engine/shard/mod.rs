@@ -21,9 +21,9 @@ use crossbeam_deque::Stealer;
 use crossbeam_queue::SegQueue;
 use tokio::sync::Notify;
 
-use crate::task::Task;
+use crate::spec::Task;
 
-pub use event_loop::EventLoopKind;
+pub use crate::config::EventLoopKind;
 pub(crate) use event_loop::{probe_event_loop, run_shard};
 pub use local::LeakCounts;
 pub(crate) use local::{Fut, Shard};

@@ -11,10 +11,10 @@ use std::thread::JoinHandle;
 use owl_store::Arena;
 
 use crate::config::Config;
+use crate::engine::shard::{with_current, EventLoopKind, Msg, ShardRemote};
 use crate::ids::{NodeId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::owner::TableOp;
-use crate::shard::{with_current, EventLoopKind, Msg, ShardRemote};
 
 /// Live runtimes of this process, by serial: how a handle dropped on a
 /// non-shard thread finds its owner's inbox.
@@ -35,7 +35,7 @@ pub(crate) struct NodeShared {
     /// Tasks parked until their arguments are ready (see `shard::parked`).
     pub parked: AtomicUsize,
     /// The cluster side of this node; `None` for a single node.
-    pub net: Option<crate::net::Net>,
+    pub net: Option<crate::engine::net::Net>,
     pub(crate) stopping: AtomicBool,
     pub(crate) next_external: AtomicUsize,
     pub(crate) cores: Vec<core_affinity::CoreId>,

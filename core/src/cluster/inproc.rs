@@ -8,11 +8,11 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use owl_transport::proto::Msg;
 use owl_transport::{Handler, Link};
 
-use super::NodeHandler;
 use crate::config::Builder;
+use crate::engine::net::NodeHandler;
+use crate::engine::node::NodeShared;
 use crate::error::StartError;
 use crate::ids::NodeId;
-use crate::node::NodeShared;
 use crate::runtime::Runtime;
 
 struct ChannelLink {
