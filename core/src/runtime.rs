@@ -3,14 +3,14 @@
 //! `node`, the leak check in `leaks`.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use owl_store::ArenaStats;
 
 use crate::config::{Builder, Config};
-use crate::engine::node::{NodeShared, Owner};
+use crate::engine::host::HostCtx;
+use crate::engine::node::{NodeLife, NodeShared};
 use crate::engine::shard::{with_current, EventLoopKind, Msg, Shard};
 use crate::error::{PutError, SubmitError, TaskErrorKind};
 use crate::ids::NodeId;
@@ -27,7 +27,7 @@ use crate::spec::{Call, CallOpts, FnInfo};
 #[derive(Clone)]
 pub struct Runtime {
     pub(crate) shared: Arc<NodeShared>,
-    pub(crate) _owner: Option<Arc<Owner>>,
+    pub(crate) _owner: Option<Arc<NodeLife>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -93,9 +93,7 @@ impl Runtime {
     /// borrows of our objects are released. For fault-injection tests.
     #[doc(hidden)]
     pub fn peer_down(&self, peer: NodeId) {
-        if let Some(net) = self.shared.net.as_ref() {
-            net.on_node_dead(&self.shared, peer);
-        }
+        crate::engine::host::node_gone(&self.shared, peer, false);
     }
 
     pub(crate) fn shared(&self) -> &Arc<NodeShared> {
@@ -128,12 +126,14 @@ impl Runtime {
             return None;
         }
         let f = f.expect("not used yet");
-        let n =
-            self.shared.next_external.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
+        let n = self.shared.next_shard();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.shared.shards[n].send(Msg::Run(Box::new(move |s| {
-            let _ = tx.send(f(s));
-        })));
+        self.shared.to_shard(
+            n,
+            Msg::Run(Box::new(move |s| {
+                let _ = tx.send(f(s));
+            })),
+        );
         rx.recv().ok()
     }
 
@@ -230,8 +230,8 @@ impl Runtime {
             })
         };
         let was_pending = r.cell().cancel(&name);
-        if let Some(net) = self.shared.net.as_ref() {
-            net.cancel_remote();
+        if let Some(ctx) = HostCtx::of(&self.shared) {
+            ctx.owner().cancel_remote(&ctx);
         }
         // Wake the owner so it drops suspended work promptly.
         for s in self.shared.shards.iter() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use owl_store::Arena;
 
 use crate::config::{Builder, Config, Membership};
-use crate::engine::node::{registry, NodeShared, Owner};
+use crate::engine::node::{registry, NodeLife, NodeShared};
 use crate::engine::shard::{probe_event_loop, run_shard, EventLoopKind, Msg, ShardRemote};
 use crate::error::StartError;
 use crate::ids::{NodeId, ShardId};
@@ -134,7 +134,7 @@ impl Runtime {
             .write()
             .expect("registry lock")
             .insert(serial, Arc::downgrade(&shared));
-        let owner = Arc::new(Owner {
+        let owner = Arc::new(NodeLife {
             shared: Arc::clone(&shared),
             threads: Mutex::new(Vec::new()),
         });
@@ -153,7 +153,7 @@ impl Runtime {
         if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
             let mut cfg = mesh_config(&network, m);
             cfg.shards = shared.shards.len() as u32;
-            let handler = Arc::new(crate::engine::net::NodeHandler(Arc::downgrade(&shared)));
+            let handler = Arc::new(crate::engine::host::NodeHandler(Arc::downgrade(&shared)));
             // Meshes run on shard 0's event loop (`Shard::host_io`,
             // `Shard::host_shm`): no I/O thread, no wake-up between the
             // runtime and the wire; shard 0 polls sockets or rings as it

@@ -9,7 +9,7 @@ use owl_transport::proto::Msg;
 use owl_transport::{Handler, Link};
 
 use crate::config::Builder;
-use crate::engine::net::NodeHandler;
+use crate::engine::host::NodeHandler;
 use crate::engine::node::NodeShared;
 use crate::error::StartError;
 use crate::ids::NodeId;

@@ -10,7 +10,7 @@ use owl_transport::sim::{SimAuto, SimConfig, SimNet};
 use owl_transport::Handler;
 
 use crate::config::Builder;
-use crate::engine::net::NodeHandler;
+use crate::engine::host::NodeHandler;
 use crate::error::StartError;
 use crate::ids::NodeId;
 use crate::runtime::Runtime;

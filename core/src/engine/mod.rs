@@ -4,6 +4,7 @@
 //! cluster (`net`: the owner layer's context over the mesh and the shard
 //! inboxes).
 
+pub(crate) mod host;
 pub(crate) mod net;
 pub(crate) mod node;
 pub(crate) mod shard;

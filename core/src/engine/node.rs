@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use owl_store::Arena;
 
 use crate::config::Config;
+use crate::engine::host::HostCtx;
 use crate::engine::shard::{with_current, EventLoopKind, Msg, ShardRemote};
 use crate::ids::{NodeId, ShardId};
 use crate::object::cell::ObjectCell;
@@ -37,6 +38,7 @@ pub(crate) struct NodeShared {
     /// The cluster side of this node; `None` for a single node.
     pub net: Option<crate::engine::net::Net>,
     pub(crate) stopping: AtomicBool,
+    /// Round-robin position for work arriving from outside the shards.
     pub(crate) next_external: AtomicUsize,
     pub(crate) cores: Vec<core_affinity::CoreId>,
 }
@@ -85,6 +87,13 @@ impl NodeShared {
         Some(self.cores[slot % self.cores.len()])
     }
 
+    /// The next shard, round-robin, for work arriving from outside the
+    /// shards (a non-shard thread, another node).
+    pub(crate) fn next_shard(&self) -> ShardId {
+        let n = self.next_external.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        ShardId(n as u16)
+    }
+
     /// Sends `msg` to one of this node's shards.
     pub(crate) fn to_shard(&self, shard: ShardId, msg: Msg) {
         if let Some(s) = self.shards.get(shard.0 as usize) {
@@ -93,11 +102,11 @@ impl NodeShared {
     }
 
     /// The end of a handle group on this node, from any thread.
-    fn release_group(&self, cell: &Arc<ObjectCell>) {
+    fn release_group(self: &Arc<Self>, cell: &Arc<ObjectCell>) {
         let id = cell.id();
         if id.node != self.node {
-            if let Some(net) = self.net.as_ref() {
-                net.release_borrowed(self, cell);
+            if let Some(ctx) = HostCtx::of(self) {
+                ctx.owner().refs().group_ended(&ctx, cell);
             }
         } else {
             self.to_shard(id.shard, Msg::Table(TableOp::Release(id)));
@@ -136,12 +145,12 @@ pub(crate) fn release(cell: &Arc<ObjectCell>) {
 }
 
 /// Shuts the node down when the last owning handle goes.
-pub(crate) struct Owner {
+pub(crate) struct NodeLife {
     pub(crate) shared: Arc<NodeShared>,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-impl Drop for Owner {
+impl Drop for NodeLife {
     fn drop(&mut self) {
         // First, while shard 0 still drives it: peers are told this node
         // leaves cleanly, and what is queued for them is flushed.

@@ -8,18 +8,34 @@
 //! (`net::NetCtx`); the deterministic cluster (`testkit::det`) implements
 //! it over seeded in-memory queues, so a failing seed replays exactly.
 //!
-//! Built so far: reference counting across nodes ([`refs`]): who counts a
-//! ref that travels, proxies of objects owned elsewhere, the export index,
-//! and what a node's death releases. Remote tasks, fetches and pulls still
-//! live in `net/` and move here next (see docs/DESIGN.md).
+//! Parts: reference counting across nodes ([`refs`]: who counts a ref
+//! that travels, proxies of objects owned elsewhere, the export index);
+//! tasks placed on other nodes and tasks run here for others ([`tasks`]);
+//! values moving between nodes, whole or pulled in chunks ([`fetch`]); the
+//! one retry policy ([`retry`]); and what a node's death does to each
+//! ([`Owner::node_gone`]). [`Owner`] is one node's state across them and
+//! routes every ownership message to its handler ([`Owner::on_msg`]).
 
+mod fetch;
 pub(crate) mod refs;
 pub(crate) mod retry;
 pub(crate) mod table;
+mod tasks;
+mod wire;
 
-use owl_transport::proto::Msg;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
-use crate::ids::{NodeId, ShardId};
+use owl_store::{Arena, BlockMut};
+use owl_transport::proto::{Msg, SharedBlock};
+use parking_lot::Mutex;
+
+use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+use crate::spec::{FnInfo, Task, REMOTE_FNS};
+
+pub(crate) use tasks::RemoteTask;
 
 /// Updates the owner layer hands to a shard's table (defined with the
 /// table, which applies them).
@@ -35,6 +51,183 @@ pub(crate) trait Ctx {
     fn to_table(&self, shard: ShardId, op: TableOp);
     /// Whether `node` is known gone (died or left).
     fn is_dead(&self, node: NodeId) -> bool;
+}
+
+/// What tasks and values need of the world besides [`Ctx`].
+pub(crate) trait NodeCtx: Ctx {
+    /// Nodes known (ids `0..nodes()`).
+    fn nodes(&self) -> u32;
+    /// This node's shards (ids `0..shards()`).
+    fn shards(&self) -> u16;
+    /// Whether `node` runs function `func`; `None` while unknown.
+    fn runs(&self, node: NodeId, func: u64) -> Option<bool>;
+    /// Queues `task` on this node: on `shard`, or where the engine
+    /// chooses.
+    fn enqueue(&self, shard: Option<ShardId>, task: Task);
+    /// Cells were completed off their shards (a cancel): let every shard
+    /// look at its tasks again.
+    fn wake_shards(&self);
+    /// The node's object store, where values from other nodes land.
+    fn arena(&self) -> &Arc<Arena>;
+    /// Values up to this size live inline rather than in the arena.
+    fn inline_max(&self) -> usize;
+    /// Calls [`Owner::send_value`] for `to` once `cell` is ready.
+    fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId);
+    /// Copies a same-host peer's block into `block`, off the calling
+    /// thread, then calls [`Owner::copied`] with the value.
+    fn copy_same_host(&self, id: ObjectId, from: SharedBlock, block: BlockMut, refs: Vec<RawRef>);
+}
+
+/// One node's part in the ownership protocol: its refs that cross nodes,
+/// its tasks running elsewhere and the tasks it runs for others, and the
+/// values it is pulling. Shared by every thread of the node; each map
+/// sits behind its own short lock.
+pub(crate) struct Owner {
+    me: NodeId,
+    refs: refs::Refs,
+    /// Tasks owned here running on other nodes.
+    remote: Mutex<HashMap<ObjectId, RemoteTask>>,
+    /// Tasks running here for other nodes (their cells), for `Cancel`.
+    executing: Mutex<HashMap<ObjectId, Weak<ObjectCell>>>,
+    /// Large values being pulled into this node's arena.
+    pulls: Mutex<HashMap<ObjectId, fetch::Pull>>,
+    /// The functions this node runs, for calls from other nodes.
+    fns: HashMap<u64, &'static FnInfo>,
+}
+
+/// What an [`Owner`] still holds; all zero after a finished workload.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OwnerCounts {
+    pub borrowed: usize,
+    pub exports: usize,
+    pub lent: usize,
+    pub remote_tasks: usize,
+    pub executing: usize,
+    pub pulls: usize,
+}
+
+impl Owner {
+    /// `serial` is the runtime serial new proxy cells carry (their
+    /// release route).
+    pub(crate) fn new(me: NodeId, serial: u32) -> Owner {
+        Owner {
+            me,
+            refs: refs::Refs::new(me, serial),
+            remote: Mutex::new(HashMap::new()),
+            executing: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
+            fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
+        }
+    }
+
+    pub(crate) fn refs(&self) -> &refs::Refs {
+        &self.refs
+    }
+
+    pub(crate) fn counts(&self) -> OwnerCounts {
+        let (borrowed, exports, lent) = self.refs.counts();
+        OwnerCounts {
+            borrowed,
+            exports,
+            lent,
+            remote_tasks: self.remote.lock().len(),
+            executing: self.executing.lock().len(),
+            pulls: self.pulls.lock().len(),
+        }
+    }
+
+    /// Handles one ownership message from `from`. Returns the message
+    /// when it is not one (membership and load are the engine's).
+    pub(crate) fn on_msg(&self, ctx: &impl NodeCtx, from: NodeId, msg: Msg) -> Option<Msg> {
+        let id = wire::id;
+        match msg {
+            Msg::Submit {
+                object,
+                func,
+                name,
+                priority,
+                max_retries,
+                retry_on_error,
+                args,
+            } => self.on_submit(
+                ctx,
+                from,
+                id(&object),
+                func,
+                tasks::SubmitOpts {
+                    name,
+                    priority,
+                    max_retries,
+                    retry_on_error,
+                },
+                args,
+            ),
+            Msg::TaskDone { object, outcome } => self.on_task_done(ctx, from, id(&object), outcome),
+            Msg::AddBorrower {
+                object,
+                borrower,
+                count,
+                lender,
+            } => self.refs.on_borrow(
+                ctx,
+                id(&object),
+                NodeId(borrower),
+                count as i32,
+                Some(NodeId(lender)),
+            ),
+            Msg::Lent {
+                object,
+                borrower,
+                count,
+            } => self.refs.on_lent(id(&object), NodeId(borrower), count),
+            Msg::RemoveBorrower {
+                object,
+                borrower,
+                count,
+            } => self
+                .refs
+                .on_borrow(ctx, id(&object), NodeId(borrower), -(count as i32), None),
+            Msg::Fetch { object } => self.on_fetch(ctx, from, id(&object)),
+            Msg::Value { object, outcome } => self.on_value(ctx, from, id(&object), outcome),
+            Msg::ValueHeader {
+                object,
+                len,
+                refs,
+                shared,
+            } => self.on_value_header(ctx, from, id(&object), len, refs, shared),
+            Msg::Pull {
+                object,
+                offset,
+                len,
+            } => self.on_pull(ctx, from, id(&object), offset, len),
+            Msg::Chunk {
+                object,
+                offset,
+                data,
+            } => self.on_chunk(ctx, id(&object), offset, data),
+            Msg::Cancel { object } => self.on_cancel(ctx, id(&object)),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// `dead` is gone (died or left), told once: the tasks it ran for us
+    /// are retried here or failed, our proxies of its objects fail
+    /// (fate-sharing), its borrows of ours are released, pulls from it
+    /// fail, and what runs here for it is cancelled.
+    pub(crate) fn node_gone(&self, ctx: &impl NodeCtx, dead: NodeId) {
+        if dead == self.me {
+            return;
+        }
+        self.tasks_lost(ctx, dead);
+        self.refs.owner_gone(dead);
+        self.refs.node_gone(dead);
+        self.fail_pulls_from(dead);
+        self.orphans_cancelled(ctx, dead);
+        for shard in 0..ctx.shards() {
+            ctx.to_table(ShardId(shard), TableOp::NodeGone(dead));
+        }
+    }
 }
 
 #[cfg(test)]

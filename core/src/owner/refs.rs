@@ -106,6 +106,11 @@ impl Refs {
         }
     }
 
+    /// The runtime serial this node's cells carry.
+    pub(crate) fn serial(&self) -> u32 {
+        self.serial
+    }
+
     /// Registers node `to` as the receiver of `r`, about to be sent to it
     /// (inside a value or as an argument); returns the id to put on the
     /// wire.

@@ -1,46 +1,27 @@
-//! The node's part in a cluster: refs that cross nodes, tasks that run on
-//! other nodes, and objects pulled from their owners.
-//!
-//! Everything here is driven by two kinds of events: a shard deciding to
-//! send something (a task placed elsewhere, a value a remote caller asked
-//! for) and messages the transport delivers on shard 0, which hosts the
-//! mesh (`Shard::host_io`, `Shard::host_shm`). Messages
-//! that touch an ownership table are forwarded to the owning shard's inbox;
-//! the rest (borrowed refs, exports, pulls, remote tasks) live in small
-//! node-wide maps behind short locks.
-//!
-//! Invariants:
-//! 1. Every ref that leaves this node is registered with its owner before
-//!    this node can release its own hold on it (`refs`), so no window exists
-//!    where nobody counts an object.
-//! 2. Every registration a node receives is released exactly once: by the
-//!    release of the handle group it joined, or by the node's death.
-//! 3. A message about an object whose entry, proxy or pull is gone is
-//!    dropped, never a panic.
+//! The node's part in a cluster: the link to the other nodes, what each
+//! node offers (labels, functions) and its load, and which nodes are gone.
+//! The ownership protocol itself is the owner layer's ([`Owner`], held
+//! here); `engine::host` drives it with the messages the transport
+//! delivers on shard 0, which hosts the mesh (`Shard::host_io`,
+//! `Shard::host_shm`).
 
-mod fetch;
 mod load;
-mod refs;
-mod remote;
 mod view;
-mod wire;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 
 use owl_transport::proto::Msg;
 use owl_transport::slots::Slots;
-use owl_transport::{Handler, Link, Mesh, PeerDown};
+use owl_transport::{Link, Mesh};
 use parking_lot::{Mutex, RwLock};
 
-use crate::engine::node::NodeShared;
-use crate::ids::{NodeId, ObjectId};
-use crate::object::cell::ObjectCell;
-use crate::spec::{FnInfo, REMOTE_FNS};
+use crate::ids::NodeId;
+use crate::owner::Owner;
+use crate::spec::REMOTE_FNS;
 
 pub(crate) use load::SPILLBACK_BACKLOG;
-pub(crate) use remote::RemoteTask;
 pub(crate) use view::Alone;
 
 const FNS_UNKNOWN: u8 = 0;
@@ -66,20 +47,12 @@ pub(crate) struct Net {
     early: Mutex<Vec<(NodeId, Msg)>>,
     /// The network mesh, when the link is one (not an in-process cluster).
     mesh: OnceLock<Arc<Mesh>>,
-    /// Proxies and exports: the owner layer's cross-node counting.
-    refs: crate::owner::refs::Refs,
-    /// Tasks owned here running on other nodes.
-    remote: Mutex<HashMap<ObjectId, RemoteTask>>,
-    /// Tasks running here for other nodes (their cells), for `Cancel`.
-    executing: Mutex<HashMap<ObjectId, Weak<ObjectCell>>>,
-    /// Large values being pulled into this node's arena.
-    pulls: Mutex<HashMap<ObjectId, fetch::Pull>>,
-    fns: HashMap<u64, &'static FnInfo>,
+    /// This node's part in the ownership protocol.
+    pub owner: Owner,
     /// Nodes gone, by failure or by leaving.
     dead: RwLock<HashSet<NodeId>>,
     /// Nodes that left cleanly (also in `dead`).
     left: RwLock<HashSet<NodeId>>,
-    next_shard: AtomicUsize,
     /// Every node's labels and functions (ours from the start, peers' once
     /// they sent them).
     info: RwLock<Vec<Option<PeerInfo>>>,
@@ -104,14 +77,9 @@ impl Net {
             link: OnceLock::new(),
             early: Mutex::new(Vec::new()),
             mesh: OnceLock::new(),
-            refs: crate::owner::refs::Refs::new(me, serial),
-            remote: Mutex::new(HashMap::new()),
-            executing: Mutex::new(HashMap::new()),
-            pulls: Mutex::new(HashMap::new()),
-            fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
+            owner: Owner::new(me, serial),
             dead: RwLock::new(HashSet::new()),
             left: RwLock::new(HashSet::new()),
-            next_shard: AtomicUsize::new(0),
             info: RwLock::new(info),
             same_fns: {
                 let s = Slots::new();
@@ -269,7 +237,7 @@ impl Net {
         }
     }
 
-    fn send(&self, to: NodeId, msg: Msg) {
+    pub(crate) fn send(&self, to: NodeId, msg: Msg) {
         if let Some(link) = self.link.get() {
             return link.send(to.0, msg);
         }
@@ -290,11 +258,13 @@ impl Net {
         self.left.read().contains(&node)
     }
 
-    /// `node` left cleanly: everything it sent has been handled; what it
-    /// owned, borrowed or ran for us is cleaned up as for a death.
-    pub(crate) fn on_node_left(&self, node: &Arc<NodeShared>, gone: NodeId) {
-        self.left.write().insert(gone);
-        self.on_node_dead(node, gone);
+    /// Marks `node` gone (died, or left when `left`); true the first time,
+    /// when what it owned, borrowed or ran for us must be cleaned up.
+    pub(crate) fn mark_gone(&self, node: NodeId, left: bool) -> bool {
+        if left {
+            self.left.write().insert(node);
+        }
+        node != self.me && self.dead.write().insert(node)
     }
 
     /// Whether spillback can send anywhere: peers exist and are reachable.
@@ -309,105 +279,21 @@ impl Net {
 
     /// What is left in the node-wide maps (all empty after a finished workload).
     pub(crate) fn leaks(&self) -> NetLeaks {
-        let (borrowed, exports, lent) = self.refs.counts();
+        let c = self.owner.counts();
         NetLeaks {
-            borrowed,
-            exports,
-            lent,
-            remote_tasks: self.remote.lock().len(),
-            executing: self.executing.lock().len(),
-            pulls: self.pulls.lock().len(),
+            borrowed: c.borrowed,
+            exports: c.exports,
+            lent: c.lent,
+            remote_tasks: c.remote_tasks,
+            executing: c.executing,
+            pulls: c.pulls,
         }
     }
 
-    /// Handles a batch of messages from `from`, in order.
-    pub(crate) fn on_msgs(&self, node: &Arc<NodeShared>, from: NodeId, msgs: Vec<Msg>) {
-        if self.is_dead(from) {
-            // Late messages of a node declared dead are dropped: whatever it
-            // owned or ran here was already cleaned up by `on_node_dead`.
-            return;
-        }
-        for msg in msgs {
-            self.on_msg(node, from, msg);
-        }
-    }
-
-    fn on_msg(&self, node: &Arc<NodeShared>, from: NodeId, msg: Msg) {
+    /// A message the owner layer does not handle: what a peer offers, its
+    /// load; the mesh's own messages never reach here.
+    pub(crate) fn on_peer_msg(&self, from: NodeId, msg: Msg) {
         match msg {
-            Msg::Submit {
-                object,
-                func,
-                name,
-                priority,
-                max_retries,
-                retry_on_error,
-                args,
-            } => self.on_submit(
-                node,
-                from,
-                wire::id(&object),
-                func,
-                remote::SubmitOpts {
-                    name,
-                    priority,
-                    max_retries,
-                    retry_on_error,
-                },
-                args,
-            ),
-            Msg::TaskDone { object, outcome } => {
-                self.on_task_done(node, from, wire::id(&object), outcome)
-            }
-            Msg::AddBorrower {
-                object,
-                borrower,
-                count,
-                lender,
-            } => self.on_borrow(
-                node,
-                wire::id(&object),
-                NodeId(borrower),
-                count as i32,
-                Some(NodeId(lender)),
-            ),
-            Msg::Lent {
-                object,
-                borrower,
-                count,
-            } => self
-                .refs
-                .on_lent(wire::id(&object), NodeId(borrower), count),
-            Msg::RemoveBorrower {
-                object,
-                borrower,
-                count,
-            } => self.on_borrow(
-                node,
-                wire::id(&object),
-                NodeId(borrower),
-                -(count as i32),
-                None,
-            ),
-            Msg::Fetch { object } => self.on_fetch(node, from, wire::id(&object)),
-            Msg::Value { object, outcome } => self.on_value(node, from, wire::id(&object), outcome),
-            Msg::ValueHeader {
-                object,
-                len,
-                refs,
-                shared,
-            } => self.on_value_header(node, from, wire::id(&object), len, refs, shared),
-            Msg::Pull {
-                object,
-                offset,
-                len,
-            } => self.on_pull(from, wire::id(&object), offset, len),
-            Msg::Chunk {
-                object,
-                offset,
-                data,
-            } => self.on_chunk(node, wire::id(&object), offset, data),
-            Msg::Cancel { object } => self.on_cancel(node, wire::id(&object)),
-            Msg::NodeDead { node: dead } => self.on_node_dead(node, NodeId(dead)),
             Msg::Heartbeat {
                 queued,
                 idle_shards,
@@ -426,13 +312,9 @@ impl Net {
                     Ordering::Release,
                 );
             }
-            // Consumed by the mesh; an in-process link never sends them.
-            Msg::Join { .. }
-            | Msg::Members { .. }
-            | Msg::Assigned { .. }
-            | Msg::NodeLeft { .. }
-            | Msg::ShmSetup { .. }
-            | Msg::Shutdown => {}
+            // The mesh's own messages (membership, shutdown) stop there;
+            // an in-process link never sends them.
+            _ => {}
         }
     }
 }
@@ -476,45 +358,5 @@ pub struct NetLeaks {
 impl NetLeaks {
     pub fn is_empty(&self) -> bool {
         *self == NetLeaks::default()
-    }
-}
-
-/// The transport's view of a node: forwards to its `Net` while it lives.
-pub struct NodeHandler(pub Weak<NodeShared>);
-
-impl Handler for NodeHandler {
-    fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
-        if let Some(node) = self.0.upgrade() {
-            if let Some(net) = node.net.as_ref() {
-                net.on_msgs(&node, NodeId(from), msgs);
-            }
-        }
-    }
-
-    fn on_peer_up(&self, peer: u32) {
-        if let Some(node) = self.0.upgrade() {
-            if let Some(net) = node.net.as_ref() {
-                net.on_node_up(NodeId(peer));
-            }
-        }
-    }
-
-    fn on_peer_left(&self, peer: u32) {
-        if let Some(node) = self.0.upgrade() {
-            if let Some(net) = node.net.as_ref() {
-                net.on_node_left(&node, NodeId(peer));
-            }
-        }
-    }
-
-    fn on_peer_down(&self, peer: u32, why: PeerDown) {
-        if let Some(node) = self.0.upgrade() {
-            if let Some(net) = node.net.as_ref() {
-                if !node.stopping() {
-                    tracing::warn!(peer, why = ?why, "node {} lost a peer", net.me);
-                }
-                net.on_node_dead(&node, NodeId(peer));
-            }
-        }
     }
 }

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use super::local::{Fut, Running, Shard};
 use super::waker::TaskKey;
+use crate::engine::host::HostCtx;
 use crate::error::TaskErrorKind;
 use crate::object::value::Stored;
 use crate::spec::{Exec, Task};
@@ -114,8 +115,8 @@ impl Shard {
 
     /// A task run for another node: its outcome goes back to the owner.
     fn reply(&self, task: &Task) {
-        if let (Some(owner), Some(net)) = (task.reply_to, self.shared.net.as_ref()) {
-            net.task_done(&self.shared, owner, &task.cell);
+        if let (Some(owner), Some(ctx)) = (task.reply_to, HostCtx::of(&self.shared)) {
+            ctx.owner().task_done(&ctx, owner, &task.cell);
         }
     }
 

@@ -11,6 +11,7 @@ use slab::Slab;
 use super::parked::Parked;
 use super::waker::{TaskKey, TaskWaker};
 use super::Msg;
+use crate::engine::host::HostCtx;
 use crate::engine::node::NodeShared;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{ObjectId, ShardId};
@@ -145,7 +146,7 @@ impl Shard {
     fn apply_table(&self, op: TableOp) {
         let released = self.table.borrow_mut().apply(op);
         if let Some(net) = self.shared.net.as_ref() {
-            net.table_applied(op, &released);
+            net.owner.refs().table_applied(op, &released);
         }
         drop(released);
     }
@@ -288,12 +289,12 @@ impl Shard {
             // Fails here at once with the dependency's error.
             return self.execute(task);
         }
-        let Some(net) = self.shared.net.as_ref() else {
+        let Some(ctx) = HostCtx::of(&self.shared) else {
             let why =
                 format!("node {node} was asked for, but this runtime is not part of a cluster");
             return self.fail(task, TaskErrorKind::Unplaceable(why));
         };
-        if let Err((task, kind)) = net.dispatch(&self.shared, task, node) {
+        if let Err((task, kind)) = ctx.owner().dispatch(&ctx, task, node) {
             self.fail(task, kind);
         }
     }

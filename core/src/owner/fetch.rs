@@ -5,14 +5,12 @@
 //! block of its arena, several in flight. One proxy per object and node
 //! means one fetch: concurrent readers on a node share it.
 
-use std::sync::{Arc, Weak};
-use std::task::{Wake, Waker};
+use std::sync::Arc;
 
 use owl_store::BlockMut;
 use owl_transport::proto::{Msg, SharedBlock, WireError, WireId, WireValue};
 
-use super::{wire, Net};
-use crate::engine::node::NodeShared;
+use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::ObjectCell;
@@ -25,35 +23,13 @@ pub(crate) const CHUNK: usize = 4 << 20;
 const WINDOW: u64 = 8;
 
 /// A large value arriving in chunks.
-pub(super) struct Pull {
+pub(crate) struct Pull {
     from: NodeId,
     block: Option<BlockMut>,
     contained: Vec<RawRef>,
     len: u64,
     requested: u64,
     received: u64,
-}
-
-/// Answers a standing fetch once the object's value is there.
-struct FetchWaker {
-    node: Weak<NodeShared>,
-    cell: Weak<ObjectCell>,
-    to: NodeId,
-}
-
-impl Wake for FetchWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let (Some(node), Some(cell)) = (self.node.upgrade(), self.cell.upgrade()) else {
-            return;
-        };
-        if let Some(net) = node.net.as_ref() {
-            net.send_value(&node, self.to, &cell);
-        }
-    }
 }
 
 fn store_error(object: ObjectId, node: NodeId, message: String) -> Arc<TaskError> {
@@ -67,11 +43,13 @@ fn store_error(object: ObjectId, node: NodeId, message: String) -> Arc<TaskError
     })
 }
 
-impl Net {
-    pub(super) fn on_fetch(&self, node: &Arc<NodeShared>, from: NodeId, id: ObjectId) {
-        let Some(cell) = self.export_cell(id) else {
+impl Owner {
+    /// A standing request for an object owned here: its value goes to
+    /// `from` once it is ready.
+    pub(super) fn on_fetch(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId) {
+        let Some(cell) = self.refs.export_cell(id) else {
             let err = store_error(id, self.me, "the owner has no such object (freed)".into());
-            return self.send(
+            return ctx.send(
                 from,
                 Msg::Value {
                     object: wire::wire_id(id),
@@ -79,18 +57,11 @@ impl Net {
                 },
             );
         };
-        let waker = Waker::from(Arc::new(FetchWaker {
-            node: Arc::downgrade(node),
-            cell: Arc::downgrade(&cell),
-            to: from,
-        }));
-        if !cell.wait(&waker) {
-            self.send_value(node, from, &cell);
-        }
+        ctx.when_ready(&cell, from);
     }
 
     /// Sends a ready object's value (or error) to `to`.
-    fn send_value(&self, node: &NodeShared, to: NodeId, cell: &ObjectCell) {
+    pub(crate) fn send_value(&self, ctx: &impl NodeCtx, to: NodeId, cell: &ObjectCell) {
         let object = wire::wire_id(cell.id());
         let msg = match cell.result() {
             None => return,
@@ -100,7 +71,7 @@ impl Net {
             },
             Some(Ok(stored)) if stored.bytes().len() <= CHUNK => Msg::Value {
                 object,
-                outcome: Ok(self.ship_value(node, to, stored)),
+                outcome: Ok(self.ship_value(ctx, to, stored)),
             },
             Some(Ok(stored)) => Msg::ValueHeader {
                 object,
@@ -108,34 +79,34 @@ impl Net {
                 refs: stored
                     .contained()
                     .iter()
-                    .map(|r| self.ship_ref(node, to, r))
+                    .map(|r| self.refs.ship(ctx, to, r))
                     .collect(),
                 shared: stored.arena_offset().map(|offset| SharedBlock {
                     host: owl_store::host_id(),
-                    path: node.arena.path().to_string_lossy().into_owned(),
+                    path: ctx.arena().path().to_string_lossy().into_owned(),
                     offset,
                 }),
             },
         };
-        self.send(to, msg);
+        ctx.send(to, msg);
     }
 
     pub(super) fn on_value(
         &self,
-        node: &Arc<NodeShared>,
+        ctx: &impl NodeCtx,
         from: NodeId,
         id: ObjectId,
         outcome: Result<WireValue, WireError>,
     ) {
-        let outcome = self.receive_outcome(node, from, id, outcome);
-        if let Some(cell) = self.proxy(id) {
+        let outcome = self.receive_outcome(ctx, from, id, outcome);
+        if let Some(cell) = self.refs.proxy(id) {
             cell.complete(outcome);
         }
     }
 
     pub(super) fn on_value_header(
         &self,
-        node: &Arc<NodeShared>,
+        ctx: &impl NodeCtx,
         from: NodeId,
         id: ObjectId,
         len: u64,
@@ -144,12 +115,12 @@ impl Net {
     ) {
         let contained: Vec<RawRef> = refs
             .iter()
-            .map(|w| self.resolve(node, wire::id(w), from))
+            .map(|w| self.refs.resolve(ctx, wire::id(w), from))
             .collect();
-        let mut block = match node.arena.alloc(len as usize) {
+        let block = match ctx.arena().alloc(len as usize) {
             Ok(b) => b,
             Err(e) => {
-                if let Some(cell) = self.proxy(id) {
+                if let Some(cell) = self.refs.proxy(id) {
                     cell.complete(Err(store_error(
                         id,
                         self.me,
@@ -160,11 +131,9 @@ impl Net {
             }
         };
         // Same host: one copy straight from the holder's arena file (the
-        // holder keeps the value while our proxy's registration lives), on
-        // a thread of its own so the shard hosting the network keeps
-        // serving it (heartbeats included) during a large copy.
-        let dir = node
-            .arena
+        // holder keeps the value while our proxy's registration lives).
+        let dir = ctx
+            .arena()
             .path()
             .parent()
             .unwrap_or(std::path::Path::new("/"));
@@ -174,32 +143,7 @@ impl Net {
                 && owl_store::is_peer_arena(dir, std::path::Path::new(&sb.path))
         });
         if let Some(sb) = local {
-            let node = Arc::clone(node);
-            let copy = std::thread::Builder::new()
-                .name("owl-copy".into())
-                .spawn(move || {
-                    let dir = node
-                        .arena
-                        .path()
-                        .parent()
-                        .unwrap_or(std::path::Path::new("/"));
-                    let path = std::path::Path::new(&sb.path);
-                    let outcome =
-                        owl_store::read_peer_arena(dir, path, sb.offset, block.as_mut_slice())
-                            .map(|()| Stored::from_block(block.freeze(), contained))
-                            .map_err(|e| {
-                                store_error(id, node.node, format!("same-host copy: {e}"))
-                            });
-                    if let Some(net) = node.net.as_ref() {
-                        if let Some(cell) = net.proxy(id) {
-                            cell.complete(outcome);
-                        }
-                    }
-                });
-            if let Err(e) = copy {
-                tracing::error!(object = %id, error = %e, "cannot start the copy thread");
-            }
-            return;
+            return ctx.copy_same_host(id, sb, block, contained);
         }
         let mut pulls = self.pulls.lock();
         if pulls.contains_key(&id) {
@@ -214,17 +158,25 @@ impl Net {
             received: 0,
         };
         for _ in 0..WINDOW {
-            self.request_chunk(id, &mut pull);
+            self.request_chunk(ctx, id, &mut pull);
         }
         pulls.insert(id, pull);
     }
 
-    fn request_chunk(&self, id: ObjectId, pull: &mut Pull) {
+    /// A same-host copy (`NodeCtx::copy_same_host`) finished.
+    pub(crate) fn copied(&self, id: ObjectId, outcome: Result<Stored, String>) {
+        let outcome = outcome.map_err(|e| store_error(id, self.me, format!("same-host copy: {e}")));
+        if let Some(cell) = self.refs.proxy(id) {
+            cell.complete(outcome);
+        }
+    }
+
+    fn request_chunk(&self, ctx: &impl NodeCtx, id: ObjectId, pull: &mut Pull) {
         if pull.requested >= pull.len {
             return;
         }
         let len = (pull.len - pull.requested).min(CHUNK as u64);
-        self.send(
+        ctx.send(
             pull.from,
             Msg::Pull {
                 object: wire::wire_id(id),
@@ -235,18 +187,28 @@ impl Net {
         pull.requested += len;
     }
 
-    pub(super) fn on_pull(&self, from: NodeId, id: ObjectId, offset: u64, len: u32) {
-        let data = self.export_cell(id).and_then(|cell| match cell.result() {
-            Some(Ok(stored)) => {
-                let bytes = stored.bytes();
-                let start = usize::try_from(offset).ok()?.min(bytes.len());
-                let end = start.saturating_add(len as usize).min(bytes.len());
-                Some(bytes[start..end].to_vec())
-            }
-            _ => None,
-        });
+    pub(super) fn on_pull(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        offset: u64,
+        len: u32,
+    ) {
+        let data = self
+            .refs
+            .export_cell(id)
+            .and_then(|cell| match cell.result() {
+                Some(Ok(stored)) => {
+                    let bytes = stored.bytes();
+                    let start = usize::try_from(offset).ok()?.min(bytes.len());
+                    let end = start.saturating_add(len as usize).min(bytes.len());
+                    Some(bytes[start..end].to_vec())
+                }
+                _ => None,
+            });
         match data {
-            Some(data) => self.send(
+            Some(data) => ctx.send(
                 from,
                 Msg::Chunk {
                     object: wire::wire_id(id),
@@ -260,13 +222,7 @@ impl Net {
         }
     }
 
-    pub(super) fn on_chunk(
-        &self,
-        _node: &Arc<NodeShared>,
-        id: ObjectId,
-        offset: u64,
-        data: Vec<u8>,
-    ) {
+    pub(super) fn on_chunk(&self, ctx: &impl NodeCtx, id: ObjectId, offset: u64, data: Vec<u8>) {
         let done = {
             let mut pulls = self.pulls.lock();
             let Some(pull) = pulls.get_mut(&id) else {
@@ -283,7 +239,7 @@ impl Net {
             };
             slot.copy_from_slice(&data);
             pull.received += data.len() as u64;
-            self.request_chunk(id, pull);
+            self.request_chunk(ctx, id, pull);
             if pull.received >= pull.len {
                 pulls.remove(&id)
             } else {
@@ -297,7 +253,7 @@ impl Net {
                 .expect("block present until done")
                 .freeze();
             let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
-            if let Some(cell) = self.proxy(id) {
+            if let Some(cell) = self.refs.proxy(id) {
                 cell.complete(Ok(stored));
             }
         }
@@ -317,8 +273,8 @@ impl Net {
             ids
         };
         for id in failed {
-            if let Some(cell) = self.proxy(id) {
-                cell.complete(Err(crate::owner::refs::owner_died(id)));
+            if let Some(cell) = self.refs.proxy(id) {
+                cell.complete(Err(super::refs::owner_died(id)));
             }
         }
     }

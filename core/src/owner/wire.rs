@@ -4,17 +4,16 @@ use std::sync::Arc;
 
 use owl_transport::proto::{WireError, WireId, WireValue};
 
-use super::Net;
-use crate::engine::node::NodeShared;
+use super::{NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::value::Stored;
 
-pub(super) fn id(w: &WireId) -> ObjectId {
+pub(crate) fn id(w: &WireId) -> ObjectId {
     ObjectId::from(*w)
 }
 
-pub(super) fn wire_id(id: ObjectId) -> WireId {
+pub(crate) fn wire_id(id: ObjectId) -> WireId {
     WireId::from(id)
 }
 
@@ -35,7 +34,7 @@ const UNPLACEABLE: u8 = 8;
 /// (what actually failed) are kept; the ones between are dropped.
 const WIRE_CAUSES: usize = 64;
 
-pub(super) fn wire_error(e: &TaskError) -> WireError {
+pub(crate) fn wire_error(e: &TaskError) -> WireError {
     // Outermost first, walked without recursion: a chain can be thousands
     // deep.
     let mut chain: Vec<&TaskError> = vec![e];
@@ -76,7 +75,7 @@ pub(super) fn wire_error(e: &TaskError) -> WireError {
 
 /// The error a peer reported for `object` (causes keep the same object id:
 /// the wire does not carry theirs).
-pub(super) fn task_error(object: ObjectId, w: WireError) -> Arc<TaskError> {
+pub(crate) fn task_error(object: ObjectId, w: WireError) -> Arc<TaskError> {
     let node_in = |m: &str| NodeId(m.parse().unwrap_or(w.node));
     let kind = match w.kind {
         PANICKED => TaskErrorKind::Panicked(w.message),
@@ -106,15 +105,15 @@ pub(super) fn task_error(object: ObjectId, w: WireError) -> Arc<TaskError> {
     })
 }
 
-impl Net {
+impl Owner {
     /// A stored value as it goes to `to`: its bytes, and its refs registered.
-    pub(super) fn ship_value(&self, node: &NodeShared, to: NodeId, stored: &Stored) -> WireValue {
+    pub(super) fn ship_value(&self, ctx: &impl NodeCtx, to: NodeId, stored: &Stored) -> WireValue {
         WireValue {
             bytes: stored.bytes().to_vec(),
             refs: stored
                 .contained()
                 .iter()
-                .map(|r| self.ship_ref(node, to, r))
+                .map(|r| self.refs.ship(ctx, to, r))
                 .collect(),
         }
     }
@@ -123,28 +122,28 @@ impl Net {
     /// aligned memory (the arena for large ones).
     pub(super) fn receive_value(
         &self,
-        node: &Arc<NodeShared>,
+        ctx: &impl NodeCtx,
         from: NodeId,
         v: WireValue,
     ) -> Result<Stored, TaskErrorKind> {
         let contained = v
             .refs
             .iter()
-            .map(|w| self.resolve(node, id(w), from))
+            .map(|w| self.refs.resolve(ctx, id(w), from))
             .collect();
-        Stored::from_bytes(&v.bytes, contained, &node.arena, node.config.inline_max)
+        Stored::from_bytes(&v.bytes, contained, ctx.arena(), ctx.inline_max())
             .map_err(|e| TaskErrorKind::Store(format!("received value: {e}")))
     }
 
     pub(super) fn receive_outcome(
         &self,
-        node: &Arc<NodeShared>,
+        ctx: &impl NodeCtx,
         from: NodeId,
         object: ObjectId,
         outcome: Result<WireValue, WireError>,
     ) -> Result<Stored, Arc<TaskError>> {
         match outcome {
-            Ok(v) => self.receive_value(node, from, v).map_err(|kind| {
+            Ok(v) => self.receive_value(ctx, from, v).map_err(|kind| {
                 Arc::new(TaskError {
                     kind,
                     task: object.to_string(),

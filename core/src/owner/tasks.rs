@@ -2,14 +2,11 @@
 //! task (for its arguments' lifetime and for retries); the executor runs it
 //! and sends the outcome back; a dead executor's tasks are retried or failed.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use owl_transport::proto::{Msg, WireArg, WireError, WireValue};
 
-use super::{wire, Net};
-use crate::engine::node::NodeShared;
-use crate::engine::shard::Msg as ShardMsg;
+use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::ObjectCell;
@@ -25,33 +22,33 @@ pub(crate) struct RemoteTask {
     pub node: NodeId,
 }
 
-pub(super) struct SubmitOpts {
+pub(crate) struct SubmitOpts {
     pub name: Option<String>,
     pub priority: i32,
     pub max_retries: u32,
     pub retry_on_error: bool,
 }
 
-impl Net {
+impl Owner {
     /// Sends a ready task to `target`. On failure the task comes back with
     /// the reason, to be failed by the caller.
     pub(crate) fn dispatch(
         &self,
-        node: &NodeShared,
+        ctx: &impl NodeCtx,
         mut task: Task,
         target: NodeId,
     ) -> Result<(), (Task, TaskErrorKind)> {
-        if target.0 >= self.nodes() {
+        if target.0 >= ctx.nodes() {
             let why = format!(
                 "node {target} does not exist (the cluster has {} nodes)",
-                self.nodes()
+                ctx.nodes()
             );
             return Err((task, TaskErrorKind::Unplaceable(why)));
         }
-        if self.is_dead(target) {
+        if ctx.is_dead(target) {
             return Err((task, TaskErrorKind::WorkerDied(target)));
         }
-        if self.runs(target, task.func.id.0) == Some(false) {
+        if ctx.runs(target, task.func.id.0) == Some(false) {
             let why = format!(
                 "node {target} does not run `{}` (it runs a different program)",
                 task.func.name
@@ -59,11 +56,9 @@ impl Net {
             return Err((task, TaskErrorKind::Unplaceable(why)));
         }
         let mut args = Vec::new();
-        let wired = task
-            .call
-            .wire(&node.arena, node.config.inline_max, &mut |a| {
-                args.push(self.ship_arg(node, target, a))
-            });
+        let wired = task.call.wire(ctx.arena(), ctx.inline_max(), &mut |a| {
+            args.push(self.ship_arg(ctx, target, a))
+        });
         if let Err(e) = wired {
             return Err((task, TaskErrorKind::Store(e.to_string())));
         }
@@ -81,18 +76,18 @@ impl Net {
         self.remote
             .lock()
             .insert(id, RemoteTask { task, node: target });
-        self.send(target, msg);
+        ctx.send(target, msg);
         Ok(())
     }
 
-    fn ship_arg(&self, node: &NodeShared, to: NodeId, arg: ArgOut<'_>) -> WireArg {
+    fn ship_arg(&self, ctx: &impl NodeCtx, to: NodeId, arg: ArgOut<'_>) -> WireArg {
         match arg {
-            ArgOut::Value(stored) => WireArg::Value(self.ship_value(node, to, stored)),
+            ArgOut::Value(stored) => WireArg::Value(self.ship_value(ctx, to, stored)),
             ArgOut::Ref(r) => match r.cell().result() {
                 Some(Ok(stored)) if stored.bytes().len() <= INLINE_REF_ARG => {
-                    WireArg::Value(self.ship_value(node, to, stored))
+                    WireArg::Value(self.ship_value(ctx, to, stored))
                 }
-                _ => WireArg::Ref(self.ship_ref(node, to, r)),
+                _ => WireArg::Ref(self.refs.ship(ctx, to, r)),
             },
         }
     }
@@ -101,7 +96,7 @@ impl Net {
     /// outcome goes back when it finishes (`task_done`).
     pub(super) fn on_submit(
         &self,
-        node: &Arc<NodeShared>,
+        ctx: &impl NodeCtx,
         from: NodeId,
         object: ObjectId,
         func: u64,
@@ -112,24 +107,24 @@ impl Net {
         let mut bad = None;
         for a in args {
             match a {
-                WireArg::Value(v) => match self.receive_value(node, from, v) {
+                WireArg::Value(v) => match self.receive_value(ctx, from, v) {
                     Ok(s) => ins.push(ArgIn::Value(s)),
                     Err(kind) => bad = Some(kind),
                 },
-                WireArg::Ref(w) => ins.push(ArgIn::Ref(self.resolve(node, wire::id(&w), from))),
+                WireArg::Ref(w) => ins.push(ArgIn::Ref(self.refs.resolve(ctx, wire::id(&w), from))),
                 WireArg::Gather(ws) => {
                     // Never sent by owl (gathers travel as one value); still
                     // resolve them so their registrations are returned.
                     drop(
                         ws.iter()
-                            .map(|w| self.resolve(node, wire::id(w), from))
+                            .map(|w| self.refs.resolve(ctx, wire::id(w), from))
                             .collect::<Vec<_>>(),
                     );
                     bad = Some(TaskErrorKind::Store("unexpected gathered argument".into()));
                 }
             }
         }
-        let cell = Arc::new(ObjectCell::new(object, node.serial, 0));
+        let cell = Arc::new(ObjectCell::new(object, self.refs.serial(), 0));
         let name = opts.name.clone().unwrap_or_else(|| format!("f{func:x}"));
         let fail = |kind: TaskErrorKind| {
             let err = TaskError {
@@ -140,7 +135,7 @@ impl Net {
                 shard: object.shard,
                 attempts: 1,
             };
-            self.send(
+            ctx.send(
                 from,
                 Msg::TaskDone {
                     object: wire::wire_id(object),
@@ -177,19 +172,18 @@ impl Net {
             attempt: 0,
             reply_to: Some(from),
         };
-        let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % node.shards.len();
-        node.shards[n].send(ShardMsg::Enqueue(task));
+        ctx.enqueue(None, task);
     }
 
     /// A task run here for another node finished: send its outcome back.
-    pub(crate) fn task_done(&self, node: &NodeShared, owner: NodeId, cell: &ObjectCell) {
+    pub(crate) fn task_done(&self, ctx: &impl NodeCtx, owner: NodeId, cell: &ObjectCell) {
         self.executing.lock().remove(&cell.id());
         let outcome: Result<WireValue, WireError> = match cell.result() {
-            Some(Ok(stored)) => Ok(self.ship_value(node, owner, stored)),
+            Some(Ok(stored)) => Ok(self.ship_value(ctx, owner, stored)),
             Some(Err(e)) => Err(wire::wire_error(e)),
             None => return,
         };
-        self.send(
+        ctx.send(
             owner,
             Msg::TaskDone {
                 object: wire::wire_id(cell.id()),
@@ -200,12 +194,12 @@ impl Net {
 
     pub(super) fn on_task_done(
         &self,
-        node: &Arc<NodeShared>,
+        ctx: &impl NodeCtx,
         from: NodeId,
         object: ObjectId,
         outcome: Result<WireValue, WireError>,
     ) {
-        let outcome = self.receive_outcome(node, from, object, outcome);
+        let outcome = self.receive_outcome(ctx, from, object, outcome);
         let remote = self.remote.lock().remove(&object);
         match remote {
             Some(r) if r.node == from => {
@@ -221,7 +215,7 @@ impl Net {
 
     /// The owner cancelled a task running here: cancel it (and what it
     /// submitted) as a local cancel would.
-    pub(super) fn on_cancel(&self, node: &NodeShared, object: ObjectId) {
+    pub(super) fn on_cancel(&self, ctx: &impl NodeCtx, object: ObjectId) {
         let cell = self
             .executing
             .lock()
@@ -239,16 +233,14 @@ impl Net {
                     attempts: 0,
                 })
             });
-            for s in node.shards.iter() {
-                s.wake();
-            }
+            ctx.wake_shards();
         }
     }
 
     /// After a local cancel: tasks of ours running elsewhere whose cells it
     /// completed are forgotten here (their arguments released) and
     /// cancelled on their nodes.
-    pub(crate) fn cancel_remote(&self) {
+    pub(crate) fn cancel_remote(&self, ctx: &impl NodeCtx) {
         let cancelled: Vec<RemoteTask> = {
             let mut remote = self.remote.lock();
             let ids: Vec<ObjectId> = remote
@@ -259,7 +251,7 @@ impl Net {
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
         for r in cancelled {
-            self.send(
+            ctx.send(
                 r.node,
                 Msg::Cancel {
                     object: wire::wire_id(r.task.cell.id()),
@@ -268,12 +260,9 @@ impl Net {
         }
     }
 
-    /// `dead` left the cluster: retry or fail the tasks it ran for us, fail
-    /// our proxies of its objects, and forget its borrows of ours.
-    pub(crate) fn on_node_dead(&self, node: &Arc<NodeShared>, dead: NodeId) {
-        if dead == self.me || !self.dead.write().insert(dead) {
-            return;
-        }
+    /// `dead` is gone: the tasks it ran for us are retried on this node
+    /// (which is alive) within their retry budget, or failed.
+    pub(super) fn tasks_lost(&self, ctx: &impl NodeCtx, dead: NodeId) {
         let lost: Vec<RemoteTask> = {
             let mut remote = self.remote.lock();
             let ids: Vec<ObjectId> = remote
@@ -285,17 +274,16 @@ impl Net {
         };
         for RemoteTask { mut task, .. } in lost {
             let died = TaskErrorKind::WorkerDied(dead);
-            if crate::owner::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
+            if super::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
                 task.attempt += 1;
-                // Retry on this node (which is alive): clear the placement.
                 if let Some(o) = task.opts.as_mut() {
                     o.node = None;
                 }
-                node.to_shard(task.cell.id().shard, ShardMsg::Enqueue(task));
+                ctx.enqueue(Some(task.cell.id().shard), task);
             } else {
                 let id = task.cell.id();
                 task.cell.complete(Err(Arc::new(TaskError {
-                    kind: TaskErrorKind::WorkerDied(dead),
+                    kind: died,
                     task: task.name(),
                     object: id,
                     node: dead,
@@ -304,11 +292,11 @@ impl Net {
                 })));
             }
         }
-        self.refs.owner_gone(dead);
-        self.refs.node_gone(dead);
-        self.fail_pulls_from(dead);
-        // Fate-sharing: what runs here for the dead owner is cancelled
-        // (its result has nowhere to go).
+    }
+
+    /// Fate-sharing: what runs here for the dead owner `dead` is cancelled
+    /// (its result has nowhere to go).
+    pub(super) fn orphans_cancelled(&self, ctx: &impl NodeCtx, dead: NodeId) {
         let orphans: Vec<ObjectId> = self
             .executing
             .lock()
@@ -317,10 +305,7 @@ impl Net {
             .copied()
             .collect();
         for id in orphans {
-            self.on_cancel(node, id);
-        }
-        for s in node.shards.iter() {
-            s.send(ShardMsg::Table(crate::owner::TableOp::NodeGone(dead)));
+            self.on_cancel(ctx, id);
         }
     }
 }
