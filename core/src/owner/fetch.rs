@@ -232,8 +232,10 @@ impl Owner {
                 return;
             };
             let dst = block.as_mut_slice();
-            let start = offset as usize;
-            let Some(slot) = dst.get_mut(start..start + data.len()) else {
+            let range = usize::try_from(offset)
+                .ok()
+                .and_then(|start| Some(start..start.checked_add(data.len())?));
+            let Some(slot) = range.and_then(|r| dst.get_mut(r)) else {
                 tracing::warn!(object = %id, offset, "chunk outside the object dropped");
                 return;
             };
@@ -262,11 +264,12 @@ impl Owner {
     pub(super) fn fail_pulls_from(&self, dead: NodeId) {
         let failed: Vec<ObjectId> = {
             let mut pulls = self.pulls.lock();
-            let ids: Vec<ObjectId> = pulls
+            let mut ids: Vec<ObjectId> = pulls
                 .iter()
                 .filter(|(_, p)| p.from == dead)
                 .map(|(id, _)| *id)
                 .collect();
+            ids.sort_unstable();
             for id in &ids {
                 pulls.remove(id);
             }

@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
-use crate::spec::{FnInfo, Task, REMOTE_FNS};
+use crate::spec::{FnInfo, Task};
 
 pub(crate) use tasks::RemoteTask;
 
@@ -108,15 +108,20 @@ pub(crate) struct OwnerCounts {
 
 impl Owner {
     /// `serial` is the runtime serial new proxy cells carry (their
-    /// release route).
-    pub(crate) fn new(me: NodeId, serial: u32) -> Owner {
+    /// release route); `fns` the functions calls from other nodes may run
+    /// (the program's `REMOTE_FNS`).
+    pub(crate) fn new(
+        me: NodeId,
+        serial: u32,
+        fns: impl IntoIterator<Item = &'static FnInfo>,
+    ) -> Owner {
         Owner {
             me,
             refs: refs::Refs::new(me, serial),
             remote: Mutex::new(HashMap::new()),
             executing: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
-            fns: REMOTE_FNS.iter().map(|f| (f.id.0, f)).collect(),
+            fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),
         }
     }
 

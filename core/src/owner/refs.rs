@@ -317,11 +317,13 @@ impl Refs {
     pub(crate) fn node_gone(&self, node: NodeId) {
         let dropped: Vec<RawRef> = {
             let mut lent = self.lent.lock();
-            let keys: Vec<(ObjectId, NodeId)> = lent
+            let mut keys: Vec<(ObjectId, NodeId)> = lent
                 .keys()
                 .filter(|(id, to)| *to == node || id.node == node)
                 .copied()
                 .collect();
+            // In key order: releases (and what they send) replay exactly.
+            keys.sort_unstable();
             keys.iter()
                 .filter_map(|k| lent.remove(k))
                 .map(|(r, _)| r)
@@ -374,13 +376,14 @@ impl Refs {
     /// `OwnerDied` (fate-sharing). The proxies stay until their handle
     /// groups end; their releases to a dead node are dropped.
     pub(crate) fn owner_gone(&self, dead: NodeId) {
-        let proxies: Vec<Arc<ObjectCell>> = self
+        let mut proxies: Vec<Arc<ObjectCell>> = self
             .borrowed
             .lock()
             .iter()
             .filter(|(id, _)| id.node == dead)
             .map(|(_, b)| Arc::clone(&b.cell))
             .collect();
+        proxies.sort_unstable_by_key(|c| c.id());
         for cell in proxies {
             cell.complete(Err(owner_died(cell.id())));
         }

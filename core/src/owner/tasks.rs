@@ -237,17 +237,24 @@ impl Owner {
         }
     }
 
+    /// The node a task owned here runs on, while it runs elsewhere.
+    #[cfg(test)]
+    pub(crate) fn remote_node(&self, id: ObjectId) -> Option<NodeId> {
+        self.remote.lock().get(&id).map(|r| r.node)
+    }
+
     /// After a local cancel: tasks of ours running elsewhere whose cells it
     /// completed are forgotten here (their arguments released) and
     /// cancelled on their nodes.
     pub(crate) fn cancel_remote(&self, ctx: &impl NodeCtx) {
         let cancelled: Vec<RemoteTask> = {
             let mut remote = self.remote.lock();
-            let ids: Vec<ObjectId> = remote
+            let mut ids: Vec<ObjectId> = remote
                 .iter()
                 .filter(|(_, r)| r.task.cell.is_ready())
                 .map(|(id, _)| *id)
                 .collect();
+            ids.sort_unstable();
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
         for r in cancelled {
@@ -265,11 +272,13 @@ impl Owner {
     pub(super) fn tasks_lost(&self, ctx: &impl NodeCtx, dead: NodeId) {
         let lost: Vec<RemoteTask> = {
             let mut remote = self.remote.lock();
-            let ids: Vec<ObjectId> = remote
+            let mut ids: Vec<ObjectId> = remote
                 .iter()
                 .filter(|(_, r)| r.node == dead)
                 .map(|(id, _)| *id)
                 .collect();
+            // In id order, so that a replayed run retries in the same order.
+            ids.sort_unstable();
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
         for RemoteTask { mut task, .. } in lost {
@@ -297,13 +306,14 @@ impl Owner {
     /// Fate-sharing: what runs here for the dead owner `dead` is cancelled
     /// (its result has nowhere to go).
     pub(super) fn orphans_cancelled(&self, ctx: &impl NodeCtx, dead: NodeId) {
-        let orphans: Vec<ObjectId> = self
+        let mut orphans: Vec<ObjectId> = self
             .executing
             .lock()
             .keys()
             .filter(|id| id.node == dead)
             .copied()
             .collect();
+        orphans.sort_unstable();
         for id in orphans {
             self.on_cancel(ctx, id);
         }

@@ -77,7 +77,7 @@ impl Net {
             link: OnceLock::new(),
             early: Mutex::new(Vec::new()),
             mesh: OnceLock::new(),
-            owner: Owner::new(me, serial),
+            owner: Owner::new(me, serial, REMOTE_FNS.iter()),
             dead: RwLock::new(HashSet::new()),
             left: RwLock::new(HashSet::new()),
             info: RwLock::new(info),

@@ -1,117 +1,6 @@
-//! The owner layer message by message, through a context that records
-//! every action: exact sends, table updates and handle-group ends.
+//! Cross-node reference counting, message by message.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use owl_transport::proto::Msg;
-
-use super::refs::Refs;
-use super::{Ctx, TableOp};
-use crate::error::TaskErrorKind;
-use crate::ids::{NodeId, ObjectId, ShardId};
-use crate::object::cell::ObjectCell;
-use crate::object::objref::RawRef;
-use crate::owner::table::{OwnershipTable, Released};
-
-#[derive(Debug, PartialEq)]
-enum Action {
-    Send(NodeId, Msg),
-    Table(ShardId, TableOp),
-}
-
-#[derive(Default)]
-struct Recorder {
-    actions: RefCell<Vec<Action>>,
-    dead: RefCell<BTreeSet<NodeId>>,
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<Action> {
-        std::mem::take(&mut self.actions.borrow_mut())
-    }
-}
-
-impl Ctx for Recorder {
-    fn send(&self, to: NodeId, msg: Msg) {
-        self.actions.borrow_mut().push(Action::Send(to, msg));
-    }
-    fn to_table(&self, shard: ShardId, op: TableOp) {
-        self.actions.borrow_mut().push(Action::Table(shard, op));
-    }
-    fn is_dead(&self, node: NodeId) -> bool {
-        self.dead.borrow().contains(&node)
-    }
-}
-
-thread_local! {
-    static ENDED: RefCell<Vec<ObjectId>> = const { RefCell::new(Vec::new()) };
-}
-
-fn record_end(cell: &Arc<ObjectCell>) {
-    ENDED.with(|e| e.borrow_mut().push(cell.id()));
-}
-
-/// Handle groups that ended on this thread since the last call.
-fn ended() -> Vec<ObjectId> {
-    ENDED.with(|e| std::mem::take(&mut *e.borrow_mut()))
-}
-
-/// Routes this thread's group ends to [`ended`] for the test's duration.
-struct Routed;
-
-impl Routed {
-    fn new() -> Routed {
-        crate::object::set_thread_release_route(Some(record_end));
-        ended();
-        Routed
-    }
-}
-
-impl Drop for Routed {
-    fn drop(&mut self) {
-        crate::object::set_thread_release_route(None);
-    }
-}
-
-const SERIAL: u32 = 0x5000_0000;
-const N0: NodeId = NodeId(0);
-const N1: NodeId = NodeId(1);
-const N2: NodeId = NodeId(2);
-const N3: NodeId = NodeId(3);
-
-fn id(node: NodeId, index: u32) -> ObjectId {
-    ObjectId {
-        node,
-        shard: ShardId(0),
-        index,
-        gen: index,
-    }
-}
-
-/// A handle to an object, as the owner's table or a proxy would make it.
-fn handle(id: ObjectId) -> RawRef {
-    RawRef::adopt(Arc::new(ObjectCell::new(id, SERIAL, 1)))
-}
-
-fn add(object: ObjectId, borrower: NodeId, lender: NodeId) -> Msg {
-    Msg::AddBorrower {
-        object: object.into(),
-        borrower: borrower.0,
-        count: 1,
-        lender: lender.0,
-    }
-}
-
-fn remove(object: ObjectId, borrower: NodeId, count: u32) -> Msg {
-    Msg::RemoveBorrower {
-        object: object.into(),
-        borrower: borrower.0,
-        count,
-    }
-}
+use super::*;
 
 #[test]
 fn the_owner_ships_with_an_in_flight_count_and_an_export() {
@@ -371,7 +260,7 @@ fn the_export_index_follows_the_table() {
         .into_iter()
         .filter_map(|a| match a {
             Action::Table(_, op) => Some(op),
-            Action::Send(..) => None,
+            _ => None,
         })
         .collect();
     for op in ops {
