@@ -1,5 +1,6 @@
 //! The owner layer on the deterministic cluster: thousands of seeded
-//! random programs on 4 to 16 nodes, with and without node deaths. A failure
+//! random programs (refs sent between nodes, tasks placed anywhere, nested
+//! tasks returning refs) on 4 to 16 nodes, with and without node deaths. A failure
 //! prints the seed; `OWL_DET_SEED=<seed> cargo test -p owl --test
 //! det_cluster replay -- --nocapture` replays it with its event log.
 

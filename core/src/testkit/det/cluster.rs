@@ -1,68 +1,70 @@
-//! The cluster a deterministic run drives: nodes, links, inboxes and the
-//! events that can happen next.
+//! The cluster a deterministic run drives: nodes, links, inboxes, task
+//! queues, and the events that can happen next.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
+use owl_store::Arena;
 use owl_transport::proto::{Msg, WireId};
 
+use super::ctx::{DetCtx, Out, DET_FN};
 use super::{DetFailure, ENDED};
 use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
-use crate::object::value::Stored;
-use crate::owner::refs::Refs;
 use crate::owner::table::{OwnershipTable, Released};
-use crate::owner::{Ctx, TableOp};
+use crate::owner::{Owner, TableOp};
+use crate::spec::Task;
 
 /// Serials of the cluster's nodes (what their cells carry): node `i` is
 /// `SERIAL_BASE + i`, far from the serials real runtimes use.
-const SERIAL_BASE: u32 = 0x4000_0000;
+pub(super) const SERIAL_BASE: u32 = 0x4000_0000;
+
 /// What crosses a link.
 #[derive(Debug)]
-enum Packet {
+pub(super) enum Packet {
     /// An owner-layer message.
     Msg(Msg),
-    /// A value carrying refs (as a task argument or a returned value does).
+    /// A value carrying refs, sent by the program (as a task argument or a
+    /// returned value would carry them).
     Refs(Vec<WireId>),
 }
 
-/// What a node's owner layer did through its context.
-enum Out {
-    Send(NodeId, Msg),
-    Table(TableOp),
-}
-
-struct NodeCtx<'a> {
-    out: &'a RefCell<Vec<Out>>,
-    noticed: &'a BTreeSet<NodeId>,
-}
-
-impl Ctx for NodeCtx<'_> {
-    fn send(&self, to: NodeId, msg: Msg) {
-        self.out.borrow_mut().push(Out::Send(to, msg));
-    }
-
-    fn to_table(&self, shard: ShardId, op: TableOp) {
-        debug_assert_eq!(shard, ShardId(0), "one shard per node");
-        self.out.borrow_mut().push(Out::Table(op));
-    }
-
-    fn is_dead(&self, node: NodeId) -> bool {
-        self.noticed.contains(&node)
-    }
-}
-
 pub(super) struct Node {
-    id: NodeId,
-    alive: bool,
-    table: OwnershipTable,
-    refs: Refs,
+    pub(super) id: NodeId,
+    pub(super) alive: bool,
+    pub(super) table: OwnershipTable,
+    pub(super) owner: Owner,
     /// Handles the program holds.
     pub(super) held: Vec<RawRef>,
     /// The shard inbox: table updates, applied in order.
     inbox: VecDeque<TableOp>,
     /// Dead nodes this one knows about.
-    noticed: BTreeSet<NodeId>,
+    pub(super) noticed: BTreeSet<NodeId>,
+    /// Tasks to run here, in order.
+    pub(super) queue: VecDeque<Task>,
+    /// Standing fetches: the value goes to the node once the cell is
+    /// ready. (The engine's waker holds the cell weakly, but answers a
+    /// ready cell at once and a pending one stays alive with its task; the
+    /// cluster answers later, so it holds the cell.)
+    waiting: Vec<(Arc<ObjectCell>, NodeId)>,
+}
+
+impl Node {
+    fn new(i: u32) -> Node {
+        Node {
+            id: NodeId(i),
+            alive: true,
+            table: OwnershipTable::new(NodeId(i), ShardId(0), SERIAL_BASE + i),
+            owner: Owner::new(NodeId(i), SERIAL_BASE + i, [&DET_FN]),
+            held: Vec::new(),
+            inbox: VecDeque::new(),
+            noticed: BTreeSet::new(),
+            queue: VecDeque::new(),
+            waiting: Vec::new(),
+        }
+    }
 }
 
 /// A seeded generator (splitmix64): small, fast, the same on every machine.
@@ -85,51 +87,69 @@ impl Rng {
 /// What can happen next.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Event {
+    /// The program acts on a node.
     Step(u32),
     Deliver(u32, u32),
+    /// A shard applies its next table update.
     Inbox(u32),
-    Notice { at: u32, dead: u32 },
+    Notice {
+        at: u32,
+        dead: u32,
+    },
+    /// A node runs its next queued task.
+    Run(u32),
+    /// A node answers a standing fetch whose value is ready.
+    Answer(u32),
 }
 
 pub(super) struct Cluster {
     seed: u64,
     pub(super) rng: Rng,
     pub(super) nodes: Vec<Node>,
-    links: BTreeMap<(u32, u32), VecDeque<Packet>>,
+    pub(super) links: BTreeMap<(u32, u32), VecDeque<Packet>>,
     /// Deaths not yet noticed: (node that will notice, dead node).
     notices: BTreeSet<(u32, u32)>,
-    deaths: u32,
+    pub(super) deaths: u32,
     /// The program ended: refs that arrive are dropped at once.
     pub(super) ended: bool,
     pub(super) log: Vec<String>,
+    /// Tasks submitted, and how many times each ran (re-executions
+    /// included).
+    pub(super) runs: BTreeMap<ObjectId, u32>,
+    /// One arena for the run's nodes (their values stay inline; the owner
+    /// layer still needs a store to hand them to).
+    pub(super) arena: Arc<Arena>,
 }
 
-fn short(id: ObjectId) -> String {
+pub(super) fn short(id: ObjectId) -> String {
     format!("{}.{}.{}", id.node.0, id.index, id.gen)
+}
+
+/// A fresh, small arena file for one run (removed when the run drops it).
+fn run_arena() -> Arc<Arena> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "owl-det-{}-{}.arena",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    Arena::create(&std::env::temp_dir(), &name, 1 << 20, 16).expect("a small arena in TMPDIR")
 }
 
 impl Cluster {
     pub(super) fn new(seed: u64, n: u32) -> Cluster {
-        let nodes = (0..n)
-            .map(|i| Node {
-                id: NodeId(i),
-                alive: true,
-                table: OwnershipTable::new(NodeId(i), ShardId(0), SERIAL_BASE + i),
-                refs: Refs::new(NodeId(i), SERIAL_BASE + i),
-                held: Vec::new(),
-                inbox: VecDeque::new(),
-                noticed: BTreeSet::new(),
-            })
-            .collect();
         Cluster {
             seed,
             rng: Rng(seed),
-            nodes,
+            nodes: (0..n).map(Node::new).collect(),
             links: BTreeMap::new(),
             notices: BTreeSet::new(),
             deaths: 0,
             ended: false,
             log: Vec::new(),
+            runs: BTreeMap::new(),
+            arena: run_arena(),
         }
     }
 
@@ -144,13 +164,15 @@ impl Cluster {
     }
 
     /// Runs `f` on node `n`'s owner layer and applies what it did.
-    fn with_ctx<R>(&mut self, n: u32, f: impl FnOnce(&Node, &NodeCtx<'_>) -> R) -> R {
+    pub(super) fn with_ctx<R>(&mut self, n: u32, f: impl FnOnce(&Node, &DetCtx<'_>) -> R) -> R {
         let out = RefCell::new(Vec::new());
         let node = &self.nodes[n as usize];
         let r = {
-            let ctx = NodeCtx {
+            let ctx = DetCtx {
                 out: &out,
                 noticed: &node.noticed,
+                nodes: self.nodes.len() as u32,
+                arena: &self.arena,
             };
             f(node, &ctx)
         };
@@ -160,17 +182,27 @@ impl Cluster {
 
     fn apply(&mut self, n: u32, outs: Vec<Out>) {
         for o in outs {
+            let node = &mut self.nodes[n as usize];
             match o {
                 Out::Send(to, msg) => {
                     // The transport drops what goes to a node known dead.
-                    if !self.nodes[n as usize].noticed.contains(&to) {
+                    if !node.noticed.contains(&to) {
                         self.links
                             .entry((n, to.0))
                             .or_default()
                             .push_back(Packet::Msg(msg));
                     }
                 }
-                Out::Table(op) => self.nodes[n as usize].inbox.push_back(op),
+                Out::Table(op) => node.inbox.push_back(op),
+                Out::Enqueue(task) => {
+                    self.log.push(format!(
+                        "n{n} queues {} (attempt {})",
+                        short(task.cell.id()),
+                        task.attempt
+                    ));
+                    node.queue.push_back(task);
+                }
+                Out::WhenReady(cell, to) => node.waiting.push((cell, to)),
             }
         }
     }
@@ -189,11 +221,11 @@ impl Cluster {
             if !self.nodes[n as usize].alive {
                 continue; // a dead node's state going away
             }
-            self.with_ctx(n, |node, ctx| node.refs.group_ended(ctx, &cell));
+            self.with_ctx(n, |node, ctx| node.owner.refs().group_ended(ctx, &cell));
         }
     }
 
-    fn live(&self) -> Vec<u32> {
+    pub(super) fn live(&self) -> Vec<u32> {
         self.nodes
             .iter()
             .filter(|n| n.alive)
@@ -211,9 +243,15 @@ impl Cluster {
                 ev.push(Event::Deliver(a, b));
             }
         }
-        for n in &self.nodes {
-            if n.alive && !n.inbox.is_empty() {
+        for n in self.nodes.iter().filter(|n| n.alive) {
+            if !n.inbox.is_empty() {
                 ev.push(Event::Inbox(n.id.0));
+            }
+            if !n.queue.is_empty() {
+                ev.push(Event::Run(n.id.0));
+            }
+            if n.waiting.iter().any(|(c, _)| c.is_ready()) {
+                ev.push(Event::Answer(n.id.0));
             }
         }
         for &(at, dead) in &self.notices {
@@ -222,81 +260,20 @@ impl Cluster {
         ev
     }
 
-    fn step(&mut self, n: u32, max_deaths: u32) -> Result<(), DetFailure> {
-        let held = self.nodes[n as usize].held.len();
-        let live = self.live();
-        match self.rng.below(16) {
-            0 if self.deaths < max_deaths && live.len() > 1 => self.kill(n),
-            1..=4 => {
-                // A new object, holding up to two refs this node holds.
-                let inner = (0..self.rng.below(3))
-                    .filter(|_| held > 0)
-                    .map(|_| self.nodes[n as usize].held[self.rng.below(held)].clone())
-                    .collect::<Vec<_>>();
-                let k = inner.len();
-                let node = &mut self.nodes[n as usize];
-                let cell = node.table.insert_ready(Stored::refs_only(inner));
-                self.log
-                    .push(format!("n{n} put {} ({k} inside)", short(cell.id())));
-                node.held.push(RawRef::adopt(cell));
-            }
-            5 | 6 if held > 0 => {
-                let r = self.nodes[n as usize].held[self.rng.below(held)].clone();
-                self.log.push(format!("n{n} clone {}", short(r.id())));
-                self.nodes[n as usize].held.push(r);
-            }
-            7..=9 if held > 0 => {
-                let i = self.rng.below(held);
-                let r = self.nodes[n as usize].held.swap_remove(i);
-                self.log.push(format!("n{n} drop {}", short(r.id())));
-                drop(r);
-            }
-            10..=15 if held > 0 => {
-                let peers: Vec<u32> = live
-                    .into_iter()
-                    .filter(|&p| p != n && !self.nodes[n as usize].noticed.contains(&NodeId(p)))
-                    .collect();
-                if peers.is_empty() {
-                    return Ok(());
-                }
-                let to = peers[self.rng.below(peers.len())];
-                let i = self.rng.below(held);
-                let handoff = self.rng.below(2) == 0;
-                let r = if handoff {
-                    self.nodes[n as usize].held.swap_remove(i)
-                } else {
-                    self.nodes[n as usize].held[i].clone()
-                };
-                let id = r.id();
-                let wire = self.with_ctx(n, |node, ctx| node.refs.ship(ctx, NodeId(to), &r));
-                self.links
-                    .entry((n, to))
-                    .or_default()
-                    .push_back(Packet::Refs(vec![wire]));
-                self.log.push(format!(
-                    "n{n} send {} to n{to}{}",
-                    short(id),
-                    if handoff { " and drop" } else { "" }
-                ));
-                drop(r);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
     /// `n` dies: its state is gone; of what it queued, a random tail is
     /// lost (not yet written to the wire); every live node will notice.
-    fn kill(&mut self, n: u32) {
+    pub(super) fn kill(&mut self, n: u32) {
         self.deaths += 1;
         self.log.push(format!("n{n} dies"));
         let node = &mut self.nodes[n as usize];
         node.alive = false;
         node.inbox.clear();
+        node.waiting.clear();
         let held = std::mem::take(&mut node.held);
+        let queue = std::mem::take(&mut node.queue);
+        let owner = std::mem::replace(&mut node.owner, Owner::new(NodeId(n), 0, []));
         let entries = node.table.drain();
-        drop(held);
-        drop(entries);
+        drop((held, queue, owner, entries));
         for (&(a, b), q) in self.links.iter_mut() {
             if a == n {
                 let keep = self.rng.below(q.len() + 1);
@@ -328,7 +305,8 @@ impl Cluster {
             Packet::Refs(ids) => {
                 for w in ids {
                     let id = ObjectId::from(w);
-                    let r = self.with_ctx(b, |node, ctx| node.refs.resolve(ctx, id, NodeId(a)));
+                    let r =
+                        self.with_ctx(b, |node, ctx| node.owner.refs().resolve(ctx, id, NodeId(a)));
                     if id.node == NodeId(b) && r.cell().is_ready() && self.deaths == 0 {
                         let freed = !matches!(r.cell().result(), Some(Ok(_)));
                         if freed {
@@ -345,55 +323,20 @@ impl Cluster {
                     }
                 }
             }
-            Packet::Msg(Msg::AddBorrower {
-                object,
-                borrower,
-                count,
-                lender,
-            }) => {
-                let id = ObjectId::from(object);
-                self.with_ctx(b, |node, ctx| {
-                    node.refs.on_borrow(
-                        ctx,
-                        id,
-                        NodeId(borrower),
-                        count as i32,
-                        Some(NodeId(lender)),
-                    )
-                });
-            }
-            Packet::Msg(Msg::Lent {
-                object,
-                borrower,
-                count,
-            }) => {
-                let id = ObjectId::from(object);
-                self.nodes[b as usize]
-                    .refs
-                    .on_lent(id, NodeId(borrower), count);
-            }
-            Packet::Msg(Msg::RemoveBorrower {
-                object,
-                borrower,
-                count,
-            }) => {
-                let id = ObjectId::from(object);
-                self.with_ctx(b, |node, ctx| {
-                    node.refs
-                        .on_borrow(ctx, id, NodeId(borrower), -(count as i32), None)
-                });
-            }
-            Packet::Msg(Msg::Fetch { object }) => {
-                let id = ObjectId::from(object);
-                if self.nodes[b as usize].table.get(id).is_none() && self.deaths == 0 {
-                    return Err(self.fail(format!(
-                        "n{a} fetched {} after its owner n{b} freed it",
-                        short(id)
-                    )));
+            Packet::Msg(msg) => {
+                if let Msg::Fetch { object } = &msg {
+                    let id = ObjectId::from(*object);
+                    if self.nodes[b as usize].table.get(id).is_none() && self.deaths == 0 {
+                        return Err(self.fail(format!(
+                            "n{a} fetched {} after its owner n{b} freed it",
+                            short(id)
+                        )));
+                    }
                 }
-            }
-            Packet::Msg(other) => {
-                return Err(self.fail(format!("unexpected message {other:?}")));
+                let other = self.with_ctx(b, |node, ctx| node.owner.on_msg(ctx, NodeId(a), msg));
+                if let Some(other) = other {
+                    return Err(self.fail(format!("unexpected message {other:?}")));
+                }
             }
         }
         Ok(())
@@ -403,7 +346,7 @@ impl Cluster {
         let node = &mut self.nodes[n as usize];
         let op = node.inbox.pop_front().expect("chosen inbox has an op");
         let released = node.table.apply(op);
-        node.refs.table_applied(op, &released);
+        node.owner.refs().table_applied(op, &released);
         let ids: Vec<String> = match &released {
             Released::Freed(e) => vec![short(e.cell.id())],
             Released::FreedMany(es) => es.iter().map(|e| short(e.cell.id())).collect(),
@@ -417,21 +360,36 @@ impl Cluster {
         }
     }
 
+    /// What the engine does on a death (`engine::host::node_gone`), through
+    /// the production owner layer: its tasks retried here or failed,
+    /// proxies of its objects failed, its borrows released once the shard
+    /// gets to the purge (in order with the updates before it).
     fn notice(&mut self, at: u32, dead: u32) {
         self.notices.remove(&(at, dead));
         self.log.push(format!("n{at} notices n{dead} died"));
-        let node = &mut self.nodes[at as usize];
-        node.noticed.insert(NodeId(dead));
-        // What the engine does on a death (`Net::on_node_dead`): proxies of
-        // its objects fail now; its borrows count as released once the
-        // shard gets to the purge, in order with the updates before it.
-        node.refs.owner_gone(NodeId(dead));
-        node.refs.node_gone(NodeId(dead));
-        node.inbox.push_back(TableOp::NodeGone(NodeId(dead)));
+        self.nodes[at as usize].noticed.insert(NodeId(dead));
+        self.with_ctx(at, |node, ctx| node.owner.node_gone(ctx, NodeId(dead)));
         // Queued messages to the dead node go nowhere.
         if let Some(q) = self.links.get_mut(&(at, dead)) {
             q.clear();
         }
+    }
+
+    /// Answers the first standing fetch whose value is ready.
+    fn answer(&mut self, n: u32) {
+        let node = &mut self.nodes[n as usize];
+        let i = node
+            .waiting
+            .iter()
+            .position(|(c, _)| c.is_ready())
+            .expect("chosen node has a ready fetch");
+        let (cell, to) = node.waiting.remove(i);
+        self.log.push(format!(
+            "n{n} answers {}'s fetch of {}",
+            to,
+            short(cell.id())
+        ));
+        self.with_ctx(n, |node, ctx| node.owner.send_value(ctx, to, &cell));
     }
 
     fn check(&self) -> Result<(), DetFailure> {
@@ -477,6 +435,8 @@ impl Cluster {
             Event::Deliver(a, b) => self.deliver(a, b)?,
             Event::Inbox(n) => self.inbox(n),
             Event::Notice { at, dead } => self.notice(at, dead),
+            Event::Run(n) => self.run_task(n)?,
+            Event::Answer(n) => self.answer(n),
         }
         self.drain_ended();
         self.check()
@@ -485,8 +445,12 @@ impl Cluster {
     pub(super) fn leaks(&self) -> Result<(), DetFailure> {
         let mut report = Vec::new();
         for n in self.nodes.iter().filter(|n| n.alive) {
-            let (proxies, exports, lent) = n.refs.counts();
-            if n.table.is_empty() && proxies == 0 && exports == 0 && lent == 0 {
+            let c = n.owner.counts();
+            if n.table.is_empty()
+                && c == Default::default()
+                && n.queue.is_empty()
+                && n.waiting.is_empty()
+            {
                 continue;
             }
             let left: Vec<String> = n
@@ -505,8 +469,10 @@ impl Cluster {
                 })
                 .collect();
             report.push(format!(
-                "n{}: entries {left:?}, {proxies} proxies, {exports} exports, {lent} lent",
-                n.id.0
+                "n{}: entries {left:?}, owner layer {c:?}, {} queued, {} fetches waiting",
+                n.id.0,
+                n.queue.len(),
+                n.waiting.len()
             ));
         }
         if report.is_empty() {

@@ -1,16 +1,21 @@
 //! The deterministic cluster: N nodes' owner layers (the production
-//! `owner::refs::Refs` and `table::OwnershipTable`) joined by seeded
-//! in-memory FIFO links, on one thread, with no clock. Every choice (which
-//! node acts, which link delivers, which shard inbox drains, who notices a
-//! death when) comes from one seeded generator, so a seed replays the same
-//! run exactly, down to the event log.
+//! `owner::Owner` and `table::OwnershipTable`) joined by seeded in-memory
+//! FIFO links, on one thread, with no clock. Every choice (which node
+//! acts, which link delivers, which shard inbox drains, which queued task
+//! runs, who notices a death when) comes from one seeded generator, so a
+//! seed replays the same run exactly, down to the event log.
 //!
-//! A run is a random program: nodes put objects (some holding refs to
-//! others), clone and drop handles, and send refs to each other (keeping
-//! or dropping their own), while nodes may die with part of what they
-//! queued lost. After the program every handle is dropped and every
-//! message delivered; then each surviving node's table, proxies and
-//! exports must be empty.
+//! A run is a random program (`program`): nodes put objects (some holding
+//! refs to others), clone and drop handles, send refs to each other, and
+//! submit tasks with ref arguments to any live node; tasks may submit
+//! tasks and return refs to them. Nodes may die with part of what they
+//! queued lost; their tasks are retried or failed by the owners. After the
+//! program the cluster runs until quiet, and every handle must be ready
+//! (a value, or an error a death explains); every task ran exactly once
+//! without deaths, and within its retries with them. Then every handle is
+//! dropped and every message delivered, and each surviving node's table
+//! and owner layer (proxies, exports, lent holds, remote and executing
+//! tasks, pulls) must be empty.
 //!
 //! Checked after every event:
 //! - every shard table's own invariants (`OwnershipTable::check`);
@@ -20,6 +25,8 @@
 //!   the object, unless a death explains it.
 
 mod cluster;
+mod ctx;
+mod program;
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -97,23 +104,35 @@ pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
         c.run_event(e, cfg.max_deaths)?;
         if let Event::Step(_) = e {
             steps += 1;
-            if steps == cfg.steps {
-                // The program ends: every handle goes.
-                c.log
-                    .push("program ends: every node drops its handles".into());
-                c.ended = true;
-                for n in 0..c.nodes.len() {
-                    let held = std::mem::take(&mut c.nodes[n].held);
-                    drop(held);
-                }
-                c.drain_ended();
-            }
         }
         if !program {
             budget -= 1;
             if budget == 0 {
                 return Err(c.fail("the cluster never went quiet".into()));
             }
+        }
+    }
+    c.check_settled()?;
+    // The program ends: every handle goes, and what that sends is
+    // delivered.
+    c.log
+        .push("program ends: every node drops its handles".into());
+    c.ended = true;
+    for n in 0..c.nodes.len() {
+        let held = std::mem::take(&mut c.nodes[n].held);
+        drop(held);
+    }
+    c.drain_ended();
+    loop {
+        let ev = c.events(false);
+        if ev.is_empty() {
+            break;
+        }
+        let e = ev[c.rng.below(ev.len())];
+        c.run_event(e, cfg.max_deaths)?;
+        budget -= 1;
+        if budget == 0 {
+            return Err(c.fail("the cluster never went quiet".into()));
         }
     }
     c.leaks()?;

@@ -1,0 +1,145 @@
+//! What a deterministic node's owner layer sees of the world: a context
+//! that records every action for the cluster to apply, and the one remote
+//! function the cluster's tasks call.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use owl_store::{Arena, BlockMut};
+use owl_transport::proto::{Msg, SharedBlock};
+
+use crate::error::{PutError, TaskErrorKind};
+use crate::ids::{FnId, NodeId, ObjectId, ShardId};
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+use crate::owner::{Ctx, NodeCtx, TableOp};
+use crate::spec::{Arg, ArgIn, ArgOut, Call, Exec, FnInfo, Task};
+
+/// Values up to this size stay inline: the cluster's values never touch
+/// the arena.
+pub(super) const INLINE_MAX: usize = 4096;
+
+/// What a node's owner layer did through its context.
+pub(super) enum Out {
+    Send(NodeId, Msg),
+    Table(TableOp),
+    /// A task to run on this node.
+    Enqueue(Task),
+    /// A standing fetch: the value goes to the node once the cell is ready.
+    WhenReady(Arc<ObjectCell>, NodeId),
+}
+
+pub(super) struct DetCtx<'a> {
+    pub out: &'a RefCell<Vec<Out>>,
+    pub noticed: &'a BTreeSet<NodeId>,
+    pub nodes: u32,
+    pub arena: &'a Arc<Arena>,
+}
+
+impl Ctx for DetCtx<'_> {
+    fn send(&self, to: NodeId, msg: Msg) {
+        self.out.borrow_mut().push(Out::Send(to, msg));
+    }
+
+    fn to_table(&self, shard: ShardId, op: TableOp) {
+        debug_assert_eq!(shard, ShardId(0), "one shard per node");
+        self.out.borrow_mut().push(Out::Table(op));
+    }
+
+    fn is_dead(&self, node: NodeId) -> bool {
+        self.noticed.contains(&node)
+    }
+}
+
+impl NodeCtx for DetCtx<'_> {
+    fn nodes(&self) -> u32 {
+        self.nodes
+    }
+
+    fn shards(&self) -> u16 {
+        1
+    }
+
+    fn runs(&self, _node: NodeId, _func: u64) -> Option<bool> {
+        Some(true)
+    }
+
+    fn enqueue(&self, _shard: Option<ShardId>, task: Task) {
+        self.out.borrow_mut().push(Out::Enqueue(task));
+    }
+
+    fn wake_shards(&self) {}
+
+    fn arena(&self) -> &Arc<Arena> {
+        self.arena
+    }
+
+    fn inline_max(&self) -> usize {
+        INLINE_MAX
+    }
+
+    fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId) {
+        self.out
+            .borrow_mut()
+            .push(Out::WhenReady(Arc::clone(cell), to));
+    }
+
+    fn copy_same_host(&self, id: ObjectId, _: SharedBlock, _: BlockMut, _: Vec<RawRef>) {
+        unreachable!("{id}: the deterministic cluster's values are never large")
+    }
+}
+
+/// A call of [`DET_FN`]: refs and small values. The cluster never runs
+/// it; running a task there means completing its object (see `program`).
+pub(super) struct DetCall(pub Vec<Arg<u64>>);
+
+impl Call for DetCall {
+    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) {
+        for a in &self.0 {
+            if !a.dep(f) {
+                return;
+            }
+        }
+    }
+
+    fn keep_args(&mut self, arena: &Arc<Arena>, inline_max: usize) -> Result<(), PutError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|a| a.keep(arena, inline_max))
+    }
+
+    fn run(&mut self) -> Exec {
+        Exec::Done(Err(TaskErrorKind::Failed(
+            "the deterministic cluster completes tasks itself".into(),
+        )))
+    }
+
+    fn wire(
+        &mut self,
+        arena: &Arc<Arena>,
+        inline_max: usize,
+        f: &mut dyn FnMut(ArgOut<'_>),
+    ) -> Result<(), PutError> {
+        self.0
+            .iter_mut()
+            .try_for_each(|a| a.wire(arena, inline_max, f))
+    }
+}
+
+fn decode(args: Vec<ArgIn>) -> Result<Box<dyn Call>, String> {
+    let args = args
+        .into_iter()
+        .map(|a| Arg::from_wire(Some(a)))
+        .collect::<Result<_, _>>()?;
+    Ok(Box::new(DetCall(args)))
+}
+
+/// The function every task of the cluster calls.
+pub(super) static DET_FN: FnInfo = FnInfo {
+    id: FnId(0xde7_de7),
+    name: "det_task",
+    path: "owl::testkit::det::det_task",
+    is_async: false,
+    decode,
+};
