@@ -65,6 +65,7 @@ pub type NodeIdx = u32;
 mod api;
 mod config;
 mod driver;
+mod entry;
 mod peer;
 pub mod slots;
 
@@ -77,5 +78,6 @@ pub mod sim;
 
 pub use api::{Handler, Link, PeerDown};
 pub use config::{MeshConfig, MeshError, ShmConfig, TransportKind};
-pub use mesh::{request_id, start, start_hosted, IoLoop, IoTask, Mesh, Starting};
+pub use entry::start;
+pub use mesh::{request_id, start_hosted, IoLoop, IoTask, Mesh, Starting};
 pub use shm::host::{start_shm_hosted, ShmArm, ShmHost, Wake};

@@ -16,8 +16,6 @@ use crate::api::{Handler, PeerDown};
 use crate::config::MeshConfig;
 use crate::proto::Msg;
 use crate::slots::Slots;
-// Only held, for shm's control mesh (see `Shared::control`).
-use crate::Mesh;
 
 pub(crate) const PENDING: u8 = 0;
 pub(crate) const UP: u8 = 1;
@@ -52,11 +50,15 @@ pub(crate) struct Shared {
     /// Set by `Mesh::shutdown` once `Shutdown` is queued for every live peer
     /// (after `closing`): a driver flushing its queues waits for it.
     pub(crate) shutdown_queued: AtomicBool,
-    /// A mesh this one runs over (the shm driver's TCP control mesh) when
-    /// no I/O thread of ours owns it (hosted): `Mesh::shutdown`/`kill`
-    /// close it after the host finished.
-    pub(crate) control: Mutex<Option<Arc<Mesh>>>,
+    /// Closes a mesh this one runs over (the shm driver's TCP control
+    /// mesh) when no I/O thread of ours owns it (hosted): `Mesh::shutdown`
+    /// and `kill` call it (with whether the node was killed) once the host
+    /// finished.
+    pub(crate) close_control: Mutex<Option<CloseControl>>,
 }
+
+/// See [`Shared::close_control`].
+pub(crate) type CloseControl = Box<dyn FnOnce(bool) + Send>;
 
 impl Peer {
     fn new() -> Self {
@@ -88,7 +90,7 @@ impl Shared {
             kick: OnceLock::new(),
             killed: AtomicBool::new(false),
             shutdown_queued: AtomicBool::new(false),
-            control: Mutex::new(None),
+            close_control: Mutex::new(None),
         }
     }
 

@@ -101,13 +101,9 @@ impl Mesh {
         if let Some(done) = self.hosted_done.lock().take() {
             let _ = done.recv_timeout(HOSTED_STOP);
         }
-        let control = self.shared.control.lock().take();
-        if let Some(control) = control {
-            if self.shared.killed.load(Ordering::Acquire) {
-                control.kill();
-            } else {
-                control.shutdown();
-            }
+        let close = self.shared.close_control.lock().take();
+        if let Some(close) = close {
+            close(self.shared.killed.load(Ordering::Acquire));
         }
     }
 
@@ -131,14 +127,15 @@ impl Drop for Mesh {
     }
 }
 
-/// Joins the cluster described by `cfg` and returns once this node is
-/// connected to every other node (or fails after `connect_timeout`). The
-/// mesh runs on an I/O thread of its own; see [`start_hosted`] to run it on
-/// a thread the caller drives.
-pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, MeshError> {
+/// A mesh over sockets (TCP or QUIC) on an I/O thread of its own; what
+/// [`crate::start`] runs for those transports.
+pub(crate) fn start_sockets(
+    cfg: MeshConfig,
+    handler: Arc<dyn Handler>,
+) -> Result<Arc<Mesh>, MeshError> {
     crate::config::check_config(&cfg)?;
     let shared = Arc::new(Shared::new(&cfg, handler));
-    spawn_io_thread(cfg, shared)
+    spawn_io_thread(cfg, shared, select::run_io_thread)
 }
 
 /// Asks the head at `cfg.head` of an open cluster for this node's id (see
@@ -163,12 +160,19 @@ pub fn request_id(cfg: &MeshConfig) -> Result<u32, MeshError> {
         .unwrap_or_else(|_| Err(MeshError::Setup("asking for a node id panicked".into())))
 }
 
-fn spawn_io_thread(cfg: MeshConfig, shared: Arc<Shared>) -> Result<Arc<Mesh>, MeshError> {
+/// Runs `run` on a new I/O thread and returns the mesh once it is up.
+pub(crate) fn spawn_io_thread(
+    cfg: MeshConfig,
+    shared: Arc<Shared>,
+    run: impl FnOnce(MeshConfig, Arc<Shared>, std::sync::mpsc::Sender<Result<SocketAddr, MeshError>>)
+        + Send
+        + 'static,
+) -> Result<Arc<Mesh>, MeshError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let sh = shared.clone();
     let io = std::thread::Builder::new()
         .name(format!("owl-io-{}", cfg.node))
-        .spawn(move || select::run_io_thread(cfg, sh, tx))
+        .spawn(move || run(cfg, sh, tx))
         .map_err(|e| MeshError::Setup(format!("cannot spawn the I/O thread: {e}")))?;
     let res = rx.recv().unwrap_or_else(|_| {
         Err(MeshError::Setup(

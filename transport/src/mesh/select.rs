@@ -1,6 +1,7 @@
-//! The one place a [`TransportKind`] becomes a driver: which socket driver
-//! and executor a mesh runs on (threaded, hosted, or just to ask for an id),
-//! whether its frames are sealed, and where shm takes over instead.
+//! The one place a socket [`TransportKind`] becomes a driver: which socket
+//! driver and executor a mesh runs on (threaded, hosted, or just to ask for
+//! an id), and whether its frames are sealed. (Shared memory is a layer
+//! above the mesh: `crate::start` hands it to `shm`.)
 
 use std::net::SocketAddr;
 use std::sync::mpsc::Sender;
@@ -50,7 +51,10 @@ pub(crate) fn run_io_thread(
                 });
             }
         },
-        TransportKind::Shm(shm) => crate::shm::run_io_thread(cfg, shm, sh, ready),
+        // Started by `crate::start` on a thread of its own (`shm`).
+        TransportKind::Shm(_) => drop(ready.send(Err(MeshError::Config(
+            "the shm transport starts through owl_transport::start".into(),
+        )))),
         TransportKind::Quic => with_local_runtime(ready.clone(), async move {
             match crate::quic::QuicNet::bind(&cfg) {
                 Ok(net) => Node::run(net, plaintext(cfg.kind), cfg, sh, ready).await,

@@ -238,7 +238,14 @@ fn set_up(
     let inbox = s.mine.clone();
     let driver = Box::new(Driver::new(cfg, shm, sh.clone(), s)); // peers are up
                                                                  // `Mesh::shutdown` closes the control mesh once the host is done.
-    *sh.control.lock() = Some(driver.control().clone());
+    let control = Arc::clone(driver.control());
+    *sh.close_control.lock() = Some(Box::new(move |killed| {
+        if killed {
+            control.kill();
+        } else {
+            control.shutdown();
+        }
+    }));
     let _ = bridge.inbox.set(inbox.clone());
     let br = bridge.clone();
     let spawned = std::thread::Builder::new()
@@ -246,8 +253,8 @@ fn set_up(
         .spawn(move || br.run(&inbox));
     if let Err(e) = spawned {
         drop(driver);
-        if let Some(control) = sh.control.lock().take() {
-            control.shutdown();
+        if let Some(close) = sh.close_control.lock().take() {
+            close(false);
         }
         return Err(MeshError::Setup(format!(
             "cannot spawn the shm bridge thread: {e}"

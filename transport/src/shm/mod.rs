@@ -60,7 +60,20 @@ fn normalize(shm: ShmConfig) -> ShmConfig {
 
 /// Runs on the node's I/O thread: sets up the rings, reports ready, runs
 /// the driver until shutdown.
-pub(crate) fn run_io_thread(
+/// A mesh whose data plane is shared memory, on an I/O thread of its own.
+pub(crate) fn start(
+    cfg: MeshConfig,
+    shm: ShmConfig,
+    handler: Arc<dyn crate::Handler>,
+) -> Result<Arc<crate::Mesh>, MeshError> {
+    crate::config::check_config(&cfg)?;
+    let shared = Arc::new(Shared::new(&cfg, handler));
+    crate::mesh::spawn_io_thread(cfg, shared, move |cfg, sh, ready| {
+        run_io_thread(cfg, shm, sh, ready)
+    })
+}
+
+fn run_io_thread(
     cfg: MeshConfig,
     shm: ShmConfig,
     sh: Arc<Shared>,

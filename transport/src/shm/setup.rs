@@ -110,7 +110,7 @@ pub(crate) fn setup(
         pending: pending.clone(),
         sh: sh.clone(),
     });
-    let control = crate::start(ctl_cfg, handler)?;
+    let control = crate::mesh::start_sockets(ctl_cfg, handler)?;
     let (mine, peers) = exchange(cfg, shm, sh, &control, &events)?;
     Ok(Setup {
         control,
