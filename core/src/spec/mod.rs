@@ -1,5 +1,13 @@
-//! Tasks: the type-erased call a `#[owl::remote]` fn becomes, its arguments
-//! and its options.
+//! The task spec as data: the function a `#[owl::remote]` fn becomes
+//! ([`FnInfo`], registered in [`REMOTE_FNS`]), the type-erased call of it
+//! with its arguments ([`Call`], [`Arg`]), the call's options
+//! ([`CallOpts`]), and a submitted [`Task`]. A call's by-value arguments
+//! are archived once it may run again (a retry, another node), so the spec
+//! can be run again from what it holds.
+
+mod arg;
+mod opts;
+mod task;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,10 +17,13 @@ use owl_store::Arena;
 
 use crate::error::{PutError, TaskErrorKind};
 use crate::ids::FnId;
-use crate::ids::NodeId;
 use crate::object::cell::ObjectCell;
-use crate::object::objref::{deserialize_stored, ObjectRef, RawRef};
-use crate::object::value::{store, Stored, Value};
+use crate::object::objref::RawRef;
+use crate::object::value::Stored;
+
+pub use arg::{Arg, IntoArg};
+pub use opts::CallOpts;
+pub(crate) use task::Task;
 
 /// A registered remote function (placed in [`REMOTE_FNS`] at compile time).
 #[derive(Debug)]
@@ -83,288 +94,4 @@ pub trait Call: Send + 'static {
         inline_max: usize,
         f: &mut dyn FnMut(ArgOut<'_>),
     ) -> Result<(), PutError>;
-}
-
-/// One argument of a call: a value, or a ref whose value the task receives.
-pub enum Arg<P> {
-    Value(Option<P>),
-    Ref(ObjectRef<P>),
-    /// A by-value argument archived for retries.
-    Kept(Stored),
-    /// Several refs whose values the task receives together (a `Vec<T>`
-    /// parameter given a `Vec<ObjectRef<T>>`).
-    Gather(Box<dyn Gather<P>>),
-}
-
-/// Refs resolved together into one argument.
-pub trait Gather<P>: Send {
-    /// Calls `f` on each ref's cell in order until it returns false.
-    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) -> bool;
-    /// The values, for this attempt (the refs stay, for retries).
-    fn take(&self) -> Result<P, TaskErrorKind>;
-}
-
-impl<Q: Value> Gather<Vec<Q>> for Vec<ObjectRef<Q>> {
-    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) -> bool {
-        self.iter().all(|r| f(r.cell()))
-    }
-
-    fn take(&self) -> Result<Vec<Q>, TaskErrorKind> {
-        self.iter().map(take_ref).collect()
-    }
-}
-
-fn take_ref<P: Value>(r: &ObjectRef<P>) -> Result<P, TaskErrorKind> {
-    match r.cell().result() {
-        Some(Ok(stored)) => deserialize_stored::<P>(stored)
-            .map_err(|e| TaskErrorKind::Store(format!("argument {}: {e}", r.id()))),
-        Some(Err(e)) => Err(TaskErrorKind::DependencyFailed(Arc::clone(e))),
-        None => Err(TaskErrorKind::Store(format!(
-            "argument {} is not ready",
-            r.id()
-        ))),
-    }
-}
-
-impl<P> std::fmt::Debug for Arg<P> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Arg::Value(_) => f.write_str("Arg::Value"),
-            Arg::Ref(r) => write!(f, "Arg::Ref({})", r.id()),
-            Arg::Kept(_) => f.write_str("Arg::Kept"),
-            Arg::Gather(_) => f.write_str("Arg::Gather"),
-        }
-    }
-}
-
-impl<P: Value> Arg<P> {
-    pub fn dep(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) -> bool {
-        match self {
-            Arg::Ref(r) => f(r.cell()),
-            Arg::Gather(g) => g.deps(f),
-            _ => true,
-        }
-    }
-
-    pub fn keep(&mut self, arena: &Arc<Arena>, inline_max: usize) -> Result<(), PutError> {
-        if let Arg::Value(Some(v)) = self {
-            *self = Arg::Kept(store(v, arena, inline_max)?);
-        }
-        Ok(())
-    }
-
-    /// Archives the argument for another node and hands it to `f`. Gathered
-    /// refs become one archived value: the receiver's parameter is a `Vec<T>`
-    /// that no single ref on the wire could stand for.
-    pub fn wire(
-        &mut self,
-        arena: &Arc<Arena>,
-        inline_max: usize,
-        f: &mut dyn FnMut(ArgOut<'_>),
-    ) -> Result<(), PutError> {
-        if let Arg::Gather(g) = self {
-            let value = g.take().map_err(|e| PutError::Serialize(e.to_string()))?;
-            *self = Arg::Kept(store(&value, arena, inline_max)?);
-        }
-        self.keep(arena, inline_max)?;
-        match self {
-            Arg::Kept(stored) => f(ArgOut::Value(stored)),
-            Arg::Ref(r) => f(ArgOut::Ref(r.raw())),
-            Arg::Value(None) => {
-                return Err(PutError::Serialize(
-                    "argument already consumed by an earlier attempt".into(),
-                ))
-            }
-            Arg::Value(Some(_)) | Arg::Gather(_) => unreachable!("archived above"),
-        }
-        Ok(())
-    }
-
-    /// The argument of a call received from another node.
-    pub fn from_wire(arg: Option<ArgIn>) -> Result<Arg<P>, String> {
-        match arg {
-            Some(ArgIn::Value(stored)) => Ok(Arg::Kept(stored)),
-            Some(ArgIn::Ref(raw)) => Ok(Arg::Ref(ObjectRef::from_raw(raw))),
-            None => Err("fewer arguments than the function takes".into()),
-        }
-    }
-
-    /// The argument's value for this attempt.
-    pub fn take(&mut self) -> Result<P, TaskErrorKind> {
-        match self {
-            Arg::Value(v) => v.take().ok_or_else(|| {
-                TaskErrorKind::Store("argument already consumed by an earlier attempt".into())
-            }),
-            Arg::Ref(r) => take_ref(r),
-            Arg::Gather(g) => g.take(),
-            Arg::Kept(stored) => deserialize_stored::<P>(stored)
-                .map_err(|e| TaskErrorKind::Store(format!("argument: {e}"))),
-        }
-    }
-}
-
-/// Converts what a caller passes into an [`Arg`]: a value, an `ObjectRef`,
-/// a `&ObjectRef` (cloned), or for a `Vec<T>` parameter a `Vec<ObjectRef<T>>`.
-pub trait IntoArg<P> {
-    fn into_arg(self) -> Arg<P>;
-}
-
-impl<P: Value> IntoArg<P> for P {
-    fn into_arg(self) -> Arg<P> {
-        Arg::Value(Some(self))
-    }
-}
-
-impl<P> IntoArg<P> for ObjectRef<P> {
-    fn into_arg(self) -> Arg<P> {
-        Arg::Ref(self)
-    }
-}
-
-impl<P> IntoArg<P> for &ObjectRef<P> {
-    fn into_arg(self) -> Arg<P> {
-        Arg::Ref(self.clone())
-    }
-}
-
-/// A `Vec<T>` parameter may be given the refs of its elements: the task runs
-/// once all are ready and receives their values, in order.
-impl<Q: Value> IntoArg<Vec<Q>> for Vec<ObjectRef<Q>> {
-    fn into_arg(self) -> Arg<Vec<Q>> {
-        Arg::Gather(Box::new(self))
-    }
-}
-
-/// Per-call options.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallOpts {
-    /// Higher runs first within a shard; equal priorities run in submission order.
-    pub priority: i32,
-    /// Shown in errors and reports instead of the function's name.
-    pub name: Option<Arc<str>>,
-    /// Extra attempts after a failure the retry policy covers.
-    pub max_retries: u32,
-    /// Also retry when the function panics or returns `Err` (application
-    /// errors); by default only system failures are retried.
-    pub retry_on_error: bool,
-    /// Run on this node (placement); `None` lets the scheduler choose.
-    pub node: Option<NodeId>,
-    /// Run on a node with this label (round-robin among them).
-    pub label: Option<Arc<str>>,
-    /// Spread calls round-robin over every live node.
-    pub spread: bool,
-}
-
-impl CallOpts {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn priority(mut self, priority: i32) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
-    pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
-        self
-    }
-
-    pub fn retry_on_error(mut self, yes: bool) -> Self {
-        self.retry_on_error = yes;
-        self
-    }
-
-    /// Places the task on `node`. If that node dies before answering, the
-    /// task is retried elsewhere within `max_retries` (system failure).
-    pub fn node(mut self, node: NodeId) -> Self {
-        self.node = Some(node);
-        self
-    }
-
-    /// Places the task on a node labelled `label` (`Builder::labels`,
-    /// `OWL_LABELS`); fails at once with `Unplaceable` if no live node has it.
-    pub fn label(mut self, label: impl Into<Arc<str>>) -> Self {
-        self.label = Some(label.into());
-        self
-    }
-
-    /// Spreads calls round-robin over every live node of the cluster.
-    pub fn spread(mut self) -> Self {
-        self.spread = true;
-        self
-    }
-
-    /// Whether an application error (panic or `Err`) gets another attempt.
-    pub(crate) fn retries_app_errors(&self) -> bool {
-        self.retry_on_error && self.max_retries > 0
-    }
-}
-
-/// A submitted task: where its result goes, what to run, how.
-pub(crate) struct Task {
-    pub cell: Arc<ObjectCell>,
-    pub func: &'static FnInfo,
-    pub call: Box<dyn Call>,
-    /// `None` for the defaults, to keep queued tasks small.
-    pub opts: Option<Box<CallOpts>>,
-    pub attempt: u32,
-    /// Set when another node owns the task: its outcome goes back there.
-    pub reply_to: Option<NodeId>,
-}
-
-/// A task dropped without publishing a result (runtime shutdown, a queue
-/// dropped with its shard) fails its object, so nobody waits forever.
-impl Drop for Task {
-    fn drop(&mut self) {
-        if !self.cell.is_ready() {
-            let id = self.cell.id();
-            self.cell.complete(Err(Arc::new(crate::error::TaskError {
-                kind: TaskErrorKind::Shutdown,
-                task: self.name(),
-                object: id,
-                node: id.node,
-                shard: id.shard,
-                attempts: self.attempt,
-            })));
-        }
-    }
-}
-
-impl Task {
-    pub fn priority(&self) -> i32 {
-        self.opts.as_ref().map_or(0, |o| o.priority)
-    }
-
-    pub fn name(&self) -> String {
-        match self.opts.as_ref().and_then(|o| o.name.as_ref()) {
-            Some(n) => n.to_string(),
-            None => self.func.name.to_string(),
-        }
-    }
-
-    /// Whether an argument's task failed (the task then fails at once).
-    pub fn dep_failed(&self) -> bool {
-        let mut failed = false;
-        self.call.deps(&mut |c| {
-            failed = matches!(c.result(), Some(Err(_)));
-            !failed
-        });
-        failed
-    }
-
-    /// Whether every argument is ready.
-    pub fn deps_ready(&self) -> bool {
-        let mut ready = true;
-        self.call.deps(&mut |c| {
-            ready = c.is_ready();
-            ready
-        });
-        ready
-    }
 }

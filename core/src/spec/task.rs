@@ -1,0 +1,71 @@
+//! A submitted task: its object, its call, its options, its attempt.
+
+use std::sync::Arc;
+
+use super::{Call, CallOpts, FnInfo};
+use crate::error::TaskErrorKind;
+use crate::ids::NodeId;
+use crate::object::cell::ObjectCell;
+
+/// A submitted task: where its result goes, what to run, how.
+pub(crate) struct Task {
+    pub cell: Arc<ObjectCell>,
+    pub func: &'static FnInfo,
+    pub call: Box<dyn Call>,
+    /// `None` for the defaults, to keep queued tasks small.
+    pub opts: Option<Box<CallOpts>>,
+    pub attempt: u32,
+    /// Set when another node owns the task: its outcome goes back there.
+    pub reply_to: Option<NodeId>,
+}
+
+/// A task dropped without publishing a result (runtime shutdown, a queue
+/// dropped with its shard) fails its object, so nobody waits forever.
+impl Drop for Task {
+    fn drop(&mut self) {
+        if !self.cell.is_ready() {
+            let id = self.cell.id();
+            self.cell.complete(Err(Arc::new(crate::error::TaskError {
+                kind: TaskErrorKind::Shutdown,
+                task: self.name(),
+                object: id,
+                node: id.node,
+                shard: id.shard,
+                attempts: self.attempt,
+            })));
+        }
+    }
+}
+
+impl Task {
+    pub fn priority(&self) -> i32 {
+        self.opts.as_ref().map_or(0, |o| o.priority)
+    }
+
+    pub fn name(&self) -> String {
+        match self.opts.as_ref().and_then(|o| o.name.as_ref()) {
+            Some(n) => n.to_string(),
+            None => self.func.name.to_string(),
+        }
+    }
+
+    /// Whether an argument's task failed (the task then fails at once).
+    pub fn dep_failed(&self) -> bool {
+        let mut failed = false;
+        self.call.deps(&mut |c| {
+            failed = matches!(c.result(), Some(Err(_)));
+            !failed
+        });
+        failed
+    }
+
+    /// Whether every argument is ready.
+    pub fn deps_ready(&self) -> bool {
+        let mut ready = true;
+        self.call.deps(&mut |c| {
+            ready = c.is_ready();
+            ready
+        });
+        ready
+    }
+}
