@@ -6,6 +6,7 @@
 //! share (a small header, then the data) and representative user value
 //! types for `value_access`.
 
+use owl_transport::proto::OwlMsg;
 use owl::rkyv::{Archive, Deserialize, Serialize};
 use owl::{ObjectRef, RefRecord};
 use owl_transport::proto::{
@@ -209,7 +210,7 @@ pub fn sample_msgs() -> Vec<Msg> {
         },
         Msg::NodeDead { node: 2 },
         Msg::NodeLeft { node: 3 },
-        Msg::Submit {
+        Msg::Owl(OwlMsg::Submit {
             object: id(1),
             func: 0x1234_5678_9abc,
             name: Some("pi".into()),
@@ -221,37 +222,37 @@ pub fn sample_msgs() -> Vec<Msg> {
                 WireArg::Ref(id(2)),
                 WireArg::Gather(vec![id(3), id(4)]),
             ],
-        },
-        Msg::TaskDone {
+        }),
+        Msg::Owl(OwlMsg::TaskDone {
             object: id(1),
             outcome: Ok(value.clone()),
-        },
-        Msg::TaskDone {
+        }),
+        Msg::Owl(OwlMsg::TaskDone {
             object: id(2),
             outcome: Err(error(2)),
-        },
-        Msg::AddBorrower {
+        }),
+        Msg::Owl(OwlMsg::AddBorrower {
             object: id(3),
             borrower: 2,
             count: 1,
             lender: 1,
-        },
-        Msg::Lent {
+        }),
+        Msg::Owl(OwlMsg::Lent {
             object: id(3),
             borrower: 2,
             count: 1,
-        },
-        Msg::RemoveBorrower {
+        }),
+        Msg::Owl(OwlMsg::RemoveBorrower {
             object: id(3),
             borrower: 2,
             count: 1,
-        },
-        Msg::Fetch { object: id(4) },
-        Msg::Value {
+        }),
+        Msg::Owl(OwlMsg::Fetch { object: id(4) }),
+        Msg::Owl(OwlMsg::Value {
             object: id(4),
             outcome: Ok(value),
-        },
-        Msg::ValueHeader {
+        }),
+        Msg::Owl(OwlMsg::ValueHeader {
             object: id(5),
             len: 1 << 22,
             refs: vec![id(7)],
@@ -260,23 +261,23 @@ pub fn sample_msgs() -> Vec<Msg> {
                 path: "/dev/shm/owl-0".into(),
                 offset: 4096,
             }),
-        },
-        Msg::Pull {
+        }),
+        Msg::Owl(OwlMsg::Pull {
             object: id(5),
             offset: 0,
             len: 1 << 20,
-        },
-        Msg::Chunk {
+        }),
+        Msg::Owl(OwlMsg::Chunk {
             object: id(5),
             offset: 0,
             data: vec![0xab; 64],
-        },
-        Msg::Cancel { object: id(6) },
+        }),
+        Msg::Owl(OwlMsg::Cancel { object: id(6) }),
         Msg::Shutdown,
-        Msg::NodeInfo {
+        Msg::Owl(OwlMsg::NodeInfo {
             labels: vec!["gpu".into()],
             fns: vec![1, 2, 3],
-        },
+        }),
     ]
 }
 

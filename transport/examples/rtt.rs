@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use owl_transport::proto::Msg;
+use owl_transport::proto::{Msg, OwlMsg};
 use owl_transport::{
     start, start_shm_hosted, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, TransportKind,
 };
@@ -23,7 +23,7 @@ struct Echo {
 impl Handler for Echo {
     fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
         for m in msgs {
-            if let Msg::Pull { offset, .. } = m {
+            if let Msg::Owl(OwlMsg::Pull { offset, .. }) = m {
                 match self.link.get() {
                     Some(link) if link.me() == 1 => link.send(from, m),
                     _ => self
@@ -56,11 +56,11 @@ fn pull(k: u64) -> Msg {
         index: 0,
         gen: 0,
     };
-    Msg::Pull {
+    Msg::Owl(OwlMsg::Pull {
         object,
         offset: k,
         len: 0,
-    }
+    })
 }
 
 fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {

@@ -2,6 +2,7 @@
 //! fixes stay in.
 
 use owl_transport::proto::msg::{decode_batch, encode_batch, MAX_DEPTH};
+use owl_transport::proto::OwlMsg;
 use owl_transport::proto::{CodecError, Msg, WireError, WireId};
 use rkyv::util::AlignedVec;
 
@@ -23,7 +24,7 @@ fn deep_error_batch(depth: usize) -> AlignedVec<16> {
                     ..WireError::default()
                 };
             }
-            let batch = vec![Msg::TaskDone {
+            let batch = vec![Msg::Owl(OwlMsg::TaskDone {
                 object: WireId {
                     node: 1,
                     shard: 0,
@@ -31,7 +32,7 @@ fn deep_error_batch(depth: usize) -> AlignedVec<16> {
                     gen: 3,
                 },
                 outcome: Err(e),
-            }];
+            })];
             let mut out = AlignedVec::new();
             encode_batch(&batch, &mut out).expect("encode");
             out
@@ -48,9 +49,9 @@ fn decode_on_small_stack(bytes: AlignedVec<16>) -> Result<usize, CodecError> {
         .stack_size(2 << 20)
         .spawn(move || {
             let batch = decode_batch(&bytes)?;
-            let Some(Msg::TaskDone {
+            let Some(Msg::Owl(OwlMsg::TaskDone {
                 outcome: Err(e), ..
-            }) = batch.first()
+            })) = batch.first()
             else {
                 panic!("decoded something else: {batch:?}");
             };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_port, free_udp_port, wait_for, Recorder};
-use owl_transport::proto::Msg;
+use owl_transport::proto::{Msg, OwlMsg};
 use owl_transport::{start, Link, Mesh, MeshConfig, MeshError, TransportKind};
 
 const SECRET: [u8; 32] = [42; 32];
@@ -57,7 +57,7 @@ fn exchange_in_order(kind: TransportKind) {
                 for k in 0..N {
                     m.send(
                         to,
-                        Msg::Pull {
+                        Msg::Owl(OwlMsg::Pull {
                             object: owl_transport::proto::WireId {
                                 node: i as u32,
                                 shard: 0,
@@ -66,7 +66,7 @@ fn exchange_in_order(kind: TransportKind) {
                             },
                             offset: k,
                             len: 1,
-                        },
+                        }),
                     );
                 }
             }
@@ -83,7 +83,7 @@ fn exchange_in_order(kind: TransportKind) {
                 .iter()
                 .filter(|(f, _)| *f == from)
                 .map(|(_, m)| match m {
-                    Msg::Pull { offset, .. } => *offset,
+                    Msg::Owl(OwlMsg::Pull { offset, .. }) => *offset,
                     other => panic!("unexpected {other:?}"),
                 })
                 .collect();
@@ -167,14 +167,14 @@ fn killed_peer_is_reported_down_and_announced() {
     // The survivors still talk.
     meshes[0].send(
         1,
-        Msg::Cancel {
+        Msg::Owl(OwlMsg::Cancel {
             object: owl_transport::proto::WireId {
                 node: 0,
                 shard: 0,
                 index: 1,
                 gen: 0,
             },
-        },
+        }),
     );
     wait_for("message after a death", || !recs[1].msgs.lock().is_empty());
     // Messages to the dead node are dropped, not queued forever.
@@ -254,8 +254,8 @@ fn intruders_are_refused_and_the_mesh_keeps_working() {
         index: 0,
         gen: 0,
     };
-    meshes[2].send(1, Msg::Fetch { object: id });
-    meshes[0].send(2, Msg::Fetch { object: id });
+    meshes[2].send(1, Msg::Owl(OwlMsg::Fetch { object: id }));
+    meshes[0].send(2, Msg::Owl(OwlMsg::Fetch { object: id }));
     wait_for("messages after intruders", || {
         !recs[1].msgs.lock().is_empty() && !recs[2].msgs.lock().is_empty()
     });
@@ -313,7 +313,7 @@ fn half_open_impostor_does_not_disturb_the_mesh() {
         index: 0,
         gen: 0,
     };
-    meshes[1].send(0, Msg::Cancel { object: id });
+    meshes[1].send(0, Msg::Owl(OwlMsg::Cancel { object: id }));
     wait_for("message", || !recs[0].msgs.lock().is_empty());
     assert!(recs[0].down.lock().is_empty());
     for m in &meshes {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use owl_transport::proto::OwlMsg;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,19 +59,18 @@ fn ping(from: &Mesh, to: u32, tag: u64) {
     };
     from.send(
         to,
-        Msg::Pull {
+        Msg::Owl(OwlMsg::Pull {
             object,
             offset: tag,
             len: 0,
-        },
+        }),
     );
 }
 
 fn got(rec: &Recorder, from: u32, tag: u64) -> bool {
-    rec.msgs
-        .lock()
-        .iter()
-        .any(|(f, m)| *f == from && matches!(m, Msg::Pull { offset, .. } if *offset == tag))
+    rec.msgs.lock().iter().any(|(f, m)| {
+        *f == from && matches!(m, Msg::Owl(OwlMsg::Pull { offset, .. }) if *offset == tag)
+    })
 }
 
 /// Every pair of `nodes` exchanges a message both ways.

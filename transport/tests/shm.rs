@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{chunk, free_port, offsets_from, send_mixed_chunks, wait_for, Dir, Recorder};
-use owl_transport::proto::Msg;
+use owl_transport::proto::{Msg, OwlMsg};
 use owl_transport::{start, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, TransportKind};
 
 const SECRET: [u8; 32] = [7; 32];
@@ -158,7 +158,10 @@ fn child(head: SocketAddr, dir: PathBuf) {
     impl Handler for Echo {
         fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
             let mut st = self.0.lock();
-            for m in msgs.into_iter().filter(|m| matches!(m, Msg::Chunk { .. })) {
+            for m in msgs
+                .into_iter()
+                .filter(|m| matches!(m, Msg::Owl(OwlMsg::Chunk { .. })))
+            {
                 match &st.mesh {
                     Some(link) => link.send(from, m),
                     None => st.early.push((from, m)),
@@ -222,7 +225,7 @@ fn shm_two_processes_echo_then_child_killed() {
         .lock()
         .iter()
         .map(|(_, m)| match m {
-            Msg::Chunk { offset, data, .. } => {
+            Msg::Owl(OwlMsg::Chunk { offset, data, .. }) => {
                 assert!(data
                     .iter()
                     .enumerate()

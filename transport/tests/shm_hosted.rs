@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{chunk, free_port, offsets_from, send_mixed_chunks, wait_for, Dir};
-use owl_transport::proto::Msg;
+use owl_transport::proto::{Msg, OwlMsg};
 use owl_transport::{
     start, start_shm_hosted, Handler, Link, Mesh, MeshConfig, PeerDown, ShmConfig, ShmHost,
     TransportKind, Wake,
@@ -37,7 +37,7 @@ impl Handler for Recorder {
             if matches!(msg, Msg::Heartbeat { .. }) {
                 continue;
             }
-            if let (Some(link), Msg::Chunk { .. }) = (self.echo.get(), &msg) {
+            if let (Some(link), Msg::Owl(OwlMsg::Chunk { .. })) = (self.echo.get(), &msg) {
                 link.send(from, msg.clone());
             }
             m.push((from, msg));

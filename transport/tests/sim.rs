@@ -1,5 +1,6 @@
 //! The simulated network: ordering, determinism and every fault.
 
+use owl_transport::proto::OwlMsg;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ impl Handler for Recorder {
     fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
         for m in msgs {
             match m {
-                Msg::Pull { offset, .. } => self.msgs.lock().push((from, offset)),
+                Msg::Owl(OwlMsg::Pull { offset, .. }) => self.msgs.lock().push((from, offset)),
                 Msg::Heartbeat { .. } => *self.beats.lock() += 1,
                 other => panic!("unexpected {other:?}"),
             }
@@ -31,7 +32,7 @@ impl Handler for Recorder {
 }
 
 fn pull(k: u64) -> Msg {
-    Msg::Pull {
+    Msg::Owl(OwlMsg::Pull {
         object: WireId {
             node: 0,
             shard: 0,
@@ -40,7 +41,7 @@ fn pull(k: u64) -> Msg {
         },
         offset: k,
         len: 1,
-    }
+    })
 }
 
 fn net(

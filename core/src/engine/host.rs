@@ -7,8 +7,9 @@
 use std::sync::{Arc, Weak};
 use std::task::{Wake, Waker};
 
+use owl_proto::{OwlMsg, SharedBlock};
 use owl_store::{Arena, BlockMut};
-use owl_transport::proto::{Msg, SharedBlock};
+use owl_transport::proto::Msg;
 use owl_transport::{Handler, PeerDown};
 
 use crate::engine::net::Net;
@@ -40,8 +41,8 @@ impl<'a> HostCtx<'a> {
 }
 
 impl Ctx for HostCtx<'_> {
-    fn send(&self, to: NodeId, msg: Msg) {
-        self.net.send(to, msg);
+    fn send(&self, to: NodeId, msg: OwlMsg) {
+        self.net.send(to, Msg::Owl(msg));
     }
 
     fn to_table(&self, shard: ShardId, op: TableOp) {
@@ -181,8 +182,12 @@ impl Handler for NodeHandler {
             return;
         }
         for msg in msgs {
-            if let Some(other) = ctx.owner().on_msg(&ctx, from, msg) {
-                ctx.net.on_peer_msg(from, other);
+            let rest = match msg {
+                Msg::Owl(m) => ctx.owner().on_msg(&ctx, from, m).map(Msg::Owl),
+                other => Some(other),
+            };
+            if let Some(rest) = rest {
+                ctx.net.on_peer_msg(from, rest);
             }
         }
     }

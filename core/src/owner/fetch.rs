@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use owl_proto::{OwlMsg, SharedBlock, WireError, WireId, WireValue};
 use owl_store::BlockMut;
-use owl_transport::proto::{Msg, SharedBlock, WireError, WireId, WireValue};
 
 use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
@@ -51,7 +51,7 @@ impl Owner {
             let err = store_error(id, self.me, "the owner has no such object (freed)".into());
             return ctx.send(
                 from,
-                Msg::Value {
+                OwlMsg::Value {
                     object: wire::wire_id(id),
                     outcome: Err(wire::wire_error(&err)),
                 },
@@ -65,15 +65,15 @@ impl Owner {
         let object = wire::wire_id(cell.id());
         let msg = match cell.result() {
             None => return,
-            Some(Err(e)) => Msg::Value {
+            Some(Err(e)) => OwlMsg::Value {
                 object,
                 outcome: Err(wire::wire_error(e)),
             },
-            Some(Ok(stored)) if stored.bytes().len() <= CHUNK => Msg::Value {
+            Some(Ok(stored)) if stored.bytes().len() <= CHUNK => OwlMsg::Value {
                 object,
                 outcome: Ok(self.ship_value(ctx, to, stored)),
             },
-            Some(Ok(stored)) => Msg::ValueHeader {
+            Some(Ok(stored)) => OwlMsg::ValueHeader {
                 object,
                 len: stored.bytes().len() as u64,
                 refs: stored
@@ -178,7 +178,7 @@ impl Owner {
         let len = (pull.len - pull.requested).min(CHUNK as u64);
         ctx.send(
             pull.from,
-            Msg::Pull {
+            OwlMsg::Pull {
                 object: wire::wire_id(id),
                 offset: pull.requested,
                 len: len as u32,
@@ -210,7 +210,7 @@ impl Owner {
         match data {
             Some(data) => ctx.send(
                 from,
-                Msg::Chunk {
+                OwlMsg::Chunk {
                     object: wire::wire_id(id),
                     offset,
                     data,

@@ -26,8 +26,8 @@ mod wire;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use owl_proto::{OwlMsg, SharedBlock};
 use owl_store::{Arena, BlockMut};
-use owl_transport::proto::{Msg, SharedBlock};
 use parking_lot::Mutex;
 
 use crate::ids::{NodeId, ObjectId, ShardId};
@@ -45,7 +45,7 @@ pub(crate) use table::TableOp;
 pub(crate) trait Ctx {
     /// Queues `msg` for node `to`. Messages to one node arrive in the order
     /// sent; messages to a dead node are dropped.
-    fn send(&self, to: NodeId, msg: Msg);
+    fn send(&self, to: NodeId, msg: OwlMsg);
     /// Hands `op` to the ownership table of this node's shard `shard`,
     /// applied there in order with that shard's other table updates.
     fn to_table(&self, shard: ShardId, op: TableOp);
@@ -143,10 +143,10 @@ impl Owner {
 
     /// Handles one ownership message from `from`. Returns the message
     /// when it is not one (membership and load are the engine's).
-    pub(crate) fn on_msg(&self, ctx: &impl NodeCtx, from: NodeId, msg: Msg) -> Option<Msg> {
+    pub(crate) fn on_msg(&self, ctx: &impl NodeCtx, from: NodeId, msg: OwlMsg) -> Option<OwlMsg> {
         let id = wire::id;
         match msg {
-            Msg::Submit {
+            OwlMsg::Submit {
                 object,
                 func,
                 name,
@@ -167,8 +167,10 @@ impl Owner {
                 },
                 args,
             ),
-            Msg::TaskDone { object, outcome } => self.on_task_done(ctx, from, id(&object), outcome),
-            Msg::AddBorrower {
+            OwlMsg::TaskDone { object, outcome } => {
+                self.on_task_done(ctx, from, id(&object), outcome)
+            }
+            OwlMsg::AddBorrower {
                 object,
                 borrower,
                 count,
@@ -180,37 +182,37 @@ impl Owner {
                 count as i32,
                 Some(NodeId(lender)),
             ),
-            Msg::Lent {
+            OwlMsg::Lent {
                 object,
                 borrower,
                 count,
             } => self.refs.on_lent(id(&object), NodeId(borrower), count),
-            Msg::RemoveBorrower {
+            OwlMsg::RemoveBorrower {
                 object,
                 borrower,
                 count,
             } => self
                 .refs
                 .on_borrow(ctx, id(&object), NodeId(borrower), -(count as i32), None),
-            Msg::Fetch { object } => self.on_fetch(ctx, from, id(&object)),
-            Msg::Value { object, outcome } => self.on_value(ctx, from, id(&object), outcome),
-            Msg::ValueHeader {
+            OwlMsg::Fetch { object } => self.on_fetch(ctx, from, id(&object)),
+            OwlMsg::Value { object, outcome } => self.on_value(ctx, from, id(&object), outcome),
+            OwlMsg::ValueHeader {
                 object,
                 len,
                 refs,
                 shared,
             } => self.on_value_header(ctx, from, id(&object), len, refs, shared),
-            Msg::Pull {
+            OwlMsg::Pull {
                 object,
                 offset,
                 len,
             } => self.on_pull(ctx, from, id(&object), offset, len),
-            Msg::Chunk {
+            OwlMsg::Chunk {
                 object,
                 offset,
                 data,
             } => self.on_chunk(ctx, id(&object), offset, data),
-            Msg::Cancel { object } => self.on_cancel(ctx, id(&object)),
+            OwlMsg::Cancel { object } => self.on_cancel(ctx, id(&object)),
             other => return Some(other),
         }
         None

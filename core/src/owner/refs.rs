@@ -44,7 +44,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use owl_transport::proto::{Msg, WireId};
+use owl_proto::{OwlMsg, WireId};
 use parking_lot::Mutex;
 
 use super::{Ctx, TableOp};
@@ -153,7 +153,7 @@ impl Refs {
             // lender's hold once it has counted us.
             ctx.send(
                 id.node,
-                Msg::AddBorrower {
+                OwlMsg::AddBorrower {
                     object: id.into(),
                     borrower: self.me.0,
                     count: 1,
@@ -195,7 +195,7 @@ impl Refs {
                 cell.complete(Err(owner_died(id)));
             } else {
                 // Ask for the value now: the owner answers once it is ready.
-                ctx.send(id.node, Msg::Fetch { object: id.into() });
+                ctx.send(id.node, OwlMsg::Fetch { object: id.into() });
             }
         }
         RawRef::adopt(cell)
@@ -249,7 +249,7 @@ impl Refs {
         if let Some(count) = regs {
             ctx.send(
                 id.node,
-                Msg::RemoveBorrower {
+                OwlMsg::RemoveBorrower {
                     object: id.into(),
                     borrower: self.me.0,
                     count,
@@ -286,7 +286,7 @@ impl Refs {
         if let Some(lender) = lender {
             ctx.send(
                 lender,
-                Msg::Lent {
+                OwlMsg::Lent {
                     object: id.into(),
                     borrower: borrower.0,
                     count: delta.unsigned_abs(),

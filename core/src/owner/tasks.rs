@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use owl_transport::proto::{Msg, WireArg, WireError, WireValue};
+use owl_proto::{OwlMsg, WireArg, WireError, WireValue};
 
 use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
@@ -63,7 +63,7 @@ impl Owner {
             return Err((task, TaskErrorKind::Store(e.to_string())));
         }
         let opts = task.opts.as_deref();
-        let msg = Msg::Submit {
+        let msg = OwlMsg::Submit {
             object: wire::wire_id(task.cell.id()),
             func: task.func.id.0,
             name: opts.and_then(|o| o.name.as_deref()).map(str::to_string),
@@ -137,7 +137,7 @@ impl Owner {
             };
             ctx.send(
                 from,
-                Msg::TaskDone {
+                OwlMsg::TaskDone {
                     object: wire::wire_id(object),
                     outcome: Err(wire::wire_error(&err)),
                 },
@@ -185,7 +185,7 @@ impl Owner {
         };
         ctx.send(
             owner,
-            Msg::TaskDone {
+            OwlMsg::TaskDone {
                 object: wire::wire_id(cell.id()),
                 outcome,
             },
@@ -260,7 +260,7 @@ impl Owner {
         for r in cancelled {
             ctx.send(
                 r.node,
-                Msg::Cancel {
+                OwlMsg::Cancel {
                     object: wire::wire_id(r.task.cell.id()),
                 },
             );

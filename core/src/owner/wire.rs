@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use owl_transport::proto::{WireError, WireId, WireValue};
+use owl_proto::{WireError, WireId, WireValue};
 
 use super::{NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};

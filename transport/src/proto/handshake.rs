@@ -21,7 +21,8 @@ use ring::{aead, hkdf, hmac};
 use super::frame::{FrameDecoder, FrameEncoder};
 
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 5;
+/// (6: owl's ownership messages ride inside `Msg::Owl`.)
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The id a node joining an open cluster presents to ask the head for one.
 pub const UNASSIGNED: u32 = u32::MAX;
 const MAGIC: [u8; 4] = *b"owl\0";

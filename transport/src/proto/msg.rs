@@ -1,77 +1,14 @@
-//! The typed messages nodes exchange, and their rkyv encoding.
+//! The messages nodes exchange, and their rkyv encoding: the transport's
+//! own (membership, liveness, shutdown, shm setup) and owl's, which it
+//! carries without looking inside ([`Msg::Owl`], defined in `owl-proto`).
 //!
 //! A frame's payload is one rkyv archive of a `Vec<Msg>` (a batch). The
 //! receiver validates it with bytecheck exactly once ([`decode_batch`]) and
 //! deserializes it into owned messages; nothing inside the process trusts
 //! bytes that did not pass through that function.
-//!
-//! `WireValue::bytes` is itself an rkyv archive of a user value, opaque to the
-//! transport. After deserialization it lives in a plain `Vec<u8>` whose start
-//! is *not* guaranteed to be 16-byte aligned: the receiver copies it into
-//! 16-byte aligned memory (an `rkyv::util::AlignedVec<16>` or its arena slot)
-//! before `rkyv::access` on it. The object store does that copy anyway when it
-//! places the value in its arena, so the transport does not do it twice.
 
+pub use owl_proto::{OwlMsg, SharedBlock, WireArg, WireError, WireId, WireValue, MAX_CHUNK};
 use rkyv::{Archive, Deserialize, Serialize};
-
-/// An object id on the wire: the owner's node and shard, a slot index and a
-/// generation (so a reused slot never aliases an old object).
-#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WireId {
-    pub node: u32,
-    pub shard: u16,
-    pub index: u32,
-    pub gen: u32,
-}
-
-/// A value: an rkyv archive (see the module doc for alignment) plus the ids of
-/// the object refs it contains, so the receiver can register as a borrower.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct WireValue {
-    pub bytes: Vec<u8>,
-    pub refs: Vec<WireId>,
-}
-
-/// Where a large value lies in its holder's arena file, for a receiver on
-/// the same host: it copies the bytes straight from the file (one copy, no
-/// socket) when `host` matches its own host id and the file is an arena in
-/// its store directory; otherwise it pulls chunks.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct SharedBlock {
-    /// The holder's host id (a hash of the kernel's boot id).
-    pub host: u64,
-    /// The holder's arena file.
-    pub path: String,
-    /// The value's offset in that file.
-    pub offset: u64,
-}
-
-/// A task argument.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub enum WireArg {
-    Value(WireValue),
-    Ref(WireId),
-    Gather(Vec<WireId>),
-}
-
-/// A task error as stored in an object; `cause` chains errors of arguments.
-#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[rkyv(serialize_bounds(
-    __S: rkyv::ser::Writer + rkyv::ser::Allocator,
-    __S::Error: rkyv::rancor::Source,
-))]
-#[rkyv(deserialize_bounds(__D::Error: rkyv::rancor::Source))]
-#[rkyv(bytecheck(bounds(__C: rkyv::validation::ArchiveContext, __C::Error: rkyv::rancor::Source)))]
-pub struct WireError {
-    pub kind: u8,
-    pub message: String,
-    pub task: String,
-    pub node: u32,
-    pub shard: u16,
-    pub attempts: u32,
-    #[rkyv(omit_bounds)]
-    pub cause: Option<Box<WireError>>,
-}
 
 /// Every message of the protocol. One frame carries a batch of them.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -86,14 +23,10 @@ pub enum Msg {
     /// In an open cluster the head also sends it to a joining node (every
     /// live member) and to every live member (the new node): a node dials
     /// the listed nodes with higher ids.
-    Members {
-        members: Vec<(u32, String)>,
-    },
+    Members { members: Vec<(u32, String)> },
     /// Open clusters: the head's answer to a connection that asked for an
     /// id (handshake id [`super::handshake::UNASSIGNED`]); never reused.
-    Assigned {
-        node: u32,
-    },
+    Assigned { node: u32 },
     /// Liveness plus load, sent every `MeshConfig::heartbeat` to each peer.
     Heartbeat {
         seq: u64,
@@ -101,98 +34,22 @@ pub enum Msg {
         idle_shards: u32,
     },
     /// From the head: `node` is dead; late messages from it are dropped.
-    NodeDead {
-        node: u32,
-    },
+    NodeDead { node: u32 },
     /// From the head of an open cluster: `node` left cleanly. A member
     /// connected to it ignores this and waits for the node's own
     /// `Shutdown`, which follows everything it sent on that connection (the
     /// head's relay can overtake it); a member still connecting stops
     /// waiting for it.
-    NodeLeft {
-        node: u32,
-    },
-    Submit {
-        object: WireId,
-        func: u64,
-        name: Option<String>,
-        priority: i32,
-        max_retries: u32,
-        retry_on_error: bool,
-        args: Vec<WireArg>,
-    },
-    TaskDone {
-        object: WireId,
-        outcome: Result<WireValue, WireError>,
-    },
-    /// To the owner, from a node that received refs to `object` from
-    /// `lender` (neither of them the owner): register `borrower` (the
-    /// sender) `count` times. The lender keeps its own hold until the
-    /// owner answers with `Lent`.
-    AddBorrower {
-        object: WireId,
-        borrower: u32,
-        count: u32,
-        lender: u32,
-    },
-    /// From the owner to a lender: `borrower` is registered for `count` of
-    /// the refs the lender handed it; the lender may drop what it kept.
-    Lent {
-        object: WireId,
-        borrower: u32,
-        count: u32,
-    },
-    RemoveBorrower {
-        object: WireId,
-        borrower: u32,
-        count: u32,
-    },
-    /// "Send me this object's value when it is ready."
-    Fetch {
-        object: WireId,
-    },
-    /// A small value, whole.
-    Value {
-        object: WireId,
-        outcome: Result<WireValue, WireError>,
-    },
-    /// A large value: the receiver pulls it in chunks of at most [`MAX_CHUNK`].
-    ValueHeader {
-        object: WireId,
-        len: u64,
-        refs: Vec<WireId>,
-        /// Set when the holder's arena may be read directly on its host.
-        shared: Option<SharedBlock>,
-    },
-    Pull {
-        object: WireId,
-        offset: u64,
-        len: u32,
-    },
-    Chunk {
-        object: WireId,
-        offset: u64,
-        data: Vec<u8>,
-    },
-    Cancel {
-        object: WireId,
-    },
+    NodeLeft { node: u32 },
+    /// A message of owl's ownership protocol: the transport carries it and
+    /// never looks inside.
+    Owl(OwlMsg),
     /// The sender is leaving cleanly: its connection closing is not a failure.
     Shutdown,
-    /// What the sender offers, sent once to each peer when it connects:
-    /// its labels (placement constraints) and the ids of the remote
-    /// functions compiled into it (nodes of an open cluster may run
-    /// different programs; tasks only go where their function is).
-    NodeInfo {
-        labels: Vec<String>,
-        fns: Vec<u64>,
-    },
     /// One step of the shm driver's start-up, sent only over its TCP control
     /// mesh (see the `shm` module): the control mesh's handler in the driver
     /// consumes it, and the runtime never sees it.
-    ShmSetup {
-        step: ShmStep,
-    },
+    ShmSetup { step: ShmStep },
 }
 
 /// What a [`Msg::ShmSetup`] says. Each node creates its inbox once it has
@@ -214,16 +71,11 @@ impl Msg {
     /// a writer paces bulk traffic by.
     pub fn bulk_len(&self) -> usize {
         match self {
-            Msg::Chunk { data, .. } => data.len(),
-            Msg::Value { outcome: Ok(v), .. } => v.bytes.len(),
+            Msg::Owl(m) => m.bulk_len(),
             _ => 0,
         }
     }
 }
-
-/// The largest `Chunk::data` a sender should put in one message (4 MiB), so
-/// chunks interleave with control messages well under the frame limit.
-pub const MAX_CHUNK: usize = 4 << 20;
 
 /// Why a payload could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]

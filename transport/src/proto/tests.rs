@@ -103,7 +103,7 @@ fn all_msgs() -> Vec<Msg> {
         },
         Msg::NodeDead { node: 3 },
         Msg::NodeLeft { node: 4 },
-        Msg::Submit {
+        Msg::Owl(OwlMsg::Submit {
             object: id(1),
             func: 0xdead_beef,
             name: Some("task".into()),
@@ -115,41 +115,41 @@ fn all_msgs() -> Vec<Msg> {
                 WireArg::Ref(id(2)),
                 WireArg::Gather(vec![id(3), id(4)]),
             ],
-        },
-        Msg::TaskDone {
+        }),
+        Msg::Owl(OwlMsg::TaskDone {
             object: id(1),
             outcome: Ok(v.clone()),
-        },
-        Msg::TaskDone {
+        }),
+        Msg::Owl(OwlMsg::TaskDone {
             object: id(1),
             outcome: Err(err()),
-        },
-        Msg::AddBorrower {
+        }),
+        Msg::Owl(OwlMsg::AddBorrower {
             object: id(1),
             borrower: 2,
             count: 1,
             lender: 5,
-        },
-        Msg::Lent {
+        }),
+        Msg::Owl(OwlMsg::Lent {
             object: id(1),
             borrower: 2,
             count: 1,
-        },
-        Msg::RemoveBorrower {
+        }),
+        Msg::Owl(OwlMsg::RemoveBorrower {
             object: id(1),
             borrower: 2,
             count: 1,
-        },
-        Msg::Fetch { object: id(5) },
-        Msg::Value {
+        }),
+        Msg::Owl(OwlMsg::Fetch { object: id(5) }),
+        Msg::Owl(OwlMsg::Value {
             object: id(5),
             outcome: Ok(v),
-        },
-        Msg::Value {
+        }),
+        Msg::Owl(OwlMsg::Value {
             object: id(5),
             outcome: Err(err()),
-        },
-        Msg::ValueHeader {
+        }),
+        Msg::Owl(OwlMsg::ValueHeader {
             object: id(6),
             len: 1 << 30,
             refs: vec![id(7)],
@@ -158,23 +158,23 @@ fn all_msgs() -> Vec<Msg> {
                 path: "/dev/shm/owl-1-1.arena".into(),
                 offset: 1 << 20,
             }),
-        },
-        Msg::NodeInfo {
+        }),
+        Msg::Owl(OwlMsg::NodeInfo {
             labels: vec!["gpu".into(), "bigmem".into()],
             fns: vec![0x1234_5678_9abc_def0, 7],
-        },
+        }),
         Msg::Assigned { node: 17 },
-        Msg::Pull {
+        Msg::Owl(OwlMsg::Pull {
             object: id(6),
             offset: 4096,
             len: 4096,
-        },
-        Msg::Chunk {
+        }),
+        Msg::Owl(OwlMsg::Chunk {
             object: id(6),
             offset: 4096,
             data: vec![9; 4096],
-        },
-        Msg::Cancel { object: id(8) },
+        }),
+        Msg::Owl(OwlMsg::Cancel { object: id(8) }),
         Msg::Shutdown,
         Msg::ShmSetup {
             step: ShmStep::Cluster { id: [7; 16] },
@@ -316,19 +316,28 @@ fn garbage_and_truncated_handshakes() {
 fn duplicate_frames_are_dropped_and_gaps_fail() {
     for plaintext in [false, true] {
         let (mut a, mut b) = pair(plaintext);
-        let f0 = frame(&mut a.encoder, vec![Msg::Fetch { object: id(0) }]);
-        let f1 = frame(&mut a.encoder, vec![Msg::Fetch { object: id(1) }]);
-        let f2 = frame(&mut a.encoder, vec![Msg::Fetch { object: id(2) }]);
+        let f0 = frame(
+            &mut a.encoder,
+            vec![Msg::Owl(OwlMsg::Fetch { object: id(0) })],
+        );
+        let f1 = frame(
+            &mut a.encoder,
+            vec![Msg::Owl(OwlMsg::Fetch { object: id(1) })],
+        );
+        let f2 = frame(
+            &mut a.encoder,
+            vec![Msg::Owl(OwlMsg::Fetch { object: id(2) })],
+        );
         b.decoder.feed(&f0);
         b.decoder.feed(&f0);
         b.decoder.feed(&f1);
         assert_eq!(
             b.decoder.next_batch().unwrap(),
-            Some(vec![Msg::Fetch { object: id(0) }])
+            Some(vec![Msg::Owl(OwlMsg::Fetch { object: id(0) })])
         );
         assert_eq!(
             b.decoder.next_batch().unwrap(),
-            Some(vec![Msg::Fetch { object: id(1) }])
+            Some(vec![Msg::Owl(OwlMsg::Fetch { object: id(1) })])
         );
         assert_eq!(b.decoder.duplicates(), 1);
         let _f3 = frame(&mut a.encoder, vec![Msg::Shutdown]);
@@ -349,7 +358,10 @@ fn duplicate_frames_are_dropped_and_gaps_fail() {
 #[test]
 fn tampered_ciphertext_fails_authentication() {
     let (mut a, mut b) = pair(false);
-    let mut f = frame(&mut a.encoder, vec![Msg::Cancel { object: id(1) }]);
+    let mut f = frame(
+        &mut a.encoder,
+        vec![Msg::Owl(OwlMsg::Cancel { object: id(1) })],
+    );
     let last = f.len() - 20;
     f[last] ^= 1;
     b.decoder.feed(&f);
@@ -415,10 +427,12 @@ fn oversized_short_truncated_and_garbage_frames() {
 #[test]
 fn encoder_refuses_and_splits_oversized_batches() {
     let mut enc = FrameEncoder::plaintext(64 << 10);
-    let chunk = |n: usize| Msg::Chunk {
-        object: id(1),
-        offset: 0,
-        data: vec![1; n],
+    let chunk = |n: usize| {
+        Msg::Owl(OwlMsg::Chunk {
+            object: id(1),
+            offset: 0,
+            data: vec![1; n],
+        })
     };
     let mut out = Vec::new();
     assert!(matches!(
@@ -475,10 +489,10 @@ proptest! {
     #[test]
     fn random_values_round_trip(data in proptest::collection::vec(any::<u8>(), 0..2000), n in 1usize..20, split in 1usize..500) {
         let (mut a, mut b) = pair(false);
-        let msgs: Vec<Msg> = (0..n).map(|i| Msg::Value {
+        let msgs: Vec<Msg> = (0..n).map(|i| Msg::Owl(OwlMsg::Value {
             object: id(i as u32),
             outcome: Ok(WireValue { bytes: data[..data.len() * i / n].to_vec(), refs: vec![id(i as u32); i % 3] }),
-        }).collect();
+        })).collect();
         let f = frame(&mut a.encoder, msgs.clone());
         let mut got = None;
         for c in f.chunks(split) {

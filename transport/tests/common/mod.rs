@@ -2,6 +2,7 @@
 //! told, free ports, bounded waits.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use owl_transport::proto::OwlMsg;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,7 +102,7 @@ impl Drop for Dir {
 /// A chunk from `from` numbered `k`: its bytes are `(i + k) as u8`, so a
 /// receiver can check every byte ([`offsets_from`]).
 pub fn chunk(from: u32, k: u64, len: usize) -> Msg {
-    Msg::Chunk {
+    Msg::Owl(OwlMsg::Chunk {
         object: WireId {
             node: from,
             shard: 0,
@@ -110,7 +111,7 @@ pub fn chunk(from: u32, k: u64, len: usize) -> Msg {
         },
         offset: k,
         data: (0..len).map(|i| (i as u64 + k) as u8).collect(),
-    }
+    })
 }
 
 /// Every node sends `n` chunks to every other, mostly small and every
@@ -138,7 +139,7 @@ pub fn offsets_from(msgs: &Mutex<Vec<(u32, Msg)>>, from: u32) -> Vec<u64> {
         .iter()
         .filter(|(f, _)| *f == from)
         .map(|(_, m)| match m {
-            Msg::Chunk { offset, data, .. } => {
+            Msg::Owl(OwlMsg::Chunk { offset, data, .. }) => {
                 assert!(data
                     .iter()
                     .enumerate()

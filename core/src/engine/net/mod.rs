@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use owl_proto::OwlMsg;
 use owl_transport::proto::Msg;
 use owl_transport::slots::Slots;
 use owl_transport::{Link, Mesh};
@@ -117,10 +118,10 @@ impl Net {
     fn own_info(&self) -> Msg {
         let info = self.info.read();
         let own = info[self.me.0 as usize].as_ref().expect("own info");
-        Msg::NodeInfo {
+        Msg::Owl(OwlMsg::NodeInfo {
             labels: own.labels.clone(),
             fns: own.fns.iter().copied().collect(),
-        }
+        })
     }
 
     /// Nodes known so far (ids `0..nodes()`).
@@ -299,7 +300,7 @@ impl Net {
                 idle_shards,
                 ..
             } => self.load.report(from, queued, idle_shards),
-            Msg::NodeInfo { labels, fns } => {
+            Msg::Owl(OwlMsg::NodeInfo { labels, fns }) => {
                 self.grow(from.0 + 1);
                 let fns: HashSet<u64> = fns.into_iter().collect();
                 let mut info = self.info.write();

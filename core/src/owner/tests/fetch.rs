@@ -2,15 +2,15 @@
 //! ready, small values whole, large ones pulled in chunks, and a holder
 //! that dies with a pull half done.
 
-use owl_transport::proto::{WireError, WireValue};
+use owl_proto::{WireError, WireValue};
 
 use super::*;
 use crate::object::value::store;
 use crate::owner::fetch::CHUNK;
 use crate::owner::Owner;
 
-fn value_msg(object: ObjectId, outcome: Result<WireValue, WireError>) -> Msg {
-    Msg::Value {
+fn value_msg(object: ObjectId, outcome: Result<WireValue, WireError>) -> OwlMsg {
+    OwlMsg::Value {
         object: object.into(),
         outcome,
     }
@@ -23,14 +23,14 @@ fn a_fetch_of_a_freed_object_is_answered_with_a_typed_error() {
     owner.on_msg(
         &ctx,
         N1,
-        Msg::Fetch {
+        OwlMsg::Fetch {
             object: id(N0, 3).into(),
         },
     );
     let sent = ctx.take();
     let [Action::Send(
         N1,
-        Msg::Value {
+        OwlMsg::Value {
             outcome: Err(e), ..
         },
     )] = &sent[..]
@@ -50,7 +50,7 @@ fn a_fetch_waits_for_the_value_then_sends_it_whole() {
     owner.on_msg(
         &ctx,
         N1,
-        Msg::Fetch {
+        OwlMsg::Fetch {
             object: x.id().into(),
         },
     );
@@ -78,7 +78,7 @@ fn start_pull(ctx: &Recorder, owner: &Owner, len: u64) -> (RawRef, ObjectId) {
     owner.on_msg(
         ctx,
         N2,
-        Msg::ValueHeader {
+        OwlMsg::ValueHeader {
             object: xid.into(),
             len,
             refs: Vec::new(),
@@ -91,7 +91,7 @@ fn start_pull(ctx: &Recorder, owner: &Owner, len: u64) -> (RawRef, ObjectId) {
 fn pull(object: ObjectId, offset: u64, len: usize) -> Action {
     Action::Send(
         N2,
-        Msg::Pull {
+        OwlMsg::Pull {
             object: object.into(),
             offset,
             len: len as u32,
@@ -99,8 +99,8 @@ fn pull(object: ObjectId, offset: u64, len: usize) -> Action {
     )
 }
 
-fn chunk(object: ObjectId, offset: u64, data: &[u8]) -> Msg {
-    Msg::Chunk {
+fn chunk(object: ObjectId, offset: u64, data: &[u8]) -> OwlMsg {
+    OwlMsg::Chunk {
         object: object.into(),
         offset,
         data: data.to_vec(),

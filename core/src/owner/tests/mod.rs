@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use owl_proto::{OwlMsg, SharedBlock};
 use owl_store::{Arena, BlockMut};
-use owl_transport::proto::{Msg, SharedBlock};
 
 use super::refs::Refs;
 use super::{Ctx, NodeCtx, TableOp};
@@ -27,7 +27,7 @@ use crate::spec::Task;
 
 #[derive(Debug, PartialEq)]
 enum Action {
-    Send(NodeId, Msg),
+    Send(NodeId, OwlMsg),
     Table(ShardId, TableOp),
     /// A task queued here: (shard asked for, its object, its attempt).
     Enqueue(Option<ShardId>, ObjectId, u32),
@@ -119,7 +119,7 @@ impl NodeCtx for Recorder {
 }
 
 impl Ctx for Recorder {
-    fn send(&self, to: NodeId, msg: Msg) {
+    fn send(&self, to: NodeId, msg: OwlMsg) {
         self.actions.borrow_mut().push(Action::Send(to, msg));
     }
     fn to_table(&self, shard: ShardId, op: TableOp) {
@@ -180,8 +180,8 @@ fn handle(id: ObjectId) -> RawRef {
     RawRef::adopt(Arc::new(ObjectCell::new(id, SERIAL, 1)))
 }
 
-fn add(object: ObjectId, borrower: NodeId, lender: NodeId) -> Msg {
-    Msg::AddBorrower {
+fn add(object: ObjectId, borrower: NodeId, lender: NodeId) -> OwlMsg {
+    OwlMsg::AddBorrower {
         object: object.into(),
         borrower: borrower.0,
         count: 1,
@@ -189,8 +189,8 @@ fn add(object: ObjectId, borrower: NodeId, lender: NodeId) -> Msg {
     }
 }
 
-fn remove(object: ObjectId, borrower: NodeId, count: u32) -> Msg {
-    Msg::RemoveBorrower {
+fn remove(object: ObjectId, borrower: NodeId, count: u32) -> OwlMsg {
+    OwlMsg::RemoveBorrower {
         object: object.into(),
         borrower: borrower.0,
         count,

@@ -70,7 +70,7 @@ fn a_lent_ref_registers_its_receiver_and_fetches_once() {
         ctx.take(),
         vec![
             Action::Send(N0, add(xid, N2, N1)),
-            Action::Send(N0, Msg::Fetch { object: xid.into() }),
+            Action::Send(N0, OwlMsg::Fetch { object: xid.into() }),
         ]
     );
     // A second arrival joins the group: registered, not fetched again.
@@ -159,7 +159,7 @@ fn the_owner_queues_a_registration_then_answers_the_lender() {
             ),
             Action::Send(
                 N1,
-                Msg::Lent {
+                OwlMsg::Lent {
                     object: xid.into(),
                     borrower: 2,
                     count: 1

@@ -2,7 +2,7 @@
 //! deaths that can hit them: the executor dies with tasks in flight, the
 //! owner dies while its task runs here, a node dies during a ship.
 
-use owl_transport::proto::{WireArg, WireError, WireValue};
+use owl_proto::{WireArg, WireError, WireValue};
 
 use super::*;
 use crate::error::PutError;
@@ -83,8 +83,8 @@ fn value(ctx: &Recorder, n: u64) -> WireValue {
     }
 }
 
-fn done(object: ObjectId, outcome: Result<WireValue, WireError>) -> Msg {
-    Msg::TaskDone {
+fn done(object: ObjectId, outcome: Result<WireValue, WireError>) -> OwlMsg {
+    OwlMsg::TaskDone {
         object: object.into(),
         outcome,
     }
@@ -118,7 +118,7 @@ fn a_placed_task_is_sent_kept_and_completed_by_its_executor_only() {
     let cell = Arc::clone(&t.cell);
     assert!(owner.dispatch(&ctx, t, N1).is_ok());
     let sent = ctx.take();
-    let [Action::Send(N1, Msg::Submit { func, args, .. })] = &sent[..] else {
+    let [Action::Send(N1, OwlMsg::Submit { func, args, .. })] = &sent[..] else {
         panic!("{sent:?}")
     };
     assert_eq!(*func, TEST_FN.id.0);
@@ -240,7 +240,7 @@ fn a_node_dies_during_a_ship_and_nothing_it_was_given_stays_counted() {
         )
     );
     assert!(
-        matches!(&sent[1], Action::Send(N1, Msg::Submit { args, .. })
+        matches!(&sent[1], Action::Send(N1, OwlMsg::Submit { args, .. })
             if *args == vec![WireArg::Ref(mine_id.into()), WireArg::Ref(theirs_id.into())])
     );
     assert_eq!(owner.counts().lent, 1);
@@ -266,8 +266,8 @@ fn a_node_dies_during_a_ship_and_nothing_it_was_given_stays_counted() {
     assert_eq!(gone, vec![mine_id, theirs_id]);
 }
 
-fn submit(object: ObjectId, func: u64, args: Vec<WireArg>) -> Msg {
-    Msg::Submit {
+fn submit(object: ObjectId, func: u64, args: Vec<WireArg>) -> OwlMsg {
+    OwlMsg::Submit {
         object: object.into(),
         func,
         name: None,
@@ -292,7 +292,7 @@ fn a_call_from_another_node_runs_here_and_its_outcome_goes_back() {
             Action::Send(N2, add(arg_ref, N0, N1)),
             Action::Send(
                 N2,
-                Msg::Fetch {
+                OwlMsg::Fetch {
                     object: arg_ref.into()
                 }
             ),
@@ -348,7 +348,7 @@ fn a_call_of_an_unknown_function_is_answered_with_a_typed_error() {
     let sent = ctx.take();
     let [Action::Send(
         N1,
-        Msg::TaskDone {
+        OwlMsg::TaskDone {
             outcome: Err(e), ..
         },
     )] = &sent[..]
@@ -386,7 +386,7 @@ fn a_local_cancel_forgets_the_remote_task_and_tells_its_executor() {
         ctx.take(),
         vec![Action::Send(
             N1,
-            Msg::Cancel {
+            OwlMsg::Cancel {
                 object: a_cell.id().into()
             }
         )]

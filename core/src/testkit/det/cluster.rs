@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use owl_proto::{OwlMsg, WireId};
 use owl_store::Arena;
-use owl_transport::proto::{Msg, WireId};
 
 use super::ctx::{DetCtx, Out, DET_FN};
 use super::{DetFailure, ENDED};
@@ -25,7 +25,7 @@ pub(super) const SERIAL_BASE: u32 = 0x4000_0000;
 #[derive(Debug)]
 pub(super) enum Packet {
     /// An owner-layer message.
-    Msg(Msg),
+    Msg(OwlMsg),
     /// A value carrying refs, sent by the program (as a task argument or a
     /// returned value would carry them).
     Refs(Vec<WireId>),
@@ -324,7 +324,7 @@ impl Cluster {
                 }
             }
             Packet::Msg(msg) => {
-                if let Msg::Fetch { object } = &msg {
+                if let OwlMsg::Fetch { object } = &msg {
                     let id = ObjectId::from(*object);
                     if self.nodes[b as usize].table.get(id).is_none() && self.deaths == 0 {
                         return Err(self.fail(format!(

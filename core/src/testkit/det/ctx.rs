@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use owl_proto::{OwlMsg, SharedBlock};
 use owl_store::{Arena, BlockMut};
-use owl_transport::proto::{Msg, SharedBlock};
 
 use crate::error::{PutError, TaskErrorKind};
 use crate::ids::{FnId, NodeId, ObjectId, ShardId};
@@ -22,7 +22,7 @@ pub(super) const INLINE_MAX: usize = 4096;
 
 /// What a node's owner layer did through its context.
 pub(super) enum Out {
-    Send(NodeId, Msg),
+    Send(NodeId, OwlMsg),
     Table(TableOp),
     /// A task to run on this node.
     Enqueue(Task),
@@ -38,7 +38,7 @@ pub(super) struct DetCtx<'a> {
 }
 
 impl Ctx for DetCtx<'_> {
-    fn send(&self, to: NodeId, msg: Msg) {
+    fn send(&self, to: NodeId, msg: OwlMsg) {
         self.out.borrow_mut().push(Out::Send(to, msg));
     }
 
