@@ -65,6 +65,7 @@ pub type NodeIdx = u32;
 mod api;
 mod config;
 mod driver;
+mod gate;
 mod peer;
 pub mod slots;
 
