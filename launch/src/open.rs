@@ -3,8 +3,9 @@
 //!
 //! `owl start --head` records the cluster in this host's *state directory*
 //! (`OWL_STATE_DIR`, else `$XDG_RUNTIME_DIR/owl`, else `/tmp/owl-<uid>`;
-//! mode 0700): `cluster` holds the head's address and transport, `secret`
-//! the cluster secret (0600). A node or program finds the head with
+//! mode 0700, and refused unless it is the user's and writable only by
+//! them: [`check_state_dir`]): `cluster` holds the head's address and
+//! transport, `secret` the cluster secret (0600). A node or program finds the head with
 //! `OWL_ADDRESS=HOST:PORT` (or `auto`: the cluster recorded here) and the
 //! secret from `OWL_SECRET_FILE`/`OWL_SECRET`, else from the state
 //! directory (same host, or a state directory shared between hosts).
