@@ -10,6 +10,7 @@
 //!   and programs join and leave while they run (see `start`).
 #![forbid(unsafe_code)]
 
+mod nodes;
 mod run;
 mod start;
 

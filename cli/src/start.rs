@@ -10,22 +10,25 @@
 //! itself again with `--block` in a new process group, its output going to
 //! a log file in the state directory, and returns once the node is up (its
 //! node file exists) or prints the log when it failed. The state directory
-//! (see `owl_launch::open`) records the cluster (`cluster`, `secret`) and
-//! each node started here (`nodes/<pid>`); `owl stop` sends every recorded
-//! node SIGTERM (workers first, then the head), waits, and kills what is
-//! left after `--grace`.
+//! (see `owl_launch::open`; refused unless it is the user's and writable
+//! only by them) records the cluster (`cluster`, `secret`) and each node
+//! started here (`nodes/<pid>`, see `nodes`); `owl stop` sends every
+//! recorded node that is verifiably still that node SIGTERM (workers
+//! first, then the head), waits, and kills what is left after `--grace`.
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use owl_launch::nodefile::{read_node_file, Identity, NodeRecord};
 use owl_launch::open::{self as open, ClusterRecord};
-use rustix::process::{kill_process, Pid, Signal};
+use rustix::process::Signal;
 
+use crate::nodes::{self, nodes_dir, Held};
 use crate::Transport;
 
 #[derive(Debug, clap::Args)]
@@ -105,10 +108,6 @@ fn vars() -> owl_launch::Vars {
     std::env::vars().collect()
 }
 
-fn nodes_dir(state: &Path) -> PathBuf {
-    state.join("nodes")
-}
-
 pub fn start(args: StartArgs) -> ExitCode {
     if !args.head && args.address.is_none() {
         eprintln!("owl start: give --head, or --address HOST:PORT (or auto) to join a cluster");
@@ -119,12 +118,8 @@ pub fn start(args: StartArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let state = open::state_dir(&vars());
-    if let Err(e) = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(nodes_dir(&state))
-    {
-        return fail("start", format!("cannot create {}: {e}", state.display()));
+    if let Err(e) = open::prepare_state_dir(&state) {
+        return fail("start", e);
     }
     if args.block {
         run_node(args, &state)
@@ -138,12 +133,16 @@ pub fn start(args: StartArgs) -> ExitCode {
 /// reads: the node writes it just after its node file).
 fn background(state: &Path, wait: u64, head: bool) -> ExitCode {
     let logs = state.join("logs");
-    let _ = std::fs::create_dir_all(&logs);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let log_path = logs.join(format!("node-{stamp}-{}.log", std::process::id()));
-    let log = match std::fs::File::create(&log_path) {
+    let log = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&log_path)
+    {
         Ok(f) => f,
         Err(e) => {
             return fail(
@@ -206,38 +205,30 @@ fn background(state: &Path, wait: u64, head: bool) -> ExitCode {
     }
 }
 
-/// What a node file says.
-struct NodeInfo {
-    node: u32,
-    address: String,
-    pid: u32,
+/// The address to give others for `listen`: itself, unless it is a
+/// wildcard (`0.0.0.0`, `::`), which nobody can dial from elsewhere.
+fn reachable(listen: &str) -> String {
+    match listen.parse::<SocketAddr>() {
+        Ok(a) => open::reachable_address(a, &owl_launch::SystemResolver).to_string(),
+        Err(_) => listen.to_string(),
+    }
 }
 
-fn read_node_file(path: &Path) -> Option<NodeInfo> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let field = |k: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
-            .map(str::to_string)
-    };
-    Some(NodeInfo {
-        node: field("node")?.parse().ok()?,
-        address: field("address")?,
-        pid: field("pid")?.parse().ok()?,
-    })
-}
-
-fn print_started(info: &NodeInfo, state: &Path, log: Option<&Path>) {
+fn print_started(info: &NodeRecord, state: &Path, log: Option<&Path>) {
     if info.node == 0 {
-        println!("owl head started at {} (pid {})", info.address, info.pid);
-        println!(
-            "  join it:        owl start --address {} [-- PROGRAM ARGS]",
-            info.address
-        );
-        println!(
-            "  attach a program: OWL_ADDRESS={} PROGRAM ARGS",
-            info.address
-        );
+        let address = reachable(&info.address);
+        if let Ok(listen) = info.address.parse::<SocketAddr>() {
+            if !listen.ip().is_loopback() {
+                eprintln!(
+                    "owl start: warning: the head listens on {listen}, beyond loopback: the cluster is reachable from the network. \
+                     Its traffic is encrypted and only holders of the cluster secret can join, but anyone who reaches the port can try; \
+                     firewall it, or use the default 127.0.0.1 when every node runs on this host."
+                );
+            }
+        }
+        println!("owl head started at {address} (pid {})", info.pid);
+        println!("  join it:        owl start --address {address} [-- PROGRAM ARGS]");
+        println!("  attach a program: OWL_ADDRESS={address} PROGRAM ARGS");
         println!(
             "  (on this host OWL_ADDRESS=auto works; other hosts need OWL_SECRET_FILE with the secret in {})",
             state.join("secret").display()
@@ -306,7 +297,11 @@ fn run_node(args: StartArgs, state: &Path) -> ExitCode {
     let pid = std::process::id();
     if let Some(network) = &head {
         let rec = ClusterRecord {
-            address: rt.listen_addr().expect("a head listens"),
+            // A wildcard listener is recorded as an address one can dial.
+            address: open::reachable_address(
+                rt.listen_addr().expect("a head listens"),
+                &owl_launch::SystemResolver,
+            ),
             transport: args.transport.unwrap_or(Transport::Quic).as_str().into(),
             pid,
         };
@@ -351,77 +346,73 @@ fn head_network(args: &StartArgs) -> Result<owl::Network, String> {
     Ok(owl::Network::new(listen, listen, secret, transport))
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
-}
-
-/// Every node recorded here: (pid, its info if it is up).
-fn recorded_nodes(state: &Path) -> Vec<(u32, Option<NodeInfo>)> {
-    let mut out: Vec<(u32, Option<NodeInfo>)> = std::fs::read_dir(nodes_dir(state))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            Some((pid, read_node_file(&e.path())))
-        })
-        .collect();
-    out.sort_by_key(|(pid, _)| *pid);
-    out
-}
-
 pub fn stop(args: StopArgs) -> ExitCode {
     let state = open::state_dir(&vars());
-    let nodes = recorded_nodes(&state);
+    if let Err(e) = open::check_state_dir_if_present(&state) {
+        return fail("stop", e);
+    }
     let head = open::read_cluster(&state).ok().flatten();
-    let is_head = |pid: u32, info: &Option<NodeInfo>| {
-        info.as_ref().is_some_and(|i| i.node == 0) || head.as_ref().is_some_and(|h| h.pid == pid)
+    let is_head = |r: &nodes::Recorded| {
+        r.record.as_ref().is_some_and(|i| i.node == 0)
+            || head.as_ref().is_some_and(|h| h.pid == r.pid)
     };
-    let (heads, workers): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|(p, i)| is_head(*p, i));
-    let mut stopped = 0;
-    let mut killed = 0;
+    let (heads, workers): (Vec<_>, Vec<_>) = nodes::recorded(&state).into_iter().partition(is_head);
+    let (mut stopped, mut killed, mut stale) = (0, 0, 0);
+    let mut kept = Vec::new();
     for group in [workers, heads] {
-        let pids: Vec<u32> = group
-            .iter()
-            .map(|(p, _)| *p)
-            .filter(|&p| alive(p))
-            .collect();
-        for &pid in &pids {
-            if let Some(p) = Pid::from_raw(pid as i32) {
-                let _ = kill_process(p, Signal::TERM);
+        let mut held = Vec::new();
+        for rec in &group {
+            match Held::verify(rec) {
+                Ok(h) => held.push(h),
+                Err(Identity::Unverifiable) => {
+                    eprintln!(
+                        "owl stop: {} does not say which process started as that node (a planted file, or one from an older owl); pid {} not signalled, file kept: stop the node yourself if it is one",
+                        rec.path.display(),
+                        rec.pid
+                    );
+                    kept.push(rec.pid);
+                    continue;
+                }
+                Err(identity) => {
+                    if identity == Identity::Other {
+                        eprintln!(
+                            "owl stop: pid {} is no longer the node recorded in {} (it died and the pid was reused); not signalled",
+                            rec.pid,
+                            rec.path.display()
+                        );
+                    }
+                    stale += 1;
+                    let _ = std::fs::remove_file(&rec.path);
+                }
             }
         }
+        for h in &held {
+            h.signal(Signal::TERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(args.grace);
-        while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        while held.iter().any(Held::alive) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        for &pid in &pids {
-            if alive(pid) {
-                if let Some(p) = Pid::from_raw(pid as i32) {
-                    let _ = kill_process(p, Signal::KILL);
-                }
+        for h in &held {
+            if h.alive() {
+                h.signal(Signal::KILL);
                 killed += 1;
                 eprintln!(
-                    "owl stop: node pid {pid} did not stop within {} s; killed",
-                    args.grace
+                    "owl stop: node pid {} did not stop within {} s; killed",
+                    h.pid, args.grace
                 );
             } else {
                 stopped += 1;
             }
-        }
-        for (pid, _) in group {
-            let _ = std::fs::remove_file(nodes_dir(&state).join(pid.to_string()));
+            let _ = std::fs::remove_file(nodes_dir(&state).join(h.pid.to_string()));
         }
     }
-    if let Some(h) = head {
+    if let Some(h) = head.filter(|h| !kept.contains(&h.pid)) {
         open::remove_cluster(&state, h.pid);
     }
-    println!("owl stop: {stopped} node(s) stopped, {killed} killed");
+    println!(
+        "owl stop: {stopped} node(s) stopped, {killed} killed, {stale} stale record(s) removed"
+    );
     ExitCode::SUCCESS
 }
 
@@ -430,22 +421,32 @@ pub fn status(args: StatusArgs) -> ExitCode {
         return cluster_status(args.address);
     }
     let state = open::state_dir(&vars());
+    if let Err(e) = open::check_state_dir_if_present(&state) {
+        return fail("status", e);
+    }
+    let recorded = nodes::recorded(&state);
     match open::read_cluster(&state) {
-        Ok(Some(c)) => println!(
-            "cluster  head {} over {} (head pid {}{})",
-            c.address,
-            c.transport,
-            c.pid,
-            if alive(c.pid) { "" } else { ", not running" }
-        ),
+        Ok(Some(c)) => {
+            let running = recorded
+                .iter()
+                .any(|r| r.pid == c.pid && r.identity() == Identity::Node);
+            println!(
+                "cluster  head {} over {} (head pid {}{})",
+                c.address,
+                c.transport,
+                c.pid,
+                if running { "" } else { ", not running" }
+            )
+        }
         Ok(None) => println!("cluster  none recorded in {}", state.display()),
         Err(e) => return fail("status", e),
     }
-    for (pid, info) in recorded_nodes(&state) {
-        let up = if alive(pid) { "running" } else { "gone" };
-        match info {
+    for rec in &recorded {
+        let up = nodes::describe(&rec.identity());
+        let pid = rec.pid;
+        match &rec.record {
             Some(i) => println!("node {:<4} pid {pid:<8} {:<22} {up}", i.node, i.address),
-            None => println!("node ?    pid {pid:<8} {:<22} {up}", "(starting)"),
+            None => println!("node ?    pid {pid:<8} {:<22} {up}", "(unreadable)"),
         }
     }
     ExitCode::SUCCESS

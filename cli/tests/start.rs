@@ -235,8 +235,11 @@ fn a_killed_driver_leaves_nothing_behind() {
         &["start", "--head", "--port", "0", "--transport", "tcp"],
     ));
     succeeded(&owl(state, &["start", "--address", "auto", "--", PI]));
+    // SIGKILL leaves the driver's arena behind: keep it in the test's
+    // directory rather than /dev/shm.
     let mut driver = in_state(clean(PI), state)
         .env("OWL_ADDRESS", "auto")
+        .env("OWL_STORE_DIR", state)
         .arg("2000000")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

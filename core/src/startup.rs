@@ -179,12 +179,9 @@ impl Runtime {
                 .and_then(|n| n.mesh())
                 .map(|m| m.local_addr().to_string())
                 .unwrap_or_default();
-            let text = format!(
-                "node={}\naddress={listen}\npid={}\n",
-                shared.node.0,
-                std::process::id()
-            );
-            if let Err(e) = std::fs::write(path, text) {
+            // With the process's start time, so that `owl stop` never
+            // signals another process that reuses this pid later.
+            if let Err(e) = owl_launch::nodefile::write_node_file(path, shared.node.0, &listen) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the node file");
             }
         }

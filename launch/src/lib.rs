@@ -70,6 +70,7 @@ mod addr;
 mod error;
 pub mod hostlist;
 mod mpi;
+pub mod nodefile;
 pub mod open;
 mod owl_run;
 mod placement;

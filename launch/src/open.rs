@@ -3,8 +3,9 @@
 //!
 //! `owl start --head` records the cluster in this host's *state directory*
 //! (`OWL_STATE_DIR`, else `$XDG_RUNTIME_DIR/owl`, else `/tmp/owl-<uid>`;
-//! mode 0700): `cluster` holds the head's address and transport, `secret`
-//! the cluster secret (0600). A node or program finds the head with
+//! mode 0700, and refused unless it is the user's and writable only by
+//! them: [`check_state_dir`]): `cluster` holds the head's address and
+//! transport, `secret` the cluster secret (0600). A node or program finds the head with
 //! `OWL_ADDRESS=HOST:PORT` (or `auto`: the cluster recorded here) and the
 //! secret from `OWL_SECRET_FILE`/`OWL_SECRET`, else from the state
 //! directory (same host, or a state directory shared between hosts).
@@ -12,7 +13,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::addr::parse_host_port;
@@ -64,6 +65,74 @@ pub fn state_dir(vars: &Vars) -> PathBuf {
     }
     let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
     std::env::temp_dir().join(format!("owl-{uid}"))
+}
+
+/// Checks that `dir` is private enough to hold the cluster's secret and
+/// the pids `owl stop` signals, as ssh checks `~/.ssh`: a directory owned
+/// by this user and writable by nobody else (a symlink to it must be this
+/// user's too). Anyone who can write there could plant a cluster record
+/// that points programs at their own head, or a node file that makes
+/// `owl stop` signal a process of their choosing.
+pub fn check_state_dir(dir: &Path) -> Result<(), LaunchError> {
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |reason: String| LaunchError::UnsafeStateDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let link = fs::symlink_metadata(dir).map_err(io_err("cannot read the state directory", dir))?;
+    if link.file_type().is_symlink() && link.uid() != me {
+        return Err(refuse(format!(
+            "is a symlink owned by uid {}, not by you (uid {me})",
+            link.uid()
+        )));
+    }
+    let meta = fs::metadata(dir).map_err(io_err("cannot read the state directory", dir))?;
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by you (uid {me})",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(refuse(format!("has mode {mode:04o}: writable by others")));
+    }
+    Ok(())
+}
+
+/// Creates the state directory with `nodes/` and `logs/` (all 0700) where
+/// missing, then checks it ([`check_state_dir`]). Subdirectories an older
+/// owl made 0755 are narrowed to 0700.
+pub fn prepare_state_dir(dir: &Path) -> Result<(), LaunchError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err("cannot create the state directory", dir))?;
+    check_state_dir(dir)?;
+    for sub in ["nodes", "logs"] {
+        let path = dir.join(sub);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&path)
+            .map_err(io_err("cannot create", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("cannot restrict", &path))?;
+    }
+    Ok(())
+}
+
+/// [`check_state_dir`] when `dir` exists; a missing one holds nothing to
+/// distrust.
+pub fn check_state_dir_if_present(dir: &Path) -> Result<(), LaunchError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        _ => check_state_dir(dir),
+    }
 }
 
 /// Records a running head: `cluster` and `secret` in `dir` (created 0700),
@@ -152,6 +221,35 @@ fn local_ip_toward(head: SocketAddr) -> IpAddr {
         .map_or(any, |a| a.ip())
 }
 
+/// An address others can dial for a listener on `listen`: `listen`
+/// itself, unless it is a wildcard (`0.0.0.0`, `::`): then this host's
+/// name if it resolves beyond loopback, else the address of the route
+/// outward, else loopback (this host only).
+pub fn reachable_address(listen: SocketAddr, resolver: &dyn Resolve) -> SocketAddr {
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let by_name = resolver
+        .hostname()
+        .and_then(|h| resolver.resolve(&h).ok())
+        .and_then(|a| crate::addr::pick(&a))
+        .filter(|a| !a.is_loopback() && a.is_ipv4() == listen.is_ipv4());
+    // A documentation address (RFC 5737/3849) only picks the route; no
+    // packet is sent.
+    let outward: SocketAddr = if listen.is_ipv4() {
+        "192.0.2.254:9".parse().expect("literal")
+    } else {
+        "[2001:db8::1]:9".parse().expect("literal")
+    };
+    let routed = Some(local_ip_toward(outward)).filter(|a| !a.is_unspecified());
+    let loopback = if listen.is_ipv4() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+    };
+    SocketAddr::new(by_name.or(routed).unwrap_or(loopback), listen.port())
+}
+
 /// Where to attach, from `OWL_ADDRESS` (`HOST:PORT` or `auto`); `None`
 /// when it is not set.
 pub fn attach_from(vars: &Vars, resolver: &dyn Resolve) -> Result<Option<Attach>, LaunchError> {
@@ -159,6 +257,7 @@ pub fn attach_from(vars: &Vars, resolver: &dyn Resolve) -> Result<Option<Attach>
         return Ok(None);
     };
     let dir = state_dir(vars);
+    check_state_dir_if_present(&dir)?;
     let (head, recorded) = if address == "auto" {
         let rec = read_cluster(&dir)?.ok_or(LaunchError::NoCluster { dir: dir.clone() })?;
         (rec.address, Some(rec.transport))
@@ -244,6 +343,44 @@ mod tests {
         assert!(read_cluster(&dir).unwrap().is_some());
         remove_cluster(&dir, 4242);
         assert!(read_cluster(&dir).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_state_directory_others_can_write_or_own_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        prepare_state_dir(&dir).unwrap();
+        for d in [dir.clone(), dir.join("nodes"), dir.join("logs")] {
+            assert_eq!(fs::metadata(&d).unwrap().mode() & 0o777, 0o700);
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = prepare_state_dir(&dir).unwrap_err();
+        assert!(matches!(err, LaunchError::UnsafeStateDir { .. }), "{err}");
+        assert!(err.to_string().contains("writable by others"), "{err}");
+        // Reading the cluster from it is refused too.
+        let v = vars(&[
+            ("OWL_ADDRESS", "auto"),
+            ("OWL_STATE_DIR", dir.to_str().unwrap()),
+        ]);
+        let err = attach_from(&v, &SystemResolver).unwrap_err();
+        assert!(matches!(err, LaunchError::UnsafeStateDir { .. }), "{err}");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        check_state_dir(&dir).unwrap();
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        check_state_dir(&link).unwrap();
+        let file = tmp.path().join("file");
+        fs::write(&file, "").unwrap();
+        assert!(check_state_dir(&file).is_err());
+        check_state_dir_if_present(&tmp.path().join("missing")).unwrap();
+
+        // Another user's directory (root can make one to test with).
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+            let err = check_state_dir(&dir).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
     }
 
     #[test]

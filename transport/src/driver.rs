@@ -39,6 +39,8 @@ pub(crate) trait Net: Sized + 'static {
     /// TLS handshake to do); finished in its own task by [`Net::ready`].
     type Incoming: 'static;
     fn local_addr(&self) -> SocketAddr;
+    /// Where an accepted connection comes from (before any work on it).
+    fn remote(inc: &Self::Incoming) -> SocketAddr;
     async fn accept(&self) -> io::Result<Self::Incoming>;
     async fn ready(inc: Self::Incoming) -> io::Result<Conn<Self::R, Self::W>>;
     async fn dial(&self, addr: SocketAddr) -> io::Result<Conn<Self::R, Self::W>>;

@@ -32,7 +32,9 @@
 //!   authenticated (sealed sessions), sequence-checked (duplicate dropped, gap
 //!   fatal) and rkyv-validated exactly once; a failure closes that connection
 //!   only. A peer with the wrong secret, version or identity is refused with a
-//!   `tracing::warn!`, and the node keeps running.
+//!   `tracing::warn!` (repeats limited per source), and the node keeps
+//!   running. Before that, connections are admitted under caps per source
+//!   and in all, with a short deadline (`gate`).
 //! - Liveness: heartbeats every `heartbeat`; a peer silent for `dead_after`
 //!   or whose connection drops is reported once through `on_peer_down`; the
 //!   head then announces `NodeDead` to all, and late messages from a dead
@@ -66,6 +68,7 @@ mod api;
 mod config;
 mod driver;
 mod entry;
+mod gate;
 mod peer;
 pub mod slots;
 

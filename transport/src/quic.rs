@@ -170,6 +170,26 @@ impl QuicNet {
     }
 }
 
+/// A connection that failed: a TLS alert in it (QUIC carries them as
+/// error codes 0x100-0x1ff) means one side's certificate did not chain to
+/// the other's cluster CA, i.e. the two hold different cluster secrets.
+/// That is a refusal (`PermissionDenied`), which dialers do not retry.
+fn conn_error(e: quinn::ConnectionError) -> io::Error {
+    let code = match &e {
+        quinn::ConnectionError::TransportError(t) => Some(u64::from(t.code)),
+        quinn::ConnectionError::ConnectionClosed(c) => Some(u64::from(c.error_code)),
+        _ => None,
+    };
+    if code.is_some_and(|c| (0x100..0x200).contains(&c)) {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("TLS authentication failed ({e}): the peer's certificate is not from this cluster's CA, so the peer holds a different cluster secret"),
+        )
+    } else {
+        io::Error::other(e)
+    }
+}
+
 pub(crate) struct QuicRd(quinn::RecvStream);
 pub(crate) struct QuicWr(quinn::SendStream);
 
@@ -205,6 +225,9 @@ impl Net for QuicNet {
     fn local_addr(&self) -> SocketAddr {
         self.local
     }
+    fn remote(inc: &quinn::Incoming) -> SocketAddr {
+        inc.remote_address()
+    }
     async fn accept(&self) -> io::Result<quinn::Incoming> {
         self.endpoint
             .accept()
@@ -212,8 +235,8 @@ impl Net for QuicNet {
             .ok_or_else(|| io::Error::other("QUIC endpoint closed"))
     }
     async fn ready(inc: quinn::Incoming) -> io::Result<Conn<QuicRd, QuicWr>> {
-        let c = inc.await.map_err(io::Error::other)?;
-        let streams = c.accept_bi().await.map_err(io::Error::other)?;
+        let c = inc.await.map_err(conn_error)?;
+        let streams = c.accept_bi().await.map_err(conn_error)?;
         Ok(Self::conn(c, streams))
     }
     async fn dial(&self, addr: SocketAddr) -> io::Result<Conn<QuicRd, QuicWr>> {
@@ -222,8 +245,8 @@ impl Net for QuicNet {
             .connect(addr, SERVER_NAME)
             .map_err(io::Error::other)?
             .await
-            .map_err(io::Error::other)?;
-        let streams = c.open_bi().await.map_err(io::Error::other)?;
+            .map_err(conn_error)?;
+        let streams = c.open_bi().await.map_err(conn_error)?;
         Ok(Self::conn(c, streams))
     }
     async fn close(&self) {

@@ -70,6 +70,9 @@ impl Net for UringNet {
     fn local_addr(&self) -> SocketAddr {
         self.local
     }
+    fn remote(inc: &Self::Incoming) -> SocketAddr {
+        inc.remote
+    }
     async fn accept(&self) -> io::Result<Self::Incoming> {
         let (s, remote) = self.listener.accept().await?;
         Self::conn(s, remote)
@@ -148,6 +151,9 @@ impl Net for TokioNet {
     type Incoming = Conn<TokioRd, TokioWr>;
     fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+    fn remote(inc: &Self::Incoming) -> SocketAddr {
+        inc.remote
     }
     async fn accept(&self) -> io::Result<Self::Incoming> {
         let (s, remote) = self.listener.accept().await?;

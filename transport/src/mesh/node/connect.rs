@@ -1,8 +1,13 @@
-//! Getting connected: the accept loop, dialing a peer (retried, bounded per
-//! attempt), the proto handshake over a fresh connection, and attaching an
-//! authenticated connection to its peer (a reader and a writer task).
+//! Getting connected: the accept loop (which admits unauthenticated
+//! connections under the caps of `crate::gate`), dialing a peer (retried,
+//! bounded per attempt), the proto handshake over a fresh connection, and
+//! attaching an authenticated connection to its peer (a reader and a
+//! writer task).
 
-use std::net::SocketAddr;
+use std::cell::RefCell;
+use std::fmt::Display;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,38 +17,115 @@ use tokio::time::Instant;
 
 use super::Node;
 use crate::driver::{Conn, Net, Rd, Wr};
+use crate::gate::{self, LogLimit, Pending, HANDSHAKE_LIMIT};
 use crate::peer::{PENDING, UP};
 use crate::proto::{Handshake, HandshakeConfig, HandshakeError, Role, Session, UNASSIGNED};
 
 /// The first bound on one dial (see `Node::dial`).
 pub(super) const DIAL_ATTEMPT: Duration = Duration::from_millis(500);
 
+/// The accept loop's admission state, shared by the tasks it spawns.
+struct Admission {
+    node: u32,
+    pending: RefCell<Pending>,
+    log: RefCell<LogLimit<(&'static str, IpAddr)>>,
+}
+
+impl Admission {
+    /// Logs a warning about `what` from `from`, at most once per
+    /// `gate::LOG_WINDOW` for each kind and source.
+    fn warn(&self, what: &'static str, from: IpAddr, detail: impl Display) {
+        let now = std::time::Instant::now();
+        let Some(held) = self.log.borrow_mut().allow((what, gate::source(from)), now) else {
+            return;
+        };
+        if held > 0 {
+            tracing::warn!(node = self.node, remote = %from, "{what}: {detail} ({held} more like this in the last {} s were not logged)", gate::LOG_WINDOW.as_secs());
+        } else {
+            tracing::warn!(node = self.node, remote = %from, "{what}: {detail}");
+        }
+    }
+}
+
+/// One admitted, not yet authenticated connection; dropping it frees its
+/// place.
+struct Ticket {
+    admission: Rc<Admission>,
+    from: IpAddr,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.admission.pending.borrow_mut().release(self.from);
+    }
+}
+
 impl<N: Net> Node<N> {
     pub(super) async fn accept_loop(self: Rc<Self>) {
+        let fd_limit = gate::raise_fd_limit();
+        let admission = Rc::new(Admission {
+            node: self.cfg.node,
+            pending: RefCell::new(Pending::for_fd_limit(fd_limit)),
+            log: RefCell::new(LogLimit::new()),
+        });
         loop {
             match self.net.accept().await {
                 Ok(inc) => {
+                    let from = N::remote(&inc).ip();
+                    // Dropping a refused connection closes it at once.
+                    if let Err(why) = admission.pending.borrow_mut().admit(from) {
+                        admission.warn("turned a connection away", from, why);
+                        continue;
+                    }
+                    let ticket = Ticket {
+                        admission: admission.clone(),
+                        from,
+                    };
                     let node = self.clone();
                     tokio::task::spawn_local(async move {
-                        match N::ready(inc).await {
-                            Ok(conn) => node.accepted(conn).await,
-                            Err(e) => {
-                                tracing::warn!(node = node.cfg.node, error = %e, "refused an incoming connection")
-                            }
+                        // TLS (QUIC) and owl's handshake share one bound.
+                        let deadline =
+                            Instant::now() + HANDSHAKE_LIMIT.min(node.cfg.connect_timeout);
+                        match tokio::time::timeout_at(deadline, N::ready(inc)).await {
+                            Ok(Ok(conn)) => node.accepted(conn, ticket, deadline).await,
+                            Ok(Err(e)) => ticket.admission.warn("refused a connection", from, e),
+                            Err(_) => ticket.admission.warn(
+                                "refused a connection",
+                                from,
+                                "it did not authenticate in time",
+                            ),
                         }
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(node = self.cfg.node, error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    admission.warn("accept failed", IpAddr::V4(Ipv4Addr::UNSPECIFIED), &e);
+                    // Out of descriptors, retrying at once only spins: wait
+                    // for connections to close.
+                    let out_of_fds = matches!(e.raw_os_error(), Some(23 | 24)); // ENFILE, EMFILE
+                    let pause = if out_of_fds || e.kind() == io::ErrorKind::OutOfMemory {
+                        100
+                    } else {
+                        10
+                    };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             }
         }
     }
 
-    async fn accepted(self: Rc<Self>, mut conn: Conn<N::R, N::W>) {
+    async fn accepted(
+        self: Rc<Self>,
+        mut conn: Conn<N::R, N::W>,
+        ticket: Ticket,
+        deadline: Instant,
+    ) {
         let me = self.cfg.node;
-        match self.handshake(&mut conn, Role::Responder, None).await {
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let shook = handshake(&mut conn, self.hs.clone(), Role::Responder, None, limit).await;
+        // Authenticated (or refused): no longer pending.
+        let admission = ticket.admission.clone();
+        drop(ticket);
+        match shook {
             Ok(sess) if sess.peer == UNASSIGNED => self.assign(sess, conn).await,
             // Lower ids dial higher ones and everyone dials the head, so a
             // legitimate incoming peer is any node (any assigned id in an
@@ -62,7 +144,7 @@ impl<N: Net> Node<N> {
                 (conn.close)();
             }
             Err(e) => {
-                tracing::warn!(node = me, remote = %conn.remote, "refused a connection: {e}");
+                admission.warn("refused a connection", conn.remote.ip(), e);
                 (conn.close)();
             }
         }
@@ -86,6 +168,12 @@ impl<N: Net> Node<N> {
                 Err(_) => {
                     bound = bound.saturating_mul(2);
                     continue;
+                }
+                Ok(Err(e)) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    // Authentication refused (QUIC's TLS): retrying would
+                    // only repeat it.
+                    tracing::warn!(node = self.cfg.node, peer, %addr, "connecting failed: {e}");
+                    return;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(node = self.cfg.node, peer, %addr, error = %e, "dial failed, retrying");

@@ -175,6 +175,12 @@ pub(crate) async fn request_id<N: Net>(
             .await
         {
             Ok(Ok(conn)) => conn,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(MeshError::Setup(format!(
+                    "the head at {} refused this node: {e}; start it with the cluster's secret (OWL_SECRET_FILE, or the secret file in the head's state directory)",
+                    cfg.head
+                )));
+            }
             Ok(Err(e)) => {
                 tracing::debug!(head = %cfg.head, error = %e, "dial to the head failed, retrying");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -189,6 +195,14 @@ pub(crate) async fn request_id<N: Net>(
         let mut sess = match handshake(&mut conn, hs.clone(), Role::Initiator, Some(0), limit).await
         {
             Ok(sess) => sess,
+            // Closed before a byte came back: the head is at its cap of
+            // connections waiting to authenticate (see `gate`), not
+            // refusing us; try again.
+            Err(HandshakeError::Truncated { got: 0 }) => {
+                (conn.close)();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             Err(e @ (HandshakeError::Io(_) | HandshakeError::Truncated { .. })) => {
                 tracing::debug!(head = %cfg.head, "handshake with the head failed, retrying: {e}");
                 last_refusal = Some(e);
