@@ -211,6 +211,8 @@ struct NodeInfo {
     node: u32,
     address: String,
     pid: u32,
+    /// The node's store directory (where its arena file is).
+    store: Option<PathBuf>,
 }
 
 fn read_node_file(path: &Path) -> Option<NodeInfo> {
@@ -224,6 +226,7 @@ fn read_node_file(path: &Path) -> Option<NodeInfo> {
         node: field("node")?.parse().ok()?,
         address: field("address")?,
         pid: field("pid")?.parse().ok()?,
+        store: field("store").map(PathBuf::from),
     })
 }
 
@@ -383,6 +386,17 @@ pub fn stop(args: StopArgs) -> ExitCode {
         info.as_ref().is_some_and(|i| i.node == 0) || head.as_ref().is_some_and(|h| h.pid == pid)
     };
     let (heads, workers): (Vec<_>, Vec<_>) = nodes.into_iter().partition(|(p, i)| is_head(*p, i));
+    let all: Vec<u32> = workers.iter().chain(&heads).map(|(p, _)| *p).collect();
+    let mut stores = vec![owl_store::store_dir_from_env()];
+    for dir in workers
+        .iter()
+        .chain(&heads)
+        .filter_map(|(_, i)| i.as_ref()?.store.clone())
+    {
+        if !stores.contains(&dir) {
+            stores.push(dir);
+        }
+    }
     let mut stopped = 0;
     let mut killed = 0;
     for group in [workers, heads] {
@@ -420,6 +434,15 @@ pub fn stop(args: StopArgs) -> ExitCode {
     }
     if let Some(h) = head {
         open::remove_cluster(&state, h.pid);
+    }
+    // Nodes killed after the grace cannot remove their arena files; the
+    // kernel releases a killed node's lock on its file as the node ends.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while all.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for dir in &stores {
+        owl_store::sweep(dir, &all);
     }
     println!("owl stop: {stopped} node(s) stopped, {killed} killed");
     ExitCode::SUCCESS
