@@ -121,12 +121,12 @@ impl Arena {
         let capacity = (units * BLOCK_ALIGN as u64) as usize;
         // Spilled blocks keep their addresses, so a spilling arena's
         // address space (sparse: it costs nothing) outgrows its size.
-        let (span_units, max_blocks) = match spill_dir {
-            Some(_) => (
-                (units.saturating_mul(SPILL_SPAN)).min(MAX_UNITS),
-                max_blocks.saturating_mul(SPILL_SPAN as u32),
-            ),
-            None => (units, max_blocks),
+        // (`max_blocks` stays: the allocator's bookkeeping is allocated up
+        // front, and slots for 16 times as many blocks cost every node
+        // tens of MiB for a rare case.)
+        let span_units = match spill_dir {
+            Some(_) => units.saturating_mul(SPILL_SPAN).min(MAX_UNITS),
+            None => units,
         };
         let span = (span_units * BLOCK_ALIGN as u64) as usize;
         let max_blocks = max_blocks.clamp(16, 1 << 24);

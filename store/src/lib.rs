@@ -33,5 +33,5 @@ pub use arena::{Arena, ArenaStats, Block, BlockMut, BLOCK_ALIGN};
 pub use dirs::{default_spill_dir, default_store_dir, room, store_dir_from_env};
 pub use error::ArenaError;
 pub use peer::{host_id, is_peer_arena, read_peer_arena, PeerArenaError};
-pub use spill::SPILL_SPAN;
+pub use spill::{drop_cached, SPILL_SPAN};
 pub use sweep::{arena_is_orphaned, sweep};

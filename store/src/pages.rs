@@ -31,9 +31,7 @@ impl Pages {
         let pages = span.div_ceil(page);
         Pages {
             page,
-            // Zeroed memory comes from the kernel lazily: a 64 GiB span's
-            // 2 MiB of bits costs memory only where pages are reserved.
-            bits: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            bits: zeroed(pages.div_ceil(64)),
             supported: AtomicBool::new(true),
         }
     }
@@ -97,13 +95,23 @@ impl Pages {
     /// Gives the storage of whole pages `start..end` (page-aligned) back
     /// to the filesystem; a later block there reserves them again.
     pub(crate) fn release(&self, file: &File, start: usize, end: usize) -> io::Result<()> {
-        debug_assert!(start % self.page == 0 && end % self.page == 0);
+        debug_assert!(
+            start.next_multiple_of(self.page) == start && end.next_multiple_of(self.page) == end
+        );
         if end <= start {
             return Ok(());
         }
         self.set(start / self.page, end / self.page, false);
         punch(file, start, end)
     }
+}
+
+/// `n` zero bits, from zeroed memory the kernel hands out lazily: a
+/// 64 GiB span's 2 MiB of bits costs memory only where pages are reserved,
+/// and nothing at start-up.
+fn zeroed(n: usize) -> Box<[AtomicU64]> {
+    // SAFETY: all-zero bytes are a valid `AtomicU64` (the value 0).
+    unsafe { Box::<[AtomicU64]>::new_zeroed_slice(n).assume_init() }
 }
 
 /// Frees the storage of bytes `start..end` of `file` (the file keeps its
