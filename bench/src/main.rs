@@ -9,6 +9,7 @@ mod harness;
 mod limits;
 mod metg_report;
 mod plot;
+mod spill;
 mod workloads;
 
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ workloads (one node):
   put_get           put and get of 1 KiB, 1 MiB, 100 MiB objects
   grain             throughput and efficiency against task size
   pending_memory    bytes per pending task with 1,000,000 tasks queued
+  spill             1 GiB of arena blocks spilled to OWL_SPILL_DIR and read
+                    back, against a plain write and read of it there: GB/s
   all               every workload above
   limits            the machine's limits (memcpy, core hand-off, loopback TCP
                     and QUIC, tokio spawn) and owl's figures as ratios of them

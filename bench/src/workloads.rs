@@ -37,6 +37,7 @@ pub const ALL: &[&str] = &[
     "put_get",
     "grain",
     "pending_memory",
+    "spill",
 ];
 
 #[owl::remote]
@@ -107,6 +108,7 @@ pub fn run_once(name: &str, rt: &Runtime, size: Size) -> Option<anyhow::Result<V
         "put_get" => Ok(put_get(rt, size)),
         "grain" => Ok(grain(rt, size)),
         "pending_memory" => pending_memory(size),
+        "spill" => crate::spill::run(size),
         _ => return None,
     })
 }

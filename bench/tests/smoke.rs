@@ -37,6 +37,7 @@ fn every_workload_runs_tiny_and_writes_its_outputs() {
         "put_get",
         "grain",
         "pending_memory",
+        "spill",
         "limits",
     ];
     for w in workloads {

@@ -13,6 +13,8 @@
 //! fails, the others get SIGTERM, then SIGKILL after `--grace` seconds, and
 //! `owl run` exits with the failed node's code (128 + signal if it was
 //! killed); on `--timeout` it exits 124; when interrupted, 128 + signal.
+//! Arena files of nodes that died without removing theirs are removed
+//! before `owl run` exits.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Write};
@@ -292,6 +294,11 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     }
     let _ = io::stdout().flush();
+    // A node killed by a signal (SIGKILL after the grace, or SIGTERM on a
+    // program without a handler) leaves its arena file: every node is
+    // reaped now, so whatever they left goes.
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pgid).collect();
+    owl_store::sweep(&owl_store::store_dir_from_env(), &pids);
     if let Err(e) = secret_dir.close() {
         eprintln!("owl run: cannot remove the secret's directory: {e}");
     }

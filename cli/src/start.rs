@@ -357,8 +357,21 @@ pub fn stop(args: StopArgs) -> ExitCode {
             || head.as_ref().is_some_and(|h| h.pid == r.pid)
     };
     let (heads, workers): (Vec<_>, Vec<_>) = nodes::recorded(&state).into_iter().partition(is_head);
+    // Every node's store directory, for the arena files of nodes that
+    // could not remove their own (killed after the grace).
+    let mut stores = vec![owl_store::store_dir_from_env()];
+    for dir in workers
+        .iter()
+        .chain(&heads)
+        .filter_map(|r| r.record.as_ref()?.store.clone())
+    {
+        if !stores.contains(&dir) {
+            stores.push(dir);
+        }
+    }
     let (mut stopped, mut killed, mut stale) = (0, 0, 0);
     let mut kept = Vec::new();
+    let mut signalled: Vec<Held> = Vec::new();
     for group in [workers, heads] {
         let mut held = Vec::new();
         for rec in &group {
@@ -406,9 +419,20 @@ pub fn stop(args: StopArgs) -> ExitCode {
             }
             let _ = std::fs::remove_file(nodes_dir(&state).join(h.pid.to_string()));
         }
+        signalled.extend(held);
     }
     if let Some(h) = head.filter(|h| !kept.contains(&h.pid)) {
         open::remove_cluster(&state, h.pid);
+    }
+    // Nodes killed after the grace cannot remove their arena files; the
+    // kernel releases a killed node's lock on its file as the node ends.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while signalled.iter().any(Held::alive) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pids: Vec<u32> = signalled.iter().map(|h| h.pid).collect();
+    for dir in &stores {
+        owl_store::sweep(dir, &pids);
     }
     println!(
         "owl stop: {stopped} node(s) stopped, {killed} killed, {stale} stale record(s) removed"

@@ -15,6 +15,9 @@ pub struct Config {
     pub spin: Duration,
     pub store_dir: PathBuf,
     pub store_size: u64,
+    /// Where arena blocks spill when the store is full (`OWL_SPILL_DIR`;
+    /// default: `spill` in owl's state directory). `None`: never spill.
+    pub spill_dir: Option<PathBuf>,
     pub inline_max: usize,
     pub event_loop: Option<EventLoopKind>,
     /// This node's labels, for placement constraints (`CallOpts::label`).
@@ -29,7 +32,7 @@ pub struct Config {
     /// open cluster serves, nodes joining it run main (`OWL_ROLE`).
     pub worker: Option<bool>,
     /// Written once the node is connected (`node=ID`, `address=LISTEN`,
-    /// `pid=PID` lines) and removed when it stops: how `owl start` learns
+    /// `pid=PID`, `store=DIR` lines) and removed when it stops: how `owl start` learns
     /// that a node it launched is up (`OWL_NODE_FILE`).
     pub node_file: Option<PathBuf>,
 }
@@ -136,8 +139,9 @@ impl Default for Config {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin: true,
             spin: Duration::from_micros(50),
-            store_dir: default_store_dir(),
+            store_dir: owl_store::default_store_dir(),
             store_size: 4 << 30,
+            spill_dir: Some(owl_store::default_spill_dir()),
             inline_max: 64 << 10,
             event_loop: None,
             labels: Vec::new(),
@@ -146,15 +150,6 @@ impl Default for Config {
             worker: None,
             node_file: None,
         }
-    }
-}
-
-fn default_store_dir() -> PathBuf {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir() {
-        shm
-    } else {
-        std::env::temp_dir()
     }
 }
 
@@ -180,7 +175,7 @@ impl Builder {
         Builder::default()
     }
 
-    /// Applies `OWL_SHARDS`, `OWL_STORE_DIR`, `OWL_STORE_SIZE`, `OWL_SPIN_US`,
+    /// Applies `OWL_SHARDS`, `OWL_STORE_DIR`, `OWL_STORE_SIZE`, `OWL_SPILL_DIR`, `OWL_SPIN_US`,
     /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`), and finds the
     /// node's place in a cluster from its launcher (`owl run`, `srun`,
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
@@ -261,6 +256,9 @@ impl Builder {
         if let Ok(dir) = std::env::var("OWL_STORE_DIR") {
             self.config.store_dir = dir.into();
         }
+        if let Some(dir) = std::env::var_os("OWL_SPILL_DIR") {
+            self.config.spill_dir = Some(dir.into());
+        }
         if let Some(n) = env_parse("OWL_STORE_SIZE", "expected a size in bytes")? {
             self.config.store_size = n;
         }
@@ -328,6 +326,13 @@ impl Builder {
 
     pub fn store_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.store_dir = dir.into();
+        self
+    }
+
+    /// Where arena blocks spill when the store is full; `None` never
+    /// spills (a full store is then `StoreFull` at once).
+    pub fn spill_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.config.spill_dir = dir;
         self
     }
 

@@ -56,25 +56,7 @@ impl Runtime {
         }
         check_registry()?;
         crate::object::set_release_route(crate::engine::node::release);
-        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
-        let name = format!("owl-{}-{}.arena", std::process::id(), serial);
-        // One block slot per `inline_max` bytes: only larger values reach the arena.
-        let max_blocks =
-            (config.store_size / config.inline_max.max(1) as u64).clamp(1024, 1 << 20) as u32;
-        let arena = match Arena::create(&config.store_dir, &name, config.store_size, max_blocks) {
-            // This process's id and a serial it never used: the file was
-            // left by a dead process that had the same pid (arena files
-            // outlive a SIGKILL), so it is nobody's and goes.
-            Err(owl_store::ArenaError::Dir { source, .. })
-                if source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
-                let stale = config.store_dir.join(&name);
-                tracing::info!(path = %stale.display(), "removing an arena file left by a dead process");
-                let _ = std::fs::remove_file(&stale);
-                Arena::create(&config.store_dir, &name, config.store_size, max_blocks)?
-            }
-            other => other?,
-        };
+        let (serial, arena) = create_arena(&config)?;
         let probed = probe_event_loop();
         let event_loop = match config.event_loop {
             Some(EventLoopKind::IoUring) if probed != EventLoopKind::IoUring => {
@@ -181,7 +163,12 @@ impl Runtime {
                 .unwrap_or_default();
             // With the process's start time, so that `owl stop` never
             // signals another process that reuses this pid later.
-            if let Err(e) = owl_launch::nodefile::write_node_file(path, shared.node.0, &listen) {
+            if let Err(e) = owl_launch::nodefile::write_node_file(
+                path,
+                shared.node.0,
+                &listen,
+                &shared.config.store_dir,
+            ) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write the node file");
             }
         }
@@ -247,6 +234,88 @@ impl Runtime {
         self.check_leaks_if_asked();
         Ok(())
     }
+}
+
+/// The node's arena, in a file named after this process and a serial;
+/// arena files of processes that are gone are swept first (a node killed
+/// by a signal cannot remove its own).
+fn create_arena(config: &Config) -> Result<(u32, Arc<Arena>), StartError> {
+    for stale in owl_store::sweep(&config.store_dir, &[]) {
+        tracing::info!(path = %stale.display(), "removed the arena file of a process that is gone");
+    }
+    // One block slot per `inline_max` bytes: only larger values reach the arena.
+    let max_blocks =
+        (config.store_size / config.inline_max.max(1) as u64).clamp(1024, 1 << 20) as u32;
+    let create = |name: &str| match &config.spill_dir {
+        Some(spill) => Arena::with_spill(
+            &config.store_dir,
+            name,
+            config.store_size,
+            max_blocks,
+            spill,
+        ),
+        None => Arena::create(&config.store_dir, name, config.store_size, max_blocks),
+    };
+    // Bounded: a taken name is either a leftover (removed, then ours) or a
+    // live arena with this pid in another pid namespace (next serial).
+    for _ in 0..64 {
+        let serial = NEXT_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let name = format!("owl-{}-{}.arena", std::process::id(), serial);
+        match create(&name) {
+            Err(owl_store::ArenaError::Dir { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                // This pid and a serial this process never used: a leftover
+                // of a dead process with the same pid, unless its lock is held.
+                let path = config.store_dir.join(&name);
+                if owl_store::arena_is_orphaned(&path) {
+                    tracing::info!(path = %path.display(), "removing an arena file left by a dead process");
+                    let _ = std::fs::remove_file(&path);
+                    if let Ok(arena) = create(&name) {
+                        warn_if_no_room(config, &arena);
+                        return Ok((serial, arena));
+                    }
+                }
+            }
+            other => {
+                let arena = other?;
+                warn_if_no_room(config, &arena);
+                return Ok((serial, arena));
+            }
+        }
+    }
+    Err(StartError::Store(owl_store::ArenaError::Dir {
+        dir: config.store_dir.clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "64 arena file names for this pid are taken by live arenas",
+        ),
+    }))
+}
+
+/// Says so when the store directory cannot hold the arena's size: the
+/// node works, but objects past the filesystem's room spill (or fail).
+fn warn_if_no_room(config: &Config, arena: &Arena) {
+    let Some(room) = owl_store::room(&config.store_dir) else {
+        return;
+    };
+    if room >= config.store_size {
+        return;
+    }
+    let _ = arena;
+    let then = match &config.spill_dir {
+        Some(d) => format!("objects beyond that spill to {}", d.display()),
+        None => "puts beyond that fail with StoreFull".into(),
+    };
+    let msg = format!(
+        "owl: the store directory {} has room for {} MiB, less than the {} MiB object store (OWL_STORE_SIZE); {then}. Set OWL_STORE_DIR to a larger tmpfs, or OWL_STORE_SIZE to at most its room.",
+        config.store_dir.display(),
+        room >> 20,
+        config.store_size >> 20
+    );
+    tracing::warn!("{msg}");
+    // Logging is off unless asked for; this one is worth a line anyway.
+    eprintln!("{msg}");
 }
 
 /// The transport settings of a node's mesh.

@@ -22,7 +22,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// When and in which boot a process started: with its pid, a name no
 /// other process will ever have.
@@ -80,6 +80,8 @@ pub struct NodeRecord {
     pub pid: u32,
     /// `None` in a record that carries no identity (see the module docs).
     pub start: Option<ProcessStart>,
+    /// The node's store directory (where its arena file is), when recorded.
+    pub store: Option<PathBuf>,
 }
 
 /// Whether the process behind a record is the node that wrote it.
@@ -127,13 +129,14 @@ pub fn read_node_file(path: &Path) -> Option<NodeRecord> {
         address: field("address")?,
         pid: field("pid")?.parse().ok()?,
         start,
+        store: field("store").map(PathBuf::from),
     })
 }
 
 /// Writes this process's node file: readable by the user only (0600),
 /// written under a temporary name and renamed into place so that a reader
 /// never sees half of it.
-pub fn write_node_file(path: &Path, node: u32, address: &str) -> io::Result<()> {
+pub fn write_node_file(path: &Path, node: u32, address: &str, store: &Path) -> io::Result<()> {
     let pid = std::process::id();
     let Probe::Running(me) = probe(pid) else {
         return Err(io::Error::other(
@@ -141,8 +144,10 @@ pub fn write_node_file(path: &Path, node: u32, address: &str) -> io::Result<()> 
         ));
     };
     let text = format!(
-        "node={node}\naddress={address}\npid={pid}\nstart={}\nboot={}\n",
-        me.ticks, me.boot
+        "node={node}\naddress={address}\npid={pid}\nstart={}\nboot={}\nstore={}\n",
+        me.ticks,
+        me.boot,
+        store.display()
     );
     let name = path
         .file_name()
@@ -168,10 +173,11 @@ mod tests {
     fn a_record_names_its_process_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(std::process::id().to_string());
-        write_node_file(&path, 3, "127.0.0.1:9").unwrap();
+        write_node_file(&path, 3, "127.0.0.1:9", Path::new("/dev/shm")).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
         let rec = read_node_file(&path).unwrap();
         assert_eq!((rec.node, rec.pid), (3, std::process::id()));
+        assert_eq!(rec.store.as_deref(), Some(Path::new("/dev/shm")));
         assert_eq!(rec.identity(), Identity::Node);
 
         // The same pid with another start time: the pid was reused.

@@ -14,9 +14,24 @@
 //!   aligned for any rkyv type and large copies avoid 4 KiB aliasing.
 //! - A block's space returns to the allocator exactly once, when the last
 //!   handle to it drops. `live_blocks() == 0` after a finished workload.
+//! - Every page a block touches has storage reserved before the block is
+//!   handed out (`pages`): a full filesystem is an error, never SIGBUS.
+//! - A spilled block keeps its address and bytes (`spill`); its pages live
+//!   in the spill file until it is freed.
+//! - A live arena's file is locked; a file whose lock is free belongs to a
+//!   process that is gone (`sweep`).
 
 mod arena;
+mod dirs;
+mod error;
+mod pages;
 mod peer;
+mod spill;
+mod sweep;
 
-pub use arena::{Arena, ArenaError, ArenaStats, Block, BlockMut, BLOCK_ALIGN};
+pub use arena::{Arena, ArenaStats, Block, BlockMut, BLOCK_ALIGN};
+pub use dirs::{default_spill_dir, default_store_dir, room, store_dir_from_env};
+pub use error::ArenaError;
 pub use peer::{host_id, is_peer_arena, read_peer_arena, PeerArenaError};
+pub use spill::{drop_cached, SPILL_SPAN};
+pub use sweep::{arena_is_orphaned, sweep};

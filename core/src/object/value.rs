@@ -106,10 +106,12 @@ impl Stored {
         matches!(self.repr, Repr::Arena(_))
     }
 
-    /// The offset of the bytes in the node's arena file, for arena values.
+    /// The offset of the bytes in the node's arena file, for arena values
+    /// a same-host peer may read there: the block then never spills
+    /// (`None` if it has: the peer pulls it over the network instead).
     pub(crate) fn arena_offset(&self) -> Option<u64> {
         match &self.repr {
-            Repr::Arena(b) => Some(b.offset() as u64),
+            Repr::Arena(b) => b.share_offset().map(|o| o as u64),
             _ => None,
         }
     }
