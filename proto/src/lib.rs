@@ -93,6 +93,19 @@ pub enum OwlMsg {
         object: WireId,
         outcome: Result<WireValue, WireError>,
     },
+    /// To the owner: the task of `object` finished with a value too large
+    /// for one message; it stays in the executor's arena until the owner
+    /// has pulled it (`Pull`, `Chunk`) and says `Release`.
+    TaskHeld {
+        object: WireId,
+        len: u64,
+        refs: Vec<WireId>,
+        /// Set when the executor's arena may be read directly on its host.
+        shared: Option<SharedBlock>,
+    },
+    /// To an executor holding a result for its owner: the owner has it (or
+    /// no longer wants it); drop the copy.
+    Release { object: WireId },
     /// To the owner, from a node that received refs to `object` from
     /// `lender` (neither of them the owner): register `borrower` (the
     /// sender) `count` times. The lender keeps its own hold until the

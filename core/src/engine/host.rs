@@ -100,7 +100,8 @@ impl NodeCtx for HostCtx<'_> {
     fn copy_same_host(
         &self,
         id: ObjectId,
-        from: SharedBlock,
+        from: NodeId,
+        at: SharedBlock,
         mut block: BlockMut,
         refs: Vec<RawRef>,
     ) {
@@ -116,13 +117,13 @@ impl NodeCtx for HostCtx<'_> {
                     .path()
                     .parent()
                     .unwrap_or(std::path::Path::new("/"));
-                let path = std::path::Path::new(&from.path);
+                let path = std::path::Path::new(&at.path);
                 let outcome =
-                    owl_store::read_peer_arena(dir, path, from.offset, block.as_mut_slice())
+                    owl_store::read_peer_arena(dir, path, at.offset, block.as_mut_slice())
                         .map(|()| Stored::from_block(block.freeze(), refs))
                         .map_err(|e| e.to_string());
                 if let Some(ctx) = HostCtx::of(&node) {
-                    ctx.owner().copied(id, outcome);
+                    ctx.owner().copied(&ctx, from, id, outcome);
                 }
             });
         if let Err(e) = copy {

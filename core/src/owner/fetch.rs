@@ -14,6 +14,7 @@ use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::ObjectCell;
+use crate::object::cell::Outcome;
 use crate::object::objref::RawRef;
 use crate::object::value::Stored;
 
@@ -81,14 +82,19 @@ impl Owner {
                     .iter()
                     .map(|r| self.refs.ship(ctx, to, r))
                     .collect(),
-                shared: stored.arena_offset().map(|offset| SharedBlock {
-                    host: owl_store::host_id(),
-                    path: ctx.arena().path().to_string_lossy().into_owned(),
-                    offset,
-                }),
+                shared: self.shared_block(ctx, stored),
             },
         };
         ctx.send(to, msg);
+    }
+
+    /// Where a same-host reader finds `stored` in this node's arena file.
+    pub(super) fn shared_block(&self, ctx: &impl NodeCtx, stored: &Stored) -> Option<SharedBlock> {
+        stored.arena_offset().map(|offset| SharedBlock {
+            host: owl_store::host_id(),
+            path: ctx.arena().path().to_string_lossy().into_owned(),
+            offset,
+        })
     }
 
     pub(super) fn on_value(
@@ -117,17 +123,27 @@ impl Owner {
             .iter()
             .map(|w| self.refs.resolve(ctx, wire::id(w), from))
             .collect();
+        self.start_pull(ctx, from, id, len, contained, shared);
+    }
+
+    /// Starts bringing `len` bytes of `id`'s value from `from` into this
+    /// node's arena: one copy from its arena file on the same host, else
+    /// chunks, several in flight. The value completes what it is for when
+    /// it is all here (`pulled`).
+    pub(super) fn start_pull(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        len: u64,
+        contained: Vec<RawRef>,
+        shared: Option<SharedBlock>,
+    ) {
         let block = match ctx.arena().alloc(len as usize) {
             Ok(b) => b,
             Err(e) => {
-                if let Some(cell) = self.refs.proxy(id) {
-                    cell.complete(Err(store_error(
-                        id,
-                        self.me,
-                        format!("pulling {len} bytes: {e}"),
-                    )));
-                }
-                return;
+                let err = store_error(id, self.me, format!("pulling {len} bytes: {e}"));
+                return self.pulled(ctx, from, id, Err(err));
             }
         };
         // Same host: one copy straight from the holder's arena file (the
@@ -143,7 +159,7 @@ impl Owner {
                 && owl_store::is_peer_arena(dir, std::path::Path::new(&sb.path))
         });
         if let Some(sb) = local {
-            return ctx.copy_same_host(id, sb, block, contained);
+            return ctx.copy_same_host(id, from, sb, block, contained);
         }
         let mut pulls = self.pulls.lock();
         if pulls.contains_key(&id) {
@@ -163,10 +179,26 @@ impl Owner {
         pulls.insert(id, pull);
     }
 
-    /// A same-host copy (`NodeCtx::copy_same_host`) finished.
-    pub(crate) fn copied(&self, id: ObjectId, outcome: Result<Stored, String>) {
+    /// A same-host copy (`NodeCtx::copy_same_host`) from `from` finished.
+    pub(crate) fn copied(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        outcome: Result<Stored, String>,
+    ) {
         let outcome = outcome.map_err(|e| store_error(id, self.me, format!("same-host copy: {e}")));
-        if let Some(cell) = self.refs.proxy(id) {
+        self.pulled(ctx, from, id, outcome);
+    }
+
+    /// A value brought from `from` is here (or could not be): an object
+    /// owned here is a task's result its executor held (the task is done,
+    /// and the executor may drop its copy); any other is this node's proxy
+    /// of an object its owner sent.
+    fn pulled(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId, outcome: Outcome) {
+        if id.node == self.me {
+            self.held_result_arrived(ctx, from, id, outcome);
+        } else if let Some(cell) = self.refs.proxy(id) {
             cell.complete(outcome);
         }
     }
@@ -195,9 +227,12 @@ impl Owner {
         offset: u64,
         len: u32,
     ) {
+        // An object owned here whose ref went out, or a task's result held
+        // here for its owner.
         let data = self
             .refs
             .export_cell(id)
+            .or_else(|| self.held.lock().get(&id).cloned())
             .and_then(|cell| match cell.result() {
                 Some(Ok(stored)) => {
                     let bytes = stored.bytes();
@@ -255,9 +290,7 @@ impl Owner {
                 .expect("block present until done")
                 .freeze();
             let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
-            if let Some(cell) = self.refs.proxy(id) {
-                cell.complete(Ok(stored));
-            }
+            self.pulled(ctx, pull.from, id, Ok(stored));
         }
     }
 
@@ -276,6 +309,11 @@ impl Owner {
             ids
         };
         for id in failed {
+            // A task's result pulled from its dead executor is not failed
+            // here: the task is retried or failed with the others it ran.
+            if id.node == self.me {
+                continue;
+            }
             if let Some(cell) = self.refs.proxy(id) {
                 cell.complete(Err(super::refs::owner_died(id)));
             }

@@ -73,9 +73,16 @@ pub(crate) trait NodeCtx: Ctx {
     fn inline_max(&self) -> usize;
     /// Calls [`Owner::send_value`] for `to` once `cell` is ready.
     fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId);
-    /// Copies a same-host peer's block into `block`, off the calling
-    /// thread, then calls [`Owner::copied`] with the value.
-    fn copy_same_host(&self, id: ObjectId, from: SharedBlock, block: BlockMut, refs: Vec<RawRef>);
+    /// Copies a same-host peer's (`from`'s) block `at` into `block`, off
+    /// the calling thread, then calls [`Owner::copied`] with the value.
+    fn copy_same_host(
+        &self,
+        id: ObjectId,
+        from: NodeId,
+        at: SharedBlock,
+        block: BlockMut,
+        refs: Vec<RawRef>,
+    );
 }
 
 /// One node's part in the ownership protocol: its refs that cross nodes,
@@ -91,6 +98,9 @@ pub(crate) struct Owner {
     executing: Mutex<HashMap<ObjectId, Weak<ObjectCell>>>,
     /// Large values being pulled into this node's arena.
     pulls: Mutex<HashMap<ObjectId, fetch::Pull>>,
+    /// Results of tasks run here for other nodes, too large for one
+    /// message, kept until their owner has pulled them (`Release`).
+    held: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
     /// The functions this node runs, for calls from other nodes.
     fns: HashMap<u64, &'static FnInfo>,
 }
@@ -104,6 +114,7 @@ pub(crate) struct OwnerCounts {
     pub remote_tasks: usize,
     pub executing: usize,
     pub pulls: usize,
+    pub held: usize,
 }
 
 impl Owner {
@@ -121,6 +132,7 @@ impl Owner {
             remote: Mutex::new(HashMap::new()),
             executing: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
             fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),
         }
     }
@@ -138,6 +150,7 @@ impl Owner {
             remote_tasks: self.remote.lock().len(),
             executing: self.executing.lock().len(),
             pulls: self.pulls.lock().len(),
+            held: self.held.lock().len(),
         }
     }
 
@@ -167,6 +180,13 @@ impl Owner {
                 },
                 args,
             ),
+            OwlMsg::TaskHeld {
+                object,
+                len,
+                refs,
+                shared,
+            } => self.on_task_held(ctx, from, id(&object), len, refs, shared),
+            OwlMsg::Release { object } => self.on_release(id(&object)),
             OwlMsg::TaskDone { object, outcome } => {
                 self.on_task_done(ctx, from, id(&object), outcome)
             }

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
-use owl_proto::{OwlMsg, WireArg, WireError, WireValue};
+use owl_proto::{OwlMsg, SharedBlock, WireArg, WireError, WireId, WireValue};
 
+use super::fetch::CHUNK;
 use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
-use crate::object::cell::ObjectCell;
+use crate::object::cell::{ObjectCell, Outcome};
+use crate::object::objref::RawRef;
 use crate::spec::{ArgIn, ArgOut, CallOpts, Task};
 
 /// Values of ref arguments up to this size travel with the call; larger
@@ -176,9 +178,25 @@ impl Owner {
     }
 
     /// A task run here for another node finished: send its outcome back.
-    pub(crate) fn task_done(&self, ctx: &impl NodeCtx, owner: NodeId, cell: &ObjectCell) {
+    pub(crate) fn task_done(&self, ctx: &impl NodeCtx, owner: NodeId, cell: &Arc<ObjectCell>) {
         self.executing.lock().remove(&cell.id());
         let outcome: Result<WireValue, WireError> = match cell.result() {
+            // Too large for one message: the value stays here until the
+            // owner has pulled it and says `Release`.
+            Some(Ok(stored)) if stored.bytes().len() > CHUNK => {
+                let msg = OwlMsg::TaskHeld {
+                    object: wire::wire_id(cell.id()),
+                    len: stored.bytes().len() as u64,
+                    refs: stored
+                        .contained()
+                        .iter()
+                        .map(|r| self.refs.ship(ctx, owner, r))
+                        .collect(),
+                    shared: self.shared_block(ctx, stored),
+                };
+                self.held.lock().insert(cell.id(), Arc::clone(cell));
+                return ctx.send(owner, msg);
+            }
             Some(Ok(stored)) => Ok(self.ship_value(ctx, owner, stored)),
             Some(Err(e)) => Err(wire::wire_error(e)),
             None => return,
@@ -211,6 +229,65 @@ impl Owner {
             }
             None => {}
         }
+    }
+
+    /// The executor `from` holds the task's result (`TaskHeld`): pull it
+    /// into this node's arena; the task stays ours (retried if `from` dies)
+    /// until the value is here.
+    pub(super) fn on_task_held(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        object: ObjectId,
+        len: u64,
+        refs: Vec<WireId>,
+        shared: Option<SharedBlock>,
+    ) {
+        let contained: Vec<RawRef> = refs
+            .iter()
+            .map(|w| self.refs.resolve(ctx, wire::id(w), from))
+            .collect();
+        let ours = matches!(self.remote.lock().get(&object), Some(r) if r.node == from);
+        if !ours {
+            // An answer from a node the task no longer runs on (or a task
+            // cancelled meanwhile): the executor may drop its copy.
+            drop(contained);
+            let object = wire::wire_id(object);
+            return ctx.send(from, OwlMsg::Release { object });
+        }
+        self.start_pull(ctx, from, object, len, contained, shared);
+    }
+
+    /// A task's result held by its executor `from` arrived (or could not
+    /// be brought here): the task is done, and `from` drops its copy.
+    pub(super) fn held_result_arrived(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        object: ObjectId,
+        outcome: Outcome,
+    ) {
+        let release = OwlMsg::Release {
+            object: wire::wire_id(object),
+        };
+        ctx.send(from, release);
+        let remote = self.remote.lock().remove(&object);
+        match remote {
+            Some(r) if r.node == from => {
+                r.task.cell.complete(outcome);
+            }
+            Some(r) => {
+                self.remote.lock().insert(object, r);
+            }
+            None => {}
+        }
+    }
+
+    /// The owner has a result this node held for it (or gave up on it).
+    pub(super) fn on_release(&self, object: ObjectId) {
+        let cell = self.held.lock().remove(&object);
+        // Dropped outside the lock: the value's refs may end handle groups.
+        drop(cell);
     }
 
     /// The owner cancelled a task running here: cancel it (and what it
@@ -317,5 +394,13 @@ impl Owner {
         for id in orphans {
             self.on_cancel(ctx, id);
         }
+        let held: Vec<Arc<ObjectCell>> = {
+            let mut held = self.held.lock();
+            let mut ids: Vec<ObjectId> =
+                held.keys().filter(|id| id.node == dead).copied().collect();
+            ids.sort_unstable();
+            ids.iter().filter_map(|id| held.remove(id)).collect()
+        };
+        drop(held);
     }
 }

@@ -288,6 +288,7 @@ impl Net {
             remote_tasks: c.remote_tasks,
             executing: c.executing,
             pulls: c.pulls,
+            held: c.held,
         }
     }
 
@@ -354,6 +355,8 @@ pub struct NetLeaks {
     pub executing: usize,
     /// Large values still being pulled.
     pub pulls: usize,
+    /// Results held here until their owners pulled them.
+    pub held: usize,
 }
 
 impl NetLeaks {

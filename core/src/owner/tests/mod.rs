@@ -5,6 +5,7 @@
 //! whole or in chunks, each with the failures that can hit it.
 
 mod fetch;
+mod held;
 mod refs;
 mod tasks;
 
@@ -110,7 +111,8 @@ impl NodeCtx for Recorder {
     fn copy_same_host(
         &self,
         id: ObjectId,
-        _from: SharedBlock,
+        _from: NodeId,
+        _at: SharedBlock,
         _block: BlockMut,
         _refs: Vec<RawRef>,
     ) {

@@ -55,7 +55,7 @@ fn decode(args: Vec<ArgIn>) -> Result<Box<dyn Call>, String> {
     Ok(Box::new(TestCall(args)))
 }
 
-static TEST_FN: FnInfo = FnInfo {
+pub(super) static TEST_FN: FnInfo = FnInfo {
     id: FnId(0x7e57_7e57),
     name: "test_fn",
     path: "owl::owner::tests::test_fn",
@@ -64,7 +64,7 @@ static TEST_FN: FnInfo = FnInfo {
 };
 
 /// A task of node 0's, pending, with `retries` extra attempts.
-fn task(index: u32, args: Vec<Arg<u64>>, retries: u32) -> Task {
+pub(super) fn task(index: u32, args: Vec<Arg<u64>>, retries: u32) -> Task {
     Task {
         cell: Arc::new(ObjectCell::new(id(N0, index), SERIAL, 0)),
         func: &TEST_FN,
@@ -97,14 +97,14 @@ fn read(cell: &ObjectCell) -> u64 {
     }
 }
 
-fn error_kind(cell: &ObjectCell) -> TaskErrorKind {
+pub(super) fn error_kind(cell: &ObjectCell) -> TaskErrorKind {
     match cell.result() {
         Some(Err(e)) => e.kind.clone(),
         other => panic!("not an error: {other:?}"),
     }
 }
 
-fn node_gone_tables(node: NodeId) -> Vec<Action> {
+pub(super) fn node_gone_tables(node: NodeId) -> Vec<Action> {
     (0..SHARDS)
         .map(|s| Action::Table(ShardId(s), TableOp::NodeGone(node)))
         .collect()
@@ -266,7 +266,7 @@ fn a_node_dies_during_a_ship_and_nothing_it_was_given_stays_counted() {
     assert_eq!(gone, vec![mine_id, theirs_id]);
 }
 
-fn submit(object: ObjectId, func: u64, args: Vec<WireArg>) -> OwlMsg {
+pub(super) fn submit(object: ObjectId, func: u64, args: Vec<WireArg>) -> OwlMsg {
     OwlMsg::Submit {
         object: object.into(),
         func,
