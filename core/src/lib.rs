@@ -79,7 +79,7 @@ pub mod __private {
     pub use crate::object::cell::ObjectCell;
     pub use crate::object::value::{store, Stored};
     pub use crate::spec::{
-        Arg, ArgIn, ArgOut, Call, Exec, FnInfo, IntoArg, TaskFuture, REMOTE_FNS,
+        Arg, ArgIn, ArgOut, Call, Exec, FnInfo, IntoArg, TaskFuture, Wiring, REMOTE_FNS,
     };
     pub use linkme;
     pub use owl_store::Arena;

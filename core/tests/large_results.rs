@@ -69,3 +69,33 @@ fn a_100_mib_result_is_pulled_in_chunks_over_the_link() {
     let paths = [dirs[0].path().to_path_buf(), dirs[1].path().to_path_buf()];
     result_comes_back(&pair(512 * MIB, Some(paths)), 100 * MIB);
 }
+
+#[owl::remote]
+fn digest(bytes: Vec<u8>) -> (u64, u64) {
+    (bytes.len() as u64, checksum(&bytes))
+}
+
+#[test]
+fn a_100_mib_by_value_argument_reaches_a_remote_task() {
+    // The argument is too large for one message: the caller makes it an
+    // object, and the executor pulls it in chunks (separate store
+    // directories, as across hosts).
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let paths = [dirs[0].path().to_path_buf(), dirs[1].path().to_path_buf()];
+    let nodes = pair(512 * MIB, Some(paths));
+    let len = 100 * MIB;
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let want = (len, checksum(&bytes));
+    let r = digest
+        .options(CallOpts::new().node(NodeId(1)))
+        .remote(&nodes[0], bytes)
+        .unwrap();
+    let got = r
+        .get_blocking_timeout(Duration::from_secs(60))
+        .expect("the call arrives and answers");
+    assert_eq!(*got, want);
+    drop((got, r));
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}

@@ -179,12 +179,11 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 
             fn wire(
                 &mut self,
-                __arena: &::owl::__private::Arc<::owl::__private::Arena>,
-                __max: usize,
+                __w: &mut ::owl::__private::Wiring<'_>,
                 __f: &mut dyn FnMut(::owl::__private::ArgOut<'_>),
             ) -> ::std::result::Result<(), ::owl::PutError> {
-                #(self.#arg_fields.wire(__arena, __max, __f)?;)*
-                let _ = (__arena, __max, __f);
+                #(self.#arg_fields.wire(__w, __f)?;)*
+                let _ = (__w, __f);
                 Ok(())
             }
         }

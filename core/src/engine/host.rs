@@ -86,6 +86,13 @@ impl NodeCtx for HostCtx<'_> {
         self.node.config.inline_max
     }
 
+    fn put(&self, value: Stored) -> Option<RawRef> {
+        // Only on one of this node's shards: the object joins its table.
+        let serial = self.node.serial;
+        crate::engine::shard::with_current(|s| (s.shared.serial == serial).then(|| s.put(value)))
+            .flatten()
+    }
+
     fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId) {
         let waker = Waker::from(Arc::new(FetchWaker {
             node: Arc::downgrade(self.node),

@@ -33,6 +33,7 @@ use parking_lot::Mutex;
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
+use crate::object::value::Stored;
 use crate::spec::{FnInfo, Task};
 
 pub(crate) use tasks::RemoteTask;
@@ -69,6 +70,9 @@ pub(crate) trait NodeCtx: Ctx {
     fn wake_shards(&self);
     /// The node's object store, where values from other nodes land.
     fn arena(&self) -> &Arc<Arena>;
+    /// Makes `value` an object owned by this node (by the calling shard);
+    /// `None` off a shard thread.
+    fn put(&self, value: Stored) -> Option<RawRef>;
     /// Values up to this size live inline rather than in the arena.
     fn inline_max(&self) -> usize;
     /// Calls [`Owner::send_value`] for `to` once `cell` is ready.

@@ -12,7 +12,7 @@ use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::{ObjectCell, Outcome};
 use crate::object::objref::RawRef;
-use crate::spec::{ArgIn, ArgOut, CallOpts, Task};
+use crate::spec::{ArgIn, ArgOut, CallOpts, Task, Wiring};
 
 /// Values of ref arguments up to this size travel with the call; larger
 /// ones are pulled by the executor from their owner.
@@ -58,7 +58,16 @@ impl Owner {
             return Err((task, TaskErrorKind::Unplaceable(why)));
         }
         let mut args = Vec::new();
-        let wired = task.call.wire(ctx.arena(), ctx.inline_max(), &mut |a| {
+        let mut put = |value| ctx.put(value);
+        let mut wiring = Wiring {
+            arena: ctx.arena(),
+            inline_max: ctx.inline_max(),
+            // Larger values would not fit one message with room to spare:
+            // they go as objects, pulled in chunks.
+            max_inline_arg: CHUNK,
+            put: &mut put,
+        };
+        let wired = task.call.wire(&mut wiring, &mut |a| {
             args.push(self.ship_arg(ctx, target, a))
         });
         if let Err(e) = wired {

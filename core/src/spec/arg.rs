@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use owl_store::Arena;
 
-use super::{ArgIn, ArgOut};
+use super::{ArgIn, ArgOut, Wiring};
 use crate::error::{PutError, TaskErrorKind};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::{deserialize_stored, ObjectRef};
@@ -82,17 +82,32 @@ impl<P: Value> Arg<P> {
     /// Archives the argument for another node and hands it to `f`. Gathered
     /// refs become one archived value: the receiver's parameter is a `Vec<T>`
     /// that no single ref on the wire could stand for.
+    ///
+    /// An archived value larger than `w.max_inline_arg` becomes an object
+    /// of this node, kept by the call from then on (retries included): the
+    /// receiver gets a ref and pulls the value, as for any large object.
     pub fn wire(
         &mut self,
-        arena: &Arc<Arena>,
-        inline_max: usize,
+        w: &mut Wiring<'_>,
         f: &mut dyn FnMut(ArgOut<'_>),
     ) -> Result<(), PutError> {
         if let Arg::Gather(g) = self {
             let value = g.take().map_err(|e| PutError::Serialize(e.to_string()))?;
-            *self = Arg::Kept(store(&value, arena, inline_max)?);
+            *self = Arg::Kept(store(&value, w.arena, w.inline_max)?);
         }
-        self.keep(arena, inline_max)?;
+        self.keep(w.arena, w.inline_max)?;
+        if matches!(self, Arg::Kept(s) if s.bytes().len() > w.max_inline_arg) {
+            let Arg::Kept(stored) = std::mem::replace(self, Arg::Value(None)) else {
+                unreachable!("matched above")
+            };
+            let len = stored.bytes().len();
+            let raw = (w.put)(stored).ok_or_else(|| {
+                PutError::Serialize(format!(
+                    "an argument of {len} bytes is too large for one message, and only a shard thread can make it an object to send instead"
+                ))
+            })?;
+            *self = Arg::Ref(ObjectRef::from_raw(raw));
+        }
         match self {
             Arg::Kept(stored) => f(ArgOut::Value(stored)),
             Arg::Ref(r) => f(ArgOut::Ref(r.raw())),

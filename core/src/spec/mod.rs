@@ -86,12 +86,30 @@ pub trait Call: Send + 'static {
     /// Runs one attempt. Arguments are ready when this is called.
     fn run(&mut self) -> Exec;
     /// Prepares the arguments for another node (values archived, gathered
-    /// refs resolved into one value) and hands each to `f`, in order.
-    /// Arguments are ready when this is called.
-    fn wire(
-        &mut self,
-        arena: &Arc<Arena>,
-        inline_max: usize,
-        f: &mut dyn FnMut(ArgOut<'_>),
-    ) -> Result<(), PutError>;
+    /// refs resolved into one value, values too large for a message made
+    /// objects) and hands each to `f`, in order. Arguments are ready when
+    /// this is called.
+    fn wire(&mut self, w: &mut Wiring<'_>, f: &mut dyn FnMut(ArgOut<'_>)) -> Result<(), PutError>;
+}
+
+/// What preparing a call's arguments for another node needs: where to
+/// archive values, and how to make a value too large for one message into
+/// an object of this node (which the receiver then pulls in chunks).
+pub struct Wiring<'a> {
+    pub arena: &'a Arc<Arena>,
+    pub inline_max: usize,
+    /// Archived values above this size travel as objects.
+    pub max_inline_arg: usize,
+    /// Makes a value an object of this node; `None` when it cannot (off a
+    /// shard thread).
+    pub put: &'a mut dyn FnMut(Stored) -> Option<RawRef>,
+}
+
+impl std::fmt::Debug for Wiring<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wiring")
+            .field("inline_max", &self.inline_max)
+            .field("max_inline_arg", &self.max_inline_arg)
+            .finish_non_exhaustive()
+    }
 }

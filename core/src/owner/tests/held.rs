@@ -8,6 +8,8 @@ use super::*;
 use crate::object::value::Stored;
 use crate::owner::fetch::CHUNK;
 use crate::owner::Owner;
+use crate::spec::Arg;
+use owl_proto::WireArg;
 
 /// A value of `len` bytes in the recorder's arena, as a task's result.
 fn large(ctx: &Recorder, len: usize) -> Stored {
@@ -190,4 +192,41 @@ fn a_held_result_from_a_node_the_task_no_longer_runs_on_is_released_at_once() {
     owner.on_msg(&ctx, N2, stale);
     assert_eq!(ctx.take(), vec![Action::Send(N2, release(cell.id()))]);
     assert_eq!(owner.counts().pulls, 1, "node 1's pull goes on");
+}
+
+#[test]
+fn a_by_value_argument_too_large_for_a_message_goes_as_an_object() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let big = Arg::Kept(large(&ctx, CHUNK + 1));
+    let t = task(1, vec![big, Arg::Value(Some(3))], 0);
+    assert!(owner.dispatch(&ctx, t, N1).is_ok());
+    let sent = ctx.take();
+    let put = id(N0, 1000);
+    assert_eq!(sent[0], Action::Put(put));
+    assert_eq!(
+        sent[1],
+        Action::Table(
+            ShardId(0),
+            TableOp::Borrow {
+                id: put,
+                node: N1,
+                delta: 1,
+                shipped: true
+            }
+        )
+    );
+    let Action::Send(N1, OwlMsg::Submit { args, .. }) = &sent[2] else {
+        panic!("{sent:?}")
+    };
+    assert!(matches!(&args[..], [WireArg::Ref(r), WireArg::Value(_)] if ObjectId::from(*r) == put));
+    // A retry sends the same object again: the call keeps it.
+    owner.node_gone(&ctx, N1);
+    let retry = ctx.take_queued().pop().unwrap();
+    assert!(owner.dispatch(&ctx, retry, N2).is_ok());
+    let sent = ctx.take();
+    assert!(
+        sent.iter().all(|a| !matches!(a, Action::Put(_))),
+        "{sent:?}"
+    );
 }

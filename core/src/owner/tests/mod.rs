@@ -36,6 +36,8 @@ enum Action {
     /// A standing fetch: the value goes to the node once ready.
     WhenReady(ObjectId, NodeId),
     CopySameHost(ObjectId),
+    /// A value made an object of this node (a large argument).
+    Put(ObjectId),
 }
 
 /// Shards per node the recorder reports.
@@ -49,6 +51,8 @@ struct Recorder {
     nodes: u32,
     /// Nodes that do not run the program's functions.
     foreign: RefCell<BTreeSet<NodeId>>,
+    /// Objects made by `put` so far.
+    puts: std::cell::Cell<u32>,
     arena: Arc<Arena>,
     _dir: tempfile::TempDir,
 }
@@ -63,6 +67,7 @@ impl Default for Recorder {
             dead: RefCell::default(),
             nodes: 4,
             foreign: RefCell::default(),
+            puts: std::cell::Cell::new(0),
             arena,
             _dir: dir,
         }
@@ -102,6 +107,14 @@ impl NodeCtx for Recorder {
     }
     fn inline_max(&self) -> usize {
         1024
+    }
+    fn put(&self, value: crate::object::value::Stored) -> Option<RawRef> {
+        let id = id(N0, 1000 + self.puts.get());
+        self.puts.set(self.puts.get() + 1);
+        self.actions.borrow_mut().push(Action::Put(id));
+        Some(RawRef::adopt(Arc::new(ObjectCell::ready(
+            id, SERIAL, 1, value,
+        ))))
     }
     fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId) {
         self.actions

@@ -10,7 +10,7 @@ use crate::ids::FnId;
 use crate::object::objref::{deserialize_stored, ObjectRef};
 use crate::object::value::store;
 use crate::owner::{wire, Owner};
-use crate::spec::{Arg, ArgIn, ArgOut, Call, CallOpts, Exec, FnInfo};
+use crate::spec::{Arg, ArgIn, ArgOut, Call, CallOpts, Exec, FnInfo, Wiring};
 
 /// A call of [`TEST_FN`]: `u64` arguments, by value or by ref. These tests
 /// never run it; they follow where it goes.
@@ -35,15 +35,8 @@ impl Call for TestCall {
         Exec::Done(Err(TaskErrorKind::Failed("not run by these tests".into())))
     }
 
-    fn wire(
-        &mut self,
-        arena: &Arc<Arena>,
-        inline_max: usize,
-        f: &mut dyn FnMut(ArgOut<'_>),
-    ) -> Result<(), PutError> {
-        self.0
-            .iter_mut()
-            .try_for_each(|a| a.wire(arena, inline_max, f))
+    fn wire(&mut self, w: &mut Wiring<'_>, f: &mut dyn FnMut(ArgOut<'_>)) -> Result<(), PutError> {
+        self.0.iter_mut().try_for_each(|a| a.wire(w, f))
     }
 }
 

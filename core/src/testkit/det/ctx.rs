@@ -14,7 +14,7 @@ use crate::ids::{FnId, NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::owner::{Ctx, NodeCtx, TableOp};
-use crate::spec::{Arg, ArgIn, ArgOut, Call, Exec, FnInfo, Task};
+use crate::spec::{Arg, ArgIn, ArgOut, Call, Exec, FnInfo, Task, Wiring};
 
 /// Values up to this size stay inline: the cluster's values never touch
 /// the arena.
@@ -79,6 +79,10 @@ impl NodeCtx for DetCtx<'_> {
         INLINE_MAX
     }
 
+    fn put(&self, _: crate::object::value::Stored) -> Option<RawRef> {
+        unreachable!("the deterministic cluster's arguments are never large")
+    }
+
     fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId) {
         self.out
             .borrow_mut()
@@ -115,15 +119,8 @@ impl Call for DetCall {
         )))
     }
 
-    fn wire(
-        &mut self,
-        arena: &Arc<Arena>,
-        inline_max: usize,
-        f: &mut dyn FnMut(ArgOut<'_>),
-    ) -> Result<(), PutError> {
-        self.0
-            .iter_mut()
-            .try_for_each(|a| a.wire(arena, inline_max, f))
+    fn wire(&mut self, w: &mut Wiring<'_>, f: &mut dyn FnMut(ArgOut<'_>)) -> Result<(), PutError> {
+        self.0.iter_mut().try_for_each(|a| a.wire(w, f))
     }
 }
 
