@@ -62,9 +62,9 @@ impl Owner {
         let mut wiring = Wiring {
             arena: ctx.arena(),
             inline_max: ctx.inline_max(),
-            // Larger values would not fit one message with room to spare:
-            // they go as objects, pulled in chunks.
-            max_inline_arg: CHUNK,
+            // A call's values inline up to one chunk in all (well inside a
+            // message); the others go as objects, pulled in chunks.
+            inline_budget: CHUNK,
             put: &mut put,
         };
         let wired = task.call.wire(&mut wiring, &mut |a| {

@@ -83,9 +83,10 @@ impl<P: Value> Arg<P> {
     /// refs become one archived value: the receiver's parameter is a `Vec<T>`
     /// that no single ref on the wire could stand for.
     ///
-    /// An archived value larger than `w.max_inline_arg` becomes an object
-    /// of this node, kept by the call from then on (retries included): the
-    /// receiver gets a ref and pulls the value, as for any large object.
+    /// An archived value that does not fit what is left of
+    /// `w.inline_budget` becomes an object of this node, kept by the call
+    /// from then on (retries included): the receiver gets a ref and pulls
+    /// the value, as for any large object.
     pub fn wire(
         &mut self,
         w: &mut Wiring<'_>,
@@ -96,17 +97,12 @@ impl<P: Value> Arg<P> {
             *self = Arg::Kept(store(&value, w.arena, w.inline_max)?);
         }
         self.keep(w.arena, w.inline_max)?;
-        if matches!(self, Arg::Kept(s) if s.bytes().len() > w.max_inline_arg) {
-            let Arg::Kept(stored) = std::mem::replace(self, Arg::Value(None)) else {
-                unreachable!("matched above")
-            };
-            let len = stored.bytes().len();
-            let raw = (w.put)(stored).ok_or_else(|| {
-                PutError::Serialize(format!(
-                    "an argument of {len} bytes is too large for one message, and only a shard thread can make it an object to send instead"
-                ))
-            })?;
-            *self = Arg::Ref(ObjectRef::from_raw(raw));
+        if let Arg::Kept(s) = self {
+            if let Some(left) = w.inline_budget.checked_sub(s.bytes().len()) {
+                w.inline_budget = left;
+            } else {
+                self.make_object(w)?;
+            }
         }
         match self {
             Arg::Kept(stored) => f(ArgOut::Value(stored)),
@@ -118,6 +114,22 @@ impl<P: Value> Arg<P> {
             }
             Arg::Value(Some(_)) | Arg::Gather(_) => unreachable!("archived above"),
         }
+        Ok(())
+    }
+
+    /// Makes a kept value an object of this node, held from now on as a
+    /// ref (see [`Arg::wire`]).
+    fn make_object(&mut self, w: &mut Wiring<'_>) -> Result<(), PutError> {
+        let Arg::Kept(stored) = std::mem::replace(self, Arg::Value(None)) else {
+            return Ok(());
+        };
+        let len = stored.bytes().len();
+        let raw = (w.put)(stored).ok_or_else(|| {
+            PutError::Serialize(format!(
+                "an argument of {len} bytes does not fit one message, and only a shard thread can make it an object to send instead"
+            ))
+        })?;
+        *self = Arg::Ref(ObjectRef::from_raw(raw));
         Ok(())
     }
 

@@ -98,8 +98,10 @@ pub trait Call: Send + 'static {
 pub struct Wiring<'a> {
     pub arena: &'a Arc<Arena>,
     pub inline_max: usize,
-    /// Archived values above this size travel as objects.
-    pub max_inline_arg: usize,
+    /// Archived values travel inline while they fit in this many bytes
+    /// (all of a call's together, so that the call fits one message);
+    /// the others travel as objects.
+    pub inline_budget: usize,
     /// Makes a value an object of this node; `None` when it cannot (off a
     /// shard thread).
     pub put: &'a mut dyn FnMut(Stored) -> Option<RawRef>,
@@ -109,7 +111,7 @@ impl std::fmt::Debug for Wiring<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wiring")
             .field("inline_max", &self.inline_max)
-            .field("max_inline_arg", &self.max_inline_arg)
+            .field("inline_budget", &self.inline_budget)
             .finish_non_exhaustive()
     }
 }

@@ -230,3 +230,25 @@ fn a_by_value_argument_too_large_for_a_message_goes_as_an_object() {
         "{sent:?}"
     );
 }
+
+#[test]
+fn a_call_s_inline_arguments_fit_one_message_together() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    // Each fits a message alone; the three together would not fit the
+    // call's budget, so the second and third go as objects.
+    let args = (0..3)
+        .map(|_| Arg::Kept(large(&ctx, CHUNK / 2 + 1)))
+        .collect();
+    assert!(owner.dispatch(&ctx, task(1, args, 0), N1).is_ok());
+    let sent = ctx.take();
+    let puts = sent.iter().filter(|a| matches!(a, Action::Put(_))).count();
+    assert_eq!(puts, 2, "{sent:?}");
+    let Some(Action::Send(N1, OwlMsg::Submit { args, .. })) = sent.last() else {
+        panic!("{sent:?}")
+    };
+    assert!(matches!(
+        &args[..],
+        [WireArg::Value(_), WireArg::Ref(_), WireArg::Ref(_)]
+    ));
+}
