@@ -27,7 +27,7 @@ const TAG: usize = 16;
 /// only that one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("frame of {len} bytes exceeds the limit of {max} bytes; send large values as ValueHeader/Pull/Chunk or raise max_frame on every node")]
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes (owl sends values and arguments over 4 MiB as objects pulled in chunks, so no owl node should make one: please report it)")]
     TooLarge { len: usize, max: usize },
     #[error("frame length {len} is shorter than a frame header; the peer is not speaking the owl protocol")]
     TooShort { len: usize },
