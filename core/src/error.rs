@@ -56,7 +56,10 @@ impl std::fmt::Display for TaskErrorKind {
 
 /// A failed task: what went wrong, which task, where, after how many tries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("task `{task}` ({object}) on {node}/{shard} {kind} (attempts: {attempts})")]
+#[error(
+    "task `{task}` ({object}) on {node}/{shard} {kind} (attempts: {attempts}){}",
+    Attempt::list(history)
+)]
 pub struct TaskError {
     pub kind: TaskErrorKind,
     /// The call's name option, or the function's name.
@@ -66,6 +69,31 @@ pub struct TaskError {
     /// The shard that ran (or dropped) the task.
     pub shard: ShardId,
     pub attempts: u32,
+    /// The attempts before the last one (whose node and cause are above),
+    /// oldest first: where each ran and why it did not succeed.
+    pub history: Vec<Attempt>,
+}
+
+/// An attempt of a task that did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub node: NodeId,
+    /// What went wrong, as the error said it.
+    pub cause: String,
+}
+
+impl Attempt {
+    fn list(history: &[Attempt]) -> String {
+        if history.is_empty() {
+            return String::new();
+        }
+        let each: Vec<String> = history
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}. on {}: {}", i + 1, a.node, a.cause))
+            .collect();
+        format!("; earlier attempts: {}", each.join("; "))
+    }
 }
 
 /// Errors from `get`, `get_blocking` and `get_timeout`.

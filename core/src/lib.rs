@@ -55,7 +55,7 @@ pub use config::{Builder, Config, EventLoopKind, Membership, Network, Transport}
 pub use engine::net::{Member, NetLeaks};
 pub use engine::shard::LeakCounts;
 pub use error::{
-    Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
+    Attempt, Error, GetError, PutError, Result, StartError, SubmitError, TaskError, TaskErrorKind,
 };
 pub use ids::{FnId, NodeId, ObjectId, ShardId};
 pub use leaks::LeakReport;

@@ -227,6 +227,7 @@ impl Runtime {
                 node,
                 shard: id.shard,
                 attempts: 0,
+                history: Vec::new(),
             })
         };
         let was_pending = r.cell().cancel(&name);

@@ -172,6 +172,7 @@ fn id(i: u32) -> WireId {
 
 fn error(depth: u32) -> WireError {
     WireError {
+        history: Vec::new(),
         kind: if depth == 0 { 1 } else { 4 },
         message: if depth == 0 {
             "boom".into()

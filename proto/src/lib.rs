@@ -71,8 +71,17 @@ pub struct WireError {
     pub node: u32,
     pub shard: u16,
     pub attempts: u32,
+    /// The attempts before the last one, oldest first.
+    pub history: Vec<WireAttempt>,
     #[rkyv(omit_bounds)]
     pub cause: Option<Box<WireError>>,
+}
+
+/// An attempt of a task that did not succeed: where, and why.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct WireAttempt {
+    pub node: u32,
+    pub cause: String,
 }
 
 /// A message of the ownership protocol.

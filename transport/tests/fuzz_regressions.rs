@@ -19,6 +19,7 @@ fn deep_error_batch(depth: usize) -> AlignedVec<16> {
             };
             for _ in 0..depth {
                 e = WireError {
+                    history: Vec::new(),
                     kind: 4,
                     cause: Some(Box::new(e)),
                     ..WireError::default()

@@ -41,6 +41,7 @@ fn store_error(object: ObjectId, node: NodeId, message: String) -> Arc<TaskError
         node,
         shard: object.shard,
         attempts: 0,
+        history: Vec::new(),
     })
 }
 

@@ -214,6 +214,7 @@ impl Refs {
                 node: id.node,
                 shard: id.shard,
                 attempts: 0,
+                history: Vec::new(),
             })));
             return RawRef::adopt(cell);
         };
@@ -409,5 +410,6 @@ pub(crate) fn owner_died(id: ObjectId) -> Arc<TaskError> {
         node: id.node,
         shard: id.shard,
         attempts: 0,
+        history: Vec::new(),
     })
 }

@@ -8,7 +8,7 @@ use owl_proto::{OwlMsg, SharedBlock, WireArg, WireError, WireId, WireValue};
 
 use super::fetch::CHUNK;
 use super::{wire, NodeCtx, Owner};
-use crate::error::{TaskError, TaskErrorKind};
+use crate::error::{Attempt, TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::{ObjectCell, Outcome};
 use crate::object::objref::RawRef;
@@ -145,6 +145,7 @@ impl Owner {
                 node: self.me,
                 shard: object.shard,
                 attempts: 1,
+                history: Vec::new(),
             };
             ctx.send(
                 from,
@@ -182,6 +183,7 @@ impl Owner {
             opts: (defaults != CallOpts::default()).then(|| Box::new(defaults)),
             attempt: 0,
             reply_to: Some(from),
+            tried: Vec::new(),
         };
         ctx.enqueue(None, task);
     }
@@ -230,6 +232,19 @@ impl Owner {
         let remote = self.remote.lock().remove(&object);
         match remote {
             Some(r) if r.node == from => {
+                // Attempts lost with dead executors before this one come
+                // first in the error's history.
+                let outcome = match outcome {
+                    Err(e) if !r.task.tried.is_empty() => {
+                        let mut e = (*e).clone();
+                        let mut history = r.task.tried.clone();
+                        history.append(&mut e.history);
+                        e.attempts += r.task.tried.len() as u32;
+                        e.history = history;
+                        Err(Arc::new(e))
+                    }
+                    other => other,
+                };
                 r.task.cell.complete(outcome);
             }
             Some(r) => {
@@ -317,6 +332,7 @@ impl Owner {
                     node: me,
                     shard: c.id().shard,
                     attempts: 0,
+                    history: Vec::new(),
                 })
             });
             ctx.wake_shards();
@@ -370,6 +386,10 @@ impl Owner {
         for RemoteTask { mut task, .. } in lost {
             let died = TaskErrorKind::WorkerDied(dead);
             if super::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
+                task.tried.push(Attempt {
+                    node: dead,
+                    cause: died.to_string(),
+                });
                 task.attempt += 1;
                 if let Some(o) = task.opts.as_mut() {
                     o.node = None;
@@ -384,6 +404,7 @@ impl Owner {
                     node: dead,
                     shard: id.shard,
                     attempts: task.attempt + 1,
+                    history: std::mem::take(&mut task.tried),
                 })));
             }
         }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use owl_proto::{WireError, WireId, WireValue};
+use owl_proto::{WireAttempt, WireError, WireId, WireValue};
 
 use super::{NodeCtx, Owner};
-use crate::error::{TaskError, TaskErrorKind};
+use crate::error::{Attempt, TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::value::Stored;
 
@@ -66,6 +66,14 @@ pub(crate) fn wire_error(e: &TaskError) -> WireError {
             node: e.node.0,
             shard: e.shard.0,
             attempts: e.attempts,
+            history: e
+                .history
+                .iter()
+                .map(|a| WireAttempt {
+                    node: a.node.0,
+                    cause: a.cause.clone(),
+                })
+                .collect(),
             // Only a dependency failure carries what failed under it.
             cause: wired.take().filter(|_| kind == DEPENDENCY).map(Box::new),
         });
@@ -102,6 +110,14 @@ pub(crate) fn task_error(object: ObjectId, w: WireError) -> Arc<TaskError> {
         node: NodeId(w.node),
         shard: ShardId(w.shard),
         attempts: w.attempts,
+        history: w
+            .history
+            .into_iter()
+            .map(|a| Attempt {
+                node: NodeId(a.node),
+                cause: a.cause,
+            })
+            .collect(),
     })
 }
 
@@ -151,6 +167,7 @@ impl Owner {
                     node: self.me,
                     shard: object.shard,
                     attempts: 0,
+                    history: Vec::new(),
                 })
             }),
             Err(e) => Err(task_error(object, e)),

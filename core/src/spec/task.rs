@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{Call, CallOpts, FnInfo};
-use crate::error::TaskErrorKind;
+use crate::error::{Attempt, TaskErrorKind};
 use crate::ids::NodeId;
 use crate::object::cell::ObjectCell;
 
@@ -17,6 +17,9 @@ pub(crate) struct Task {
     pub attempt: u32,
     /// Set when another node owns the task: its outcome goes back there.
     pub reply_to: Option<NodeId>,
+    /// Attempts that did not succeed, oldest first (for the error after
+    /// the last one).
+    pub tried: Vec<Attempt>,
 }
 
 /// A task dropped without publishing a result (runtime shutdown, a queue
@@ -32,6 +35,7 @@ impl Drop for Task {
                 node: id.node,
                 shard: id.shard,
                 attempts: self.attempt,
+                history: std::mem::take(&mut self.tried),
             })));
         }
     }

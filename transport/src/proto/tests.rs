@@ -68,6 +68,7 @@ fn id(i: u32) -> WireId {
 
 fn err() -> WireError {
     WireError {
+        history: Vec::new(),
         kind: 2,
         message: "boom".into(),
         task: "f".into(),
@@ -75,6 +76,7 @@ fn err() -> WireError {
         shard: 0,
         attempts: 3,
         cause: Some(Box::new(WireError {
+            history: Vec::new(),
             kind: 1,
             message: "inner".into(),
             ..Default::default()

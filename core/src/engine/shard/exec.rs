@@ -95,6 +95,10 @@ impl Shard {
                 if crate::owner::retry::may_retry(task.opts.as_deref(), task.attempt, &kind) =>
             {
                 tracing::debug!(task = %task.name(), attempt = task.attempt, error = %kind, "retrying task");
+                task.tried.push(crate::error::Attempt {
+                    node: self.shared.node,
+                    cause: kind.to_string(),
+                });
                 task.attempt += 1;
                 return self.push_ready(task);
             }

@@ -172,6 +172,7 @@ impl Shard {
             opts,
             attempt: 0,
             reply_to: None,
+            tried: Vec::new(),
         });
         handle
     }
@@ -307,6 +308,7 @@ impl Shard {
             node: self.shared.node,
             shard: self.id,
             attempts: task.attempt + 1,
+            history: task.tried.clone(),
         })
     }
 

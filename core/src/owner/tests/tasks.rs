@@ -65,6 +65,7 @@ pub(super) fn task(index: u32, args: Vec<Arg<u64>>, retries: u32) -> Task {
         opts: (retries > 0).then(|| Box::new(CallOpts::new().max_retries(retries))),
         attempt: 0,
         reply_to: None,
+        tried: Vec::new(),
     }
 }
 
@@ -373,6 +374,7 @@ fn a_local_cancel_forgets_the_remote_task_and_tells_its_executor() {
         node: N0,
         shard: ShardId(0),
         attempts: 0,
+        history: Vec::new(),
     })));
     owner.cancel_remote(&ctx);
     assert_eq!(
@@ -389,4 +391,79 @@ fn a_local_cancel_forgets_the_remote_task_and_tells_its_executor() {
     owner.on_msg(&ctx, N1, done(a_cell.id(), Ok(value(&ctx, 1))));
     assert!(matches!(error_kind(&a_cell), TaskErrorKind::Cancelled));
     assert!(owner.remote_node(b_id) == Some(N2));
+}
+
+#[test]
+fn the_error_after_the_last_try_lists_every_attempt() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let t = task(1, vec![], 0);
+    let cell = Arc::clone(&t.cell);
+    assert!(owner.dispatch(&ctx, t, N1).is_ok());
+    owner.node_gone(&ctx, N1);
+    let retry = ctx.take_queued().pop().unwrap();
+    assert!(owner.dispatch(&ctx, retry, N2).is_ok());
+    owner.node_gone(&ctx, N2);
+    let retry = ctx.take_queued().pop().unwrap();
+    assert!(owner.dispatch(&ctx, retry, N3).is_ok());
+    // The last executor ran it, retried a panic once itself, and failed.
+    let last = crate::error::TaskError {
+        kind: TaskErrorKind::Panicked("boom".into()),
+        task: "t".into(),
+        object: cell.id(),
+        node: N3,
+        shard: ShardId(0),
+        attempts: 2,
+        history: vec![crate::error::Attempt {
+            node: N3,
+            cause: "panicked: boom".into(),
+        }],
+    };
+    owner.on_msg(&ctx, N3, done(cell.id(), Err(wire::wire_error(&last))));
+    let e = match cell.result() {
+        Some(Err(e)) => Arc::clone(e),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(e.attempts, 4);
+    let tried: Vec<NodeId> = e.history.iter().map(|a| a.node).collect();
+    assert_eq!(tried, vec![N1, N2, N3]);
+    assert!(
+        e.history[0].cause.contains("died"),
+        "{}",
+        e.history[0].cause
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains("earlier attempts: 1. on n1: ")
+            && shown.contains("3. on n3: panicked: boom"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_task_whose_executors_keep_dying_fails_naming_each_of_them() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let system = super::super::retry::SYSTEM_RETRIES;
+    let t = task(1, vec![], 0);
+    let cell = Arc::clone(&t.cell);
+    let mut next = Some(t);
+    let mut nodes = Vec::new();
+    for i in 0..=system {
+        let node = NodeId(1 + i % 3);
+        nodes.push(node);
+        assert!(owner.dispatch(&ctx, next.take().unwrap(), node).is_ok());
+        owner.node_gone(&ctx, node);
+        // The recorder forgets deaths between tries: each node "comes back".
+        next = ctx.take_queued().pop();
+    }
+    assert!(next.is_none(), "no retry after the last");
+    let e = match cell.result() {
+        Some(Err(e)) => Arc::clone(e),
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(e.kind, TaskErrorKind::WorkerDied(n) if n == nodes[system as usize]));
+    assert_eq!(e.attempts, system + 1);
+    let tried: Vec<NodeId> = e.history.iter().map(|a| a.node).collect();
+    assert_eq!(tried, nodes[..system as usize].to_vec());
 }

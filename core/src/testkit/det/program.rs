@@ -122,6 +122,7 @@ impl Cluster {
             opts: (retries > 0).then(|| Box::new(CallOpts::new().max_retries(retries))),
             attempt: 0,
             reply_to: None,
+            tried: Vec::new(),
         };
         self.runs.insert(id, 0);
         let target = if self.rng.below(3) == 0 {
