@@ -121,6 +121,17 @@ pub fn start(args: StartArgs) -> ExitCode {
     if let Err(e) = open::prepare_state_dir(&state) {
         return fail("start", e);
     }
+    if let Some(address) = &args.address {
+        // A head known to be gone fails here, at once, rather than in the
+        // background node's log.
+        let mut v = vars();
+        v.insert("OWL_ADDRESS".into(), address.clone());
+        if let Err(e @ owl_launch::LaunchError::HeadGone { .. }) =
+            open::attach_from(&v, &owl_launch::SystemResolver)
+        {
+            return fail("start", e);
+        }
+    }
     if args.block {
         run_node(args, &state)
     } else {
