@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Output, Stdio};
 
 use rustix::process::{kill_process, Pid, Signal};
@@ -148,7 +149,16 @@ fn members_outlive_their_head_and_joins_wait_for_a_new_one() {
         );
     }
 
-    // A head is back (a new cluster): joins work again.
+    // A head is back (a new cluster): joins work again. The dead head's
+    // arena goes with the next sweep once its pid is free: it was started
+    // in the background, so PID 1 reaps it (here only every ~2 s), and
+    // until then a young file of a pid in use is left alone.
+    let t = std::time::Instant::now();
+    while Path::new(&format!("/proc/{head_pid}")).exists()
+        && t.elapsed() < std::time::Duration::from_secs(20)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     start_head(&c);
     assert!(succeeded(&join(&c, "auto")).contains("joined"));
     let pids = c.pids();
