@@ -5,6 +5,8 @@
 //! joins it and serves tasks: owl's own (this binary's functions) or, with
 //! `-- PROGRAM ARGS`, a program's, the program then being the node
 //! (`OWL_ROLE=worker`). Programs attach as drivers with `OWL_ADDRESS`.
+//! A joined node whose head dies keeps serving until stopped; joining
+//! fails at once while this host's records show the head gone.
 //!
 //! Without `--block` the node runs in the background: `owl start` starts
 //! itself again with `--block` in a new process group, its output going to
