@@ -13,6 +13,7 @@
 mod nodes;
 mod run;
 mod start;
+mod verdict;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};

@@ -9,17 +9,25 @@
 //! and stderr lines are prefixed with `[i] `. Children have stdin from
 //! /dev/null and run in their own process groups, so a signal reaches each
 //! node and everything it started exactly once: Ctrl-C, SIGTERM and SIGHUP
-//! sent to `owl run` are forwarded (a second Ctrl-C kills). When a node
-//! fails, the others get SIGTERM, then SIGKILL after `--grace` seconds, and
-//! `owl run` exits with the failed node's code (128 + signal if it was
-//! killed); on `--timeout` it exits 124; when interrupted, 128 + signal.
-//! Arena files of nodes that died without removing theirs are removed
-//! before `owl run` exits.
+//! sent to `owl run` are forwarded (a second Ctrl-C kills).
+//!
+//! Node 0 is the driver: it runs `main` and owns the run's work, so its
+//! exit decides the run's. A worker (node 1..N) that dies or exits while
+//! node 0 runs is reported and the others go on: that is a fault owl
+//! handles (its tasks are retried on the survivors; a worker its peers
+//! declared dead exits by itself). When node 0 fails, the others get
+//! SIGTERM, then SIGKILL after `--grace` seconds, and `owl run` exits with
+//! node 0's code (128 + signal if it was killed). When node 0 succeeds,
+//! the workers leave by themselves; one that fails after that (a leak
+//! check, a panic while leaving) fails the run with its code, since
+//! nothing is left to absorb it. On `--timeout` it exits 124; when
+//! interrupted, 128 + signal. Arena files of nodes that died without
+//! removing theirs are removed before `owl run` exits.
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -30,6 +38,7 @@ use rustix::process::{kill_process_group, Pid, Signal};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::verdict::{signal_name, Action, Verdict};
 use crate::Transport;
 
 #[derive(Debug, clap::Args)]
@@ -61,34 +70,6 @@ const USAGE_ERROR: u8 = 2;
 fn fail_usage(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("owl run: {msg}");
     ExitCode::from(USAGE_ERROR)
-}
-
-fn describe(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with code {c}"),
-        (None, Some(s)) => format!("was killed by signal {s}{}", signal_name(s)),
-        _ => format!("ended with {status}"),
-    }
-}
-
-fn signal_name(s: i32) -> &'static str {
-    match s {
-        1 => " (SIGHUP)",
-        2 => " (SIGINT)",
-        6 => " (SIGABRT)",
-        9 => " (SIGKILL)",
-        11 => " (SIGSEGV)",
-        15 => " (SIGTERM)",
-        _ => "",
-    }
-}
-
-fn exit_code_of(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => u8::try_from(c & 0xff).unwrap_or(1).max(1),
-        (None, Some(s)) => u8::try_from(128 + s).unwrap_or(255),
-        _ => 1,
-    }
 }
 
 fn signal_group(pgid: u32, sig: Signal) {
@@ -217,9 +198,7 @@ pub fn run(args: RunArgs) -> ExitCode {
 
     let started = Instant::now();
     let deadline = timeout.map(|t| started + t);
-    let mut first_failure: Option<(u32, ExitStatus)> = None;
-    let mut interrupted: Option<i32> = None;
-    let mut timed_out = false;
+    let mut verdict = Verdict::default();
     let mut kill_at: Option<Instant> = None;
     let mut killed = false;
 
@@ -231,8 +210,8 @@ pub fn run(args: RunArgs) -> ExitCode {
 
     loop {
         for sig in signals.pending() {
-            let repeat = interrupted.is_some();
-            interrupted = Some(sig);
+            let repeat = verdict.interrupted_by().is_some();
+            verdict.interrupted(sig);
             if repeat && sig == SIGINT {
                 stop_others(&nodes, Signal::KILL);
                 killed = true;
@@ -241,7 +220,10 @@ pub fn run(args: RunArgs) -> ExitCode {
                 kill_at.get_or_insert(Instant::now() + grace);
             }
         }
-        for (i, node) in nodes.iter_mut().enumerate() {
+        // Workers before node 0: a worker reaped in the same pass as node
+        // 0 died while node 0 still ran, and is judged so.
+        for i in (1..nodes.len()).chain(0..1) {
+            let node = &mut nodes[i];
             let Some(child) = node.child.as_mut() else {
                 continue;
             };
@@ -250,26 +232,22 @@ pub fn run(args: RunArgs) -> ExitCode {
             };
             node.status = Some(status);
             node.child = None;
-            if !status.success() && first_failure.is_none() && interrupted.is_none() && !timed_out {
-                first_failure = Some((i as u32, status));
-            }
-        }
-        if let Some((i, status)) = first_failure.filter(|_| kill_at.is_none()) {
             let live = nodes.iter().filter(|n| n.status.is_none()).count();
-            eprintln!(
-                "owl run: node {i} {}; stopping the other {live} node{}",
-                describe(status),
-                if live == 1 { "" } else { "s" }
-            );
-            stop_others(&nodes, Signal::TERM);
-            kill_at = Some(Instant::now() + grace);
+            match verdict.node_ended(i as u32, status, live) {
+                Action::Nothing => {}
+                Action::Report(line) => eprintln!("owl run: {line}"),
+                Action::StopOthers(line) => {
+                    eprintln!("owl run: {line}");
+                    stop_others(&nodes, Signal::TERM);
+                    kill_at.get_or_insert(Instant::now() + grace);
+                }
+            }
         }
         if nodes.iter().all(|n| n.status.is_some()) {
             break;
         }
-        if let Some(d) = deadline.filter(|d| !timed_out && Instant::now() >= *d) {
-            let _ = d;
-            timed_out = true;
+        if deadline.is_some_and(|d| !verdict.has_timed_out() && Instant::now() >= d) {
+            verdict.timed_out();
             eprintln!(
                 "owl run: timed out after {} s; stopping all nodes",
                 args.timeout.unwrap_or_default()
@@ -303,20 +281,13 @@ pub fn run(args: RunArgs) -> ExitCode {
         eprintln!("owl run: cannot remove the secret's directory: {e}");
     }
 
-    if let Some(sig) = interrupted {
+    if let Some(sig) = verdict.interrupted_by() {
         eprintln!(
             "owl run: interrupted by signal {sig}{}; nodes stopped",
             signal_name(sig)
         );
-        return ExitCode::from(u8::try_from(128 + sig).unwrap_or(255));
     }
-    if let Some((_, status)) = first_failure {
-        return ExitCode::from(exit_code_of(status));
-    }
-    if timed_out {
-        return ExitCode::from(124);
-    }
-    ExitCode::SUCCESS
+    ExitCode::from(verdict.exit_code())
 }
 
 fn write_secret(path: &std::path::Path) -> io::Result<()> {

@@ -5,6 +5,8 @@
 //! joins it and serves tasks: owl's own (this binary's functions) or, with
 //! `-- PROGRAM ARGS`, a program's, the program then being the node
 //! (`OWL_ROLE=worker`). Programs attach as drivers with `OWL_ADDRESS`.
+//! A joined node whose head dies keeps serving until stopped; joining
+//! fails at once while this host's records show the head gone.
 //!
 //! Without `--block` the node runs in the background: `owl start` starts
 //! itself again with `--block` in a new process group, its output going to
@@ -120,6 +122,17 @@ pub fn start(args: StartArgs) -> ExitCode {
     let state = open::state_dir(&vars());
     if let Err(e) = open::prepare_state_dir(&state) {
         return fail("start", e);
+    }
+    if let Some(address) = &args.address {
+        // A head known to be gone fails here, at once, rather than in the
+        // background node's log.
+        let mut v = vars();
+        v.insert("OWL_ADDRESS".into(), address.clone());
+        if let Err(e @ owl_launch::LaunchError::HeadGone { .. }) =
+            open::attach_from(&v, &owl_launch::SystemResolver)
+        {
+            return fail("start", e);
+        }
     }
     if args.block {
         run_node(args, &state)

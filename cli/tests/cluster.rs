@@ -310,3 +310,192 @@ fn mpirun_runs_an_owl_program_on_two_nodes() {
         .unwrap();
     check_pi_run(&out, 2);
 }
+
+/// Tasks and milliseconds per task of the runs a rank dies in: long enough
+/// that rank 2 still holds queued tasks when rank 0 has a quarter of the
+/// results.
+const TASKS: u64 = 600;
+const TASK_MS: u64 = 5;
+
+/// How a launch ended when rank 2 was SIGKILLed after rank 0 had
+/// `TASKS / 4` results: its status, stdout and stderr.
+fn kill_rank_2(mut launch: Command, rank_var: &str) -> (std::process::ExitStatus, String, String) {
+    use std::io::BufRead;
+    let store = tempfile::tempdir().unwrap();
+    let mark = format!("{}-{}", std::process::id(), rank_var);
+    let mut child = launch
+        .args([PI, &TASKS.to_string(), &TASK_MS.to_string()])
+        .env("OWL_TEST_MARK", &mark)
+        .env("OWL_STORE_DIR", store.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || std::io::read_to_string(out).unwrap_or_default());
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = Vec::new();
+    // The launch is bounded by `timeout 60`: the lines end with it.
+    for line in lines.by_ref().map_while(Result::ok) {
+        let done = line
+            .strip_prefix("progress ")
+            .and_then(|p| p.split('/').next()?.parse::<u64>().ok());
+        stderr.push(line);
+        if done.is_some_and(|d| d >= TASKS / 4) {
+            break;
+        }
+    }
+    let ranks = marked(&mark, None);
+    let rank_2 = marked(&mark, Some((rank_var, "2")));
+    assert_eq!(rank_2.len(), 1, "rank 2: {rank_2:?}\n{}", stderr.join("\n"));
+    let pid = rustix::process::Pid::from_raw(rank_2[0] as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    stderr.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    // The launcher reaps its ranks as it ends; a moment for the last.
+    let t = std::time::Instant::now();
+    while !marked(&mark, None).is_empty() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(marked(&mark, None), Vec::<u32>::new(), "ranks left running");
+    // Ranks the launcher did not reap are orphans, which PID 1 here reaps
+    // only every ~2 s; until then their pids hold their arena files.
+    while ranks
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+        && t.elapsed() < std::time::Duration::from_secs(20)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A rank killed by a signal cannot remove its arena file, and no
+    // `owl run` is there to: the next node started on this host sweeps
+    // it. Sweeping here must leave nothing, so every file left was a
+    // dead rank's.
+    owl_store::sweep(store.path(), &[]);
+    let left: Vec<_> = std::fs::read_dir(store.path()).unwrap().collect();
+    assert!(left.is_empty(), "arena files of live processes: {left:?}");
+    (status, stdout.join().unwrap(), stderr.join("\n"))
+}
+
+/// Live `owl-pi` ranks with `OWL_TEST_MARK=mark` (and `var=value`).
+fn marked(mark: &str, var: Option<(&str, &str)>) -> Vec<u32> {
+    let want = |environ: &[u8], kv: String| environ.split(|&b| b == 0).any(|v| v == kv.as_bytes());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+            let running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                !s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            });
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            running
+                && exe.is_ok_and(|e| e == Path::new(PI))
+                && want(&env, format!("OWL_TEST_MARK={mark}"))
+                && var.is_none_or(|(k, v)| want(&env, format!("{k}={v}")))
+        })
+        .collect()
+}
+
+/// Points inside for `TASKS` tasks on one undisturbed node.
+fn undisturbed_inside() -> Value {
+    let out = Command::new(PI)
+        .arg(TASKS.to_string())
+        .env_remove("OWL_NODE_ID")
+        .env_remove("SLURM_PROCID")
+        .output()
+        .unwrap();
+    json_lines(&out)[0]["inside"].clone()
+}
+
+/// A rank SIGKILLed mid-run under `srun --no-kill --kill-on-bad-exit=0`
+/// (the README's flags): the step goes on, rank 0 retries the dead rank's
+/// tasks on the survivors and prints the exact answer. With
+/// `--kill-on-bad-exit=1` (what a site's `KillOnBadExit=1` sets) the same
+/// death ends the step: the flags keep it, not luck.
+#[test]
+fn srun_keeps_the_step_when_a_rank_dies() {
+    if !slurm_ready() {
+        return;
+    }
+    let expected = undisturbed_inside();
+    let home = tempfile::tempdir().unwrap();
+    let srun = |kill_on_bad_exit: &str| {
+        let mut c = launcher("srun", home.path());
+        c.env("OWL_TRANSPORT", "tcp")
+            .env("OWL_SHARDS", "1")
+            .env("OWL_CHECK_LEAKS", "1")
+            .args(["-n", "3", "--overcommit", "--no-kill"])
+            .arg(format!("--kill-on-bad-exit={kill_on_bad_exit}"));
+        c
+    };
+    let (status, stdout, stderr) = kill_rank_2(srun("0"), "SLURM_PROCID");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "rank 0's answer: {stdout}\n{stderr}");
+    assert_eq!(lines[0]["inside"], expected, "{stdout}");
+    assert!(stderr.contains("task 2: Killed"), "{stderr}");
+    assert!(!stderr.contains("CANCELLED"), "the step survived: {stderr}");
+    // srun's status is the worst task's: 128 + SIGKILL.
+    assert_eq!(status.code(), Some(128 + 9), "{stderr}");
+
+    let (_, stdout, stderr) = kill_rank_2(srun("1"), "SLURM_PROCID");
+    assert!(!stdout.contains('{'), "no answer: {stdout}");
+    assert!(stderr.contains("CANCELLED"), "the step ended: {stderr}");
+}
+
+/// The same under `mpirun --enable-recovery`; without it Open MPI aborts
+/// the job when a rank dies.
+#[test]
+fn mpirun_with_recovery_keeps_the_job_when_a_rank_dies() {
+    if !available(
+        "mpirun",
+        "OWL_REQUIRE_MPI",
+        on_path("mpirun"),
+        "apt-get install openmpi-bin",
+    ) {
+        return;
+    }
+    let expected = undisturbed_inside();
+    let home = tempfile::tempdir().unwrap();
+    let mpirun = |recovery: bool| {
+        let mut c = launcher("mpirun", home.path());
+        c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .args(["-n", "3", "--oversubscribe"])
+            .args(["-x", "OWL_TRANSPORT=tcp", "-x", "OWL_SHARDS=1"])
+            .args([
+                "-x",
+                "OWL_CHECK_LEAKS=1",
+                "-x",
+                "OWL_TEST_MARK",
+                "-x",
+                "OWL_STORE_DIR",
+            ]);
+        if recovery {
+            c.arg("--enable-recovery");
+        }
+        c
+    };
+    let (status, stdout, stderr) = kill_rank_2(mpirun(true), "OMPI_COMM_WORLD_RANK");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "rank 0's answer: {stdout}\n{stderr}");
+    assert_eq!(lines[0]["inside"], expected, "{stdout}");
+    assert!(status.success(), "{status}: {stderr}");
+
+    let (status, stdout, stderr) = kill_rank_2(mpirun(false), "OMPI_COMM_WORLD_RANK");
+    assert!(!stdout.contains('{'), "no answer: {stdout}");
+    assert!(!status.success(), "{stderr}");
+}

@@ -76,7 +76,7 @@ fn nodes_share_head_secret_and_transport() {
 }
 
 #[test]
-fn failing_node_fails_the_run_and_stops_its_siblings() {
+fn failing_driver_fails_the_run_and_stops_the_workers() {
     let t = Instant::now();
     let out = owl(&[
         "run",
@@ -85,20 +85,23 @@ fn failing_node_fails_the_run_and_stops_its_siblings() {
         "--",
         "sh",
         "-c",
-        "if [ $OWL_NODE_ID = 1 ]; then sleep 0.2; exit 7; fi; sleep 60",
+        "if [ $OWL_NODE_ID = 0 ]; then sleep 0.2; exit 7; fi; sleep 60",
     ]);
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert!(
         t.elapsed() < Duration::from_secs(10),
-        "siblings were not stopped promptly: {:?}",
+        "workers were not stopped promptly: {:?}",
         t.elapsed()
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("node 1 exited with code 7"), "{err}");
+    assert!(
+        err.contains("node 0 (the driver) exited with code 7; stopping the other 2 nodes"),
+        "{err}"
+    );
 }
 
 #[test]
-fn sibling_ignoring_sigterm_is_killed_after_the_grace() {
+fn worker_ignoring_sigterm_is_killed_after_the_grace() {
     let t = Instant::now();
     let out = owl(&[
         "run",
@@ -116,7 +119,7 @@ fn sibling_ignoring_sigterm_is_killed_after_the_grace() {
 }
 
 #[test]
-fn node_killed_by_a_signal_reports_it() {
+fn driver_killed_by_a_signal_reports_it() {
     let out = owl(&[
         "run",
         "-n",
@@ -124,10 +127,144 @@ fn node_killed_by_a_signal_reports_it() {
         "--",
         "sh",
         "-c",
-        "if [ $OWL_NODE_ID = 1 ]; then kill -9 $$; fi",
+        "if [ $OWL_NODE_ID = 0 ]; then kill -9 $$; fi; sleep 60",
     ]);
     assert_eq!(out.status.code(), Some(128 + 9), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("node 1 was killed by signal 9"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("node 0 (the driver) was killed by signal 9 (SIGKILL)"));
+}
+
+/// Each node writes its pid to `$OWL_TEST_DIR/<node id>`; `wait_gone N`
+/// waits until node N has exited (a zombie, or reaped), `wait_reaped N`
+/// until `owl run` has reaped it (so it has judged that exit).
+const PIDS: &str = r#"
+    echo $$ > "$OWL_TEST_DIR/$OWL_NODE_ID"
+    pid_of() {
+        while [ ! -s "$OWL_TEST_DIR/$1" ]; do sleep 0.01; done
+        cat "$OWL_TEST_DIR/$1"
+    }
+    wait_gone() {
+        p=$(pid_of $1)
+        while [ -e /proc/$p/stat ] && [ "$(cut -d' ' -f3 /proc/$p/stat)" != Z ]; do sleep 0.01; done
+    }
+    wait_reaped() {
+        p=$(pid_of $1)
+        while [ -e /proc/$p ]; do sleep 0.01; done
+    }
+"#;
+
+fn owl_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_owl"))
+        .args(args)
+        .env_remove("OWL_NODE_ID")
+        .env_remove("OWL_NODES")
+        .env_remove("OWL_HEAD")
+        .env("OWL_TEST_DIR", dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn failing_workers_are_reported_and_node_0_decides() {
+    // Node 0 ends only after both workers did, so their ends are judged
+    // while it runs (`owl run` looks at the workers first in each pass).
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{PIDS}
+        case $OWL_NODE_ID in
+            0) wait_gone 1; wait_gone 2; echo done ;;
+            1) exit 7 ;;
+            2) kill -9 $$ ;;
+        esac"
+    );
+    let out = owl_in(
+        dir.path(),
+        &[
+            "run",
+            "-n",
+            "3",
+            "--timeout",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(lines(&out.stdout), ["[0] done"]);
+    assert!(
+        err.contains("owl run: node 1 exited with code 7; the other"),
+        "{err}"
+    );
+    assert!(
+        err.contains("owl run: node 2 was killed by signal 9 (SIGKILL); the other"),
+        "{err}"
+    );
+    assert!(
+        err.contains("go on (node 0, the driver, decides the exit code)"),
+        "{err}"
+    );
+
+    // The driver's failure is still the run's.
+    let script = format!(
+        "{PIDS}
+        case $OWL_NODE_ID in
+            0) wait_gone 1; exit 5 ;;
+            1) exit 7 ;;
+        esac"
+    );
+    let out = owl_in(
+        dir.path(),
+        &[
+            "run",
+            "-n",
+            "2",
+            "--timeout",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+}
+
+#[test]
+fn worker_failing_after_node_0_succeeded_fails_the_run() {
+    // Nothing is left to absorb it (a failed leak check, a panic while
+    // leaving): the run fails with its code.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "{PIDS}
+        case $OWL_NODE_ID in
+            1) wait_reaped 0; exit 3 ;;
+        esac"
+    );
+    let out = owl_in(
+        dir.path(),
+        &[
+            "run",
+            "-n",
+            "2",
+            "--timeout",
+            "30",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(
+            "owl run: node 1 exited with code 3 after node 0 finished; the run fails with its code"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

@@ -197,10 +197,12 @@ impl Runtime {
 
     /// On a node that [`serves`](Runtime::serves): runs tasks for the
     /// cluster until the head leaves or the process gets SIGTERM or SIGINT
-    /// (the head of an open cluster: until the signal). `#[owl::main]`
+    /// (the head of an open cluster: until the signal; a member of one
+    /// whose head died: until the signal too). `#[owl::main]`
     /// calls it instead of `main` on such nodes; dropping the runtime then
-    /// leaves the cluster cleanly. Returns `Error::HeadLost` if the head
-    /// died rather than shutting down.
+    /// leaves the cluster cleanly. In a launched cluster, returns
+    /// `Error::HeadLost` if the head (node 0, the driver) died rather than
+    /// shutting down.
     pub fn serve(&self) -> crate::Result<()> {
         let Some(net) = self.shared.net.as_ref() else {
             return Ok(());
@@ -223,6 +225,20 @@ impl Runtime {
                 let t = Instant::now();
                 while !net.is_dead(head) && t.elapsed() < Duration::from_secs(2) {
                     std::thread::sleep(Duration::from_millis(1));
+                }
+                // In an open cluster the head is on no task's path and
+                // the drivers are other nodes: the members keep serving
+                // them. Only joins need the head.
+                if open && !net.has_left(head) {
+                    let msg = format!(
+                        "owl: node {}: the head (n0) died; serving the cluster's other members until stopped (owl stop). No node can join until a head is back (owl start --head starts a new cluster).",
+                        self.shared.node
+                    );
+                    tracing::warn!("{msg}");
+                    eprintln!("{msg}");
+                    while !stop.raised() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                 }
             }
         }

@@ -68,6 +68,12 @@ pub enum LaunchError {
     NoHostAddress { host: String },
     #[error("OWL_ADDRESS=auto: no cluster is recorded in {dir} (start one with `owl start --head`, set OWL_ADDRESS=HOST:PORT, or point OWL_STATE_DIR at the head's state directory)")]
     NoCluster { dir: PathBuf },
+    #[error("the cluster's head at {address} (pid {pid}, recorded in {dir}) is gone, so no node can join: the members it had keep serving the programs attached to them until `owl stop`. Start a head with `owl start --head` (a new cluster: the old members do not join it)")]
+    HeadGone {
+        address: SocketAddr,
+        pid: u32,
+        dir: PathBuf,
+    },
     #[error("refusing the state directory {path}: it {reason}; it must be yours and writable only by you: if you did not make it, remove it, else `chmod 700 {path}`, or set OWL_STATE_DIR to a private directory")]
     UnsafeStateDir { path: PathBuf, reason: String },
     #[error("cannot tell the mpirun job apart from others: none of PMIX_NAMESPACE, OMPI_MCA_ess_base_jobid, OMPI_MCA_orte_hnp_uri is set; set OWL_JOB to a name shared by all ranks of this run")]

@@ -44,7 +44,9 @@ pub enum Probe {
     Running(ProcessStart),
 }
 
-fn boot_id() -> Option<String> {
+/// This boot's id (`/proc/sys/kernel/random/boot_id`): a record with
+/// another was written on another host, or before a reboot.
+pub fn boot_id() -> Option<String> {
     let id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     Some(id.trim().to_string()).filter(|s| !s.is_empty())
 }

@@ -250,6 +250,25 @@ pub fn reachable_address(listen: SocketAddr, resolver: &dyn Resolve) -> SocketAd
     SocketAddr::new(by_name.or(routed).unwrap_or(loopback), listen.port())
 }
 
+/// Whether the head `rec` names is known to be gone: its node file
+/// (`nodes/<pid>`, written once it was up) says it ran in this boot of
+/// this host, and that process is no longer there. A joiner would
+/// otherwise dial a dead address for the whole connect timeout and end
+/// with a timeout that does not say why. A record from another host (a
+/// shared state directory) or without a node file proves nothing: then
+/// the join itself finds out.
+fn head_gone(dir: &Path, rec: &ClusterRecord) -> bool {
+    use crate::nodefile::{boot_id, read_node_file, Identity};
+    let Some(node) = read_node_file(&dir.join("nodes").join(rec.pid.to_string())) else {
+        return false;
+    };
+    let this_host = node
+        .start
+        .as_ref()
+        .is_some_and(|s| Some(&s.boot) == boot_id().as_ref());
+    this_host && matches!(node.identity(), Identity::Gone | Identity::Other)
+}
+
 /// Where to attach, from `OWL_ADDRESS` (`HOST:PORT` or `auto`); `None`
 /// when it is not set.
 pub fn attach_from(vars: &Vars, resolver: &dyn Resolve) -> Result<Option<Attach>, LaunchError> {
@@ -258,17 +277,25 @@ pub fn attach_from(vars: &Vars, resolver: &dyn Resolve) -> Result<Option<Attach>
     };
     let dir = state_dir(vars);
     check_state_dir_if_present(&dir)?;
-    let (head, recorded) = if address == "auto" {
+    let (head, rec) = if address == "auto" {
         let rec = read_cluster(&dir)?.ok_or(LaunchError::NoCluster { dir: dir.clone() })?;
-        (rec.address, Some(rec.transport))
+        (rec.address, Some(rec))
     } else {
         let head = parse_host_port(resolver, "OWL_ADDRESS", address)?;
         let rec = read_cluster(&dir)
             .ok()
             .flatten()
             .filter(|r| r.address == head);
-        (head, rec.map(|r| r.transport))
+        (head, rec)
     };
+    if let Some(rec) = rec.as_ref().filter(|r| head_gone(&dir, r)) {
+        return Err(LaunchError::HeadGone {
+            address: rec.address,
+            pid: rec.pid,
+            dir,
+        });
+    }
+    let recorded = rec.map(|r| r.transport);
     let secret = match explicit_secret(vars)? {
         Some(plan) => load_secret(&plan, 1, crate::DEFAULT_TIMEOUT)?,
         None => {
@@ -343,6 +370,49 @@ mod tests {
         assert!(read_cluster(&dir).unwrap().is_some());
         remove_cluster(&dir, 4242);
         assert!(read_cluster(&dir).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_join_to_a_head_gone_from_this_host_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        prepare_state_dir(&dir).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let rec = ClusterRecord {
+            address: "127.0.0.1:6390".parse().unwrap(),
+            transport: "tcp".into(),
+            pid,
+        };
+        write_cluster(&dir, &rec, &[9; 32]).unwrap();
+        let node_file = |boot: &str| {
+            fs::write(
+                dir.join("nodes").join(pid.to_string()),
+                format!("node=0\naddress=127.0.0.1:6390\npid={pid}\nstart=1\nboot={boot}\n"),
+            )
+            .unwrap();
+        };
+        let state = dir.to_str().unwrap();
+        // No node file: nothing proves the head gone; the join finds out.
+        for address in ["auto", "127.0.0.1:6390"] {
+            let v = vars(&[("OWL_ADDRESS", address), ("OWL_STATE_DIR", state)]);
+            assert!(attach_from(&v, &SystemResolver).is_ok());
+        }
+        node_file(&crate::nodefile::boot_id().unwrap());
+        for address in ["auto", "127.0.0.1:6390"] {
+            let v = vars(&[("OWL_ADDRESS", address), ("OWL_STATE_DIR", state)]);
+            let err = attach_from(&v, &SystemResolver).unwrap_err();
+            assert!(matches!(err, LaunchError::HeadGone { .. }), "{err}");
+            assert!(err.to_string().contains("owl start --head"), "{err}");
+        }
+        // Another cluster's address is not judged by this record.
+        let v = vars(&[("OWL_ADDRESS", "127.0.0.1:6391"), ("OWL_STATE_DIR", state)]);
+        assert!(attach_from(&v, &SystemResolver).is_ok());
+        // A head on another host (a shared state directory): unknown here.
+        node_file("another-hosts-boot-id");
+        let v = vars(&[("OWL_ADDRESS", "auto"), ("OWL_STATE_DIR", state)]);
+        assert!(attach_from(&v, &SystemResolver).is_ok());
     }
 
     #[test]

@@ -98,3 +98,53 @@ impl Drop for Netns {
         }
     }
 }
+
+/// Running: a zombie (exited, not yet reaped) is not.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with(['Z', 'X'])
+    })
+}
+
+/// Live processes whose environment holds every `KEY=VALUE` of `env`.
+pub fn pids_with_env(env: &[(&str, &str)]) -> Vec<u32> {
+    let wanted: Vec<Vec<u8>> = env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}").into_bytes())
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+                wanted.iter().all(|w| vars.contains(&w.as_slice()))
+            })
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
+/// A random-enough number in `lo..hi` (the test picks a moment; it prints
+/// the pick, so a failure can be replayed by hand).
+pub fn pick(lo: u64, hi: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    lo + u64::from(nanos ^ std::process::id()) % (hi - lo)
+}
+
+/// Names of the files in `dir`.
+pub fn files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
