@@ -6,12 +6,11 @@
 //! share (a small header, then the data) and representative user value
 //! types for `value_access`.
 
-use owl_transport::proto::OwlMsg;
 use owl::rkyv::{Archive, Deserialize, Serialize};
 use owl::{ObjectRef, RefRecord};
 use owl_transport::proto::{
-    Handshake, HandshakeConfig, Msg, Role, Session, SharedBlock, WireArg, WireError, WireId,
-    WireValue, PROTOCOL_VERSION,
+    Handshake, HandshakeConfig, Msg, OwlMsg, Role, Session, SharedBlock, WireArg, WireError,
+    WireId, WireValue, PROTOCOL_VERSION,
 };
 
 /// The cluster secret every target's handshakes use. The fuzzer cannot
