@@ -120,10 +120,7 @@ impl Owner {
         refs: Vec<WireId>,
         shared: Option<SharedBlock>,
     ) {
-        let contained: Vec<RawRef> = refs
-            .iter()
-            .map(|w| self.refs.resolve(ctx, wire::id(w), from))
-            .collect();
+        let contained = self.resolve_all(ctx, &refs, from);
         self.start_pull(ctx, from, id, len, contained, shared);
     }
 

@@ -109,16 +109,30 @@ pub(crate) struct Owner {
     fns: HashMap<u64, &'static FnInfo>,
 }
 
-/// What an [`Owner`] still holds; all zero after a finished workload.
+/// What an [`Owner`] still holds; all zero after a finished workload
+/// (the leak report's `net`, as `NetLeaks`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct OwnerCounts {
+pub struct OwnerCounts {
+    /// Proxies of objects owned by other nodes.
     pub borrowed: usize,
+    /// Objects owned here that other nodes may still refer to.
     pub exports: usize,
+    /// Holds on refs lent to other nodes, not yet registered by the owner.
     pub lent: usize,
+    /// Tasks owned here still running on other nodes.
     pub remote_tasks: usize,
+    /// Tasks running here for other nodes.
     pub executing: usize,
+    /// Large values still being pulled.
     pub pulls: usize,
+    /// Results held here until their owners pulled them.
     pub held: usize,
+}
+
+impl OwnerCounts {
+    pub fn is_empty(&self) -> bool {
+        *self == OwnerCounts::default()
+    }
 }
 
 impl Owner {

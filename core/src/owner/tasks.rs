@@ -11,7 +11,6 @@ use super::{wire, NodeCtx, Owner};
 use crate::error::{Attempt, TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
 use crate::object::cell::{ObjectCell, Outcome};
-use crate::object::objref::RawRef;
 use crate::spec::{ArgIn, ArgOut, CallOpts, Task, Wiring};
 
 /// Values of ref arguments up to this size travel with the call; larger
@@ -126,11 +125,7 @@ impl Owner {
                 WireArg::Gather(ws) => {
                     // Never sent by owl (gathers travel as one value); still
                     // resolve them so their registrations are returned.
-                    drop(
-                        ws.iter()
-                            .map(|w| self.refs.resolve(ctx, wire::id(w), from))
-                            .collect::<Vec<_>>(),
-                    );
+                    drop(self.resolve_all(ctx, &ws, from));
                     bad = Some(TaskErrorKind::Store("unexpected gathered argument".into()));
                 }
             }
@@ -267,10 +262,7 @@ impl Owner {
         refs: Vec<WireId>,
         shared: Option<SharedBlock>,
     ) {
-        let contained: Vec<RawRef> = refs
-            .iter()
-            .map(|w| self.refs.resolve(ctx, wire::id(w), from))
-            .collect();
+        let contained = self.resolve_all(ctx, &refs, from);
         let ours = matches!(self.remote.lock().get(&object), Some(r) if r.node == from);
         if !ours {
             // An answer from a node the task no longer runs on (or a task

@@ -7,6 +7,7 @@ use owl_proto::{WireAttempt, WireError, WireId, WireValue};
 use super::{NodeCtx, Owner};
 use crate::error::{Attempt, TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId, ShardId};
+use crate::object::objref::RawRef;
 use crate::object::value::Stored;
 
 pub(crate) fn id(w: &WireId) -> ObjectId {
@@ -134,6 +135,19 @@ impl Owner {
         }
     }
 
+    /// Handles for refs that arrived from `from` (inside a value, or with
+    /// a header), in order.
+    pub(super) fn resolve_all(
+        &self,
+        ctx: &impl NodeCtx,
+        refs: &[WireId],
+        from: NodeId,
+    ) -> Vec<RawRef> {
+        refs.iter()
+            .map(|w| self.refs.resolve(ctx, id(w), from))
+            .collect()
+    }
+
     /// A value that arrived: its refs resolved here, its bytes copied into
     /// aligned memory (the arena for large ones).
     pub(super) fn receive_value(
@@ -142,11 +156,7 @@ impl Owner {
         from: NodeId,
         v: WireValue,
     ) -> Result<Stored, TaskErrorKind> {
-        let contained = v
-            .refs
-            .iter()
-            .map(|w| self.refs.resolve(ctx, id(w), from))
-            .collect();
+        let contained = self.resolve_all(ctx, &v.refs, from);
         Stored::from_bytes(&v.bytes, contained, ctx.arena(), ctx.inline_max())
             .map_err(|e| TaskErrorKind::Store(format!("received value: {e}")))
     }

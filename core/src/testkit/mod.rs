@@ -3,4 +3,5 @@
 //! cluster (`SimCluster`), in-process and loopback clusters run whole
 //! runtimes above it.
 
+pub(crate) mod call;
 pub mod det;

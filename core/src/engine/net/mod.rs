@@ -280,16 +280,7 @@ impl Net {
 
     /// What is left in the node-wide maps (all empty after a finished workload).
     pub(crate) fn leaks(&self) -> NetLeaks {
-        let c = self.owner.counts();
-        NetLeaks {
-            borrowed: c.borrowed,
-            exports: c.exports,
-            lent: c.lent,
-            remote_tasks: c.remote_tasks,
-            executing: c.executing,
-            pulls: c.pulls,
-            held: c.held,
-        }
+        self.owner.counts()
     }
 
     /// A message the owner layer does not handle: what a peer offers, its
@@ -340,27 +331,5 @@ pub struct Member {
     pub load: Option<(u32, u32)>,
 }
 
-/// What `Net` still holds; part of the leak report.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NetLeaks {
-    /// Proxies of objects owned by other nodes.
-    pub borrowed: usize,
-    /// Objects owned here that other nodes may still refer to.
-    pub exports: usize,
-    /// Holds on refs lent to other nodes, not yet registered by the owner.
-    pub lent: usize,
-    /// Tasks owned here still running on other nodes.
-    pub remote_tasks: usize,
-    /// Tasks running here for other nodes.
-    pub executing: usize,
-    /// Large values still being pulled.
-    pub pulls: usize,
-    /// Results held here until their owners pulled them.
-    pub held: usize,
-}
-
-impl NetLeaks {
-    pub fn is_empty(&self) -> bool {
-        *self == NetLeaks::default()
-    }
-}
+/// What the owner layer of a node still holds; part of the leak report.
+pub use crate::owner::OwnerCounts as NetLeaks;

@@ -5,63 +5,19 @@
 use owl_proto::{WireArg, WireError, WireValue};
 
 use super::*;
-use crate::error::PutError;
-use crate::ids::FnId;
 use crate::object::objref::{deserialize_stored, ObjectRef};
 use crate::object::value::store;
 use crate::owner::{wire, Owner};
-use crate::spec::{Arg, ArgIn, ArgOut, Call, CallOpts, Exec, FnInfo, Wiring};
-
-/// A call of [`TEST_FN`]: `u64` arguments, by value or by ref. These tests
-/// never run it; they follow where it goes.
-struct TestCall(Vec<Arg<u64>>);
-
-impl Call for TestCall {
-    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) {
-        for a in &self.0 {
-            if !a.dep(f) {
-                return;
-            }
-        }
-    }
-
-    fn keep_args(&mut self, arena: &Arc<Arena>, inline_max: usize) -> Result<(), PutError> {
-        self.0
-            .iter_mut()
-            .try_for_each(|a| a.keep(arena, inline_max))
-    }
-
-    fn run(&mut self) -> Exec {
-        Exec::Done(Err(TaskErrorKind::Failed("not run by these tests".into())))
-    }
-
-    fn wire(&mut self, w: &mut Wiring<'_>, f: &mut dyn FnMut(ArgOut<'_>)) -> Result<(), PutError> {
-        self.0.iter_mut().try_for_each(|a| a.wire(w, f))
-    }
-}
-
-fn decode(args: Vec<ArgIn>) -> Result<Box<dyn Call>, String> {
-    let args = args
-        .into_iter()
-        .map(|a| Arg::from_wire(Some(a)))
-        .collect::<Result<_, _>>()?;
-    Ok(Box::new(TestCall(args)))
-}
-
-pub(super) static TEST_FN: FnInfo = FnInfo {
-    id: FnId(0x7e57_7e57),
-    name: "test_fn",
-    path: "owl::owner::tests::test_fn",
-    is_async: false,
-    decode,
-};
+use crate::spec::{Arg, CallOpts};
+use crate::testkit::call::ArgsCall;
+pub(super) use crate::testkit::call::ARGS_FN as TEST_FN;
 
 /// A task of node 0's, pending, with `retries` extra attempts.
 pub(super) fn task(index: u32, args: Vec<Arg<u64>>, retries: u32) -> Task {
     Task {
         cell: Arc::new(ObjectCell::new(id(N0, index), SERIAL, 0)),
         func: &TEST_FN,
-        call: Box::new(TestCall(args)),
+        call: Box::new(ArgsCall(args)),
         opts: (retries > 0).then(|| Box::new(CallOpts::new().max_retries(retries))),
         attempt: 0,
         reply_to: None,

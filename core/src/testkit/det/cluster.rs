@@ -8,7 +8,7 @@ use std::sync::Arc;
 use owl_proto::{OwlMsg, WireId};
 use owl_store::Arena;
 
-use super::ctx::{DetCtx, Out, DET_FN};
+use super::ctx::{DetCtx, Out};
 use super::{DetFailure, ENDED};
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
@@ -16,6 +16,7 @@ use crate::object::objref::RawRef;
 use crate::owner::table::{OwnershipTable, Released};
 use crate::owner::{Owner, TableOp};
 use crate::spec::Task;
+use crate::testkit::call::ARGS_FN as DET_FN;
 
 /// Serials of the cluster's nodes (what their cells carry): node `i` is
 /// `SERIAL_BASE + i`, far from the serials real runtimes use.

@@ -1,6 +1,5 @@
 //! What a deterministic node's owner layer sees of the world: a context
-//! that records every action for the cluster to apply, and the one remote
-//! function the cluster's tasks call.
+//! that records every action for the cluster to apply.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -9,12 +8,11 @@ use std::sync::Arc;
 use owl_proto::{OwlMsg, SharedBlock};
 use owl_store::{Arena, BlockMut};
 
-use crate::error::{PutError, TaskErrorKind};
-use crate::ids::{FnId, NodeId, ObjectId, ShardId};
+use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
 use crate::owner::{Ctx, NodeCtx, TableOp};
-use crate::spec::{Arg, ArgIn, ArgOut, Call, Exec, FnInfo, Task, Wiring};
+use crate::spec::Task;
 
 /// Values up to this size stay inline: the cluster's values never touch
 /// the arena.
@@ -93,50 +91,3 @@ impl NodeCtx for DetCtx<'_> {
         unreachable!("{id}: the deterministic cluster's values are never large")
     }
 }
-
-/// A call of [`DET_FN`]: refs and small values. The cluster never runs
-/// it; running a task there means completing its object (see `program`).
-pub(super) struct DetCall(pub Vec<Arg<u64>>);
-
-impl Call for DetCall {
-    fn deps(&self, f: &mut dyn FnMut(&Arc<ObjectCell>) -> bool) {
-        for a in &self.0 {
-            if !a.dep(f) {
-                return;
-            }
-        }
-    }
-
-    fn keep_args(&mut self, arena: &Arc<Arena>, inline_max: usize) -> Result<(), PutError> {
-        self.0
-            .iter_mut()
-            .try_for_each(|a| a.keep(arena, inline_max))
-    }
-
-    fn run(&mut self) -> Exec {
-        Exec::Done(Err(TaskErrorKind::Failed(
-            "the deterministic cluster completes tasks itself".into(),
-        )))
-    }
-
-    fn wire(&mut self, w: &mut Wiring<'_>, f: &mut dyn FnMut(ArgOut<'_>)) -> Result<(), PutError> {
-        self.0.iter_mut().try_for_each(|a| a.wire(w, f))
-    }
-}
-
-fn decode(args: Vec<ArgIn>) -> Result<Box<dyn Call>, String> {
-    let args = args
-        .into_iter()
-        .map(|a| Arg::from_wire(Some(a)))
-        .collect::<Result<_, _>>()?;
-    Ok(Box::new(DetCall(args)))
-}
-
-/// The function every task of the cluster calls.
-pub(super) static DET_FN: FnInfo = FnInfo {
-    id: FnId(0xde7_de7),
-    name: "det_task",
-    path: "owl::testkit::det::det_task",
-    is_async: false,
-    decode,
-};

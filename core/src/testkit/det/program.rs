@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use super::cluster::{short, Cluster, Packet};
-use super::ctx::{DetCall, DET_FN};
 use super::DetFailure;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::NodeId;
@@ -15,6 +14,7 @@ use crate::object::objref::{ObjectRef, RawRef};
 use crate::object::value::Stored;
 use crate::owner::retry::SYSTEM_RETRIES;
 use crate::spec::{Arg, CallOpts, Task};
+use crate::testkit::call::{ArgsCall, ARGS_FN as DET_FN};
 
 impl Cluster {
     pub(super) fn step(&mut self, n: u32, max_deaths: u32) -> Result<(), DetFailure> {
@@ -118,7 +118,7 @@ impl Cluster {
         let task = Task {
             cell,
             func: &DET_FN,
-            call: Box::new(DetCall(args)),
+            call: Box::new(ArgsCall(args)),
             opts: (retries > 0).then(|| Box::new(CallOpts::new().max_retries(retries))),
             attempt: 0,
             reply_to: None,
