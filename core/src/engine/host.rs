@@ -82,6 +82,14 @@ impl NodeCtx for HostCtx<'_> {
         &self.node.arena
     }
 
+    fn share(&self, stored: &Stored) -> Option<SharedBlock> {
+        stored.arena_offset().map(|offset| SharedBlock {
+            host: owl_store::host_id(),
+            path: self.node.arena.path().to_string_lossy().into_owned(),
+            offset,
+        })
+    }
+
     fn inline_max(&self) -> usize {
         self.node.config.inline_max
     }

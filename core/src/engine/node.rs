@@ -106,7 +106,7 @@ impl NodeShared {
         let id = cell.id();
         if id.node != self.node {
             if let Some(ctx) = HostCtx::of(self) {
-                ctx.owner().refs().group_ended(&ctx, cell);
+                ctx.owner().group_ended(&ctx, cell);
             }
         } else {
             self.to_shard(id.shard, Msg::Table(TableOp::Release(id)));

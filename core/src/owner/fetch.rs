@@ -71,7 +71,7 @@ impl Owner {
                 object,
                 outcome: Err(wire::wire_error(e)),
             },
-            Some(Ok(stored)) if stored.bytes().len() <= CHUNK => OwlMsg::Value {
+            Some(Ok(stored)) if stored.bytes().len() <= self.chunk => OwlMsg::Value {
                 object,
                 outcome: Ok(self.ship_value(ctx, to, stored)),
             },
@@ -83,19 +83,10 @@ impl Owner {
                     .iter()
                     .map(|r| self.refs.ship(ctx, to, r))
                     .collect(),
-                shared: self.shared_block(ctx, stored),
+                shared: ctx.share(stored),
             },
         };
         ctx.send(to, msg);
-    }
-
-    /// Where a same-host reader finds `stored` in this node's arena file.
-    pub(super) fn shared_block(&self, ctx: &impl NodeCtx, stored: &Stored) -> Option<SharedBlock> {
-        stored.arena_offset().map(|offset| SharedBlock {
-            host: owl_store::host_id(),
-            path: ctx.arena().path().to_string_lossy().into_owned(),
-            offset,
-        })
     }
 
     pub(super) fn on_value(
@@ -106,9 +97,10 @@ impl Owner {
         outcome: Result<WireValue, WireError>,
     ) {
         let outcome = self.receive_outcome(ctx, from, id, outcome);
-        if let Some(cell) = self.refs.proxy(id) {
-            cell.complete(outcome);
-        }
+        // An answer to a pull (the holder lost the value) ends the pull.
+        let pull = self.pulls.lock().remove(&id);
+        drop(pull);
+        self.pulled(ctx, from, id, outcome);
     }
 
     pub(super) fn on_value_header(
@@ -121,6 +113,13 @@ impl Owner {
         shared: Option<SharedBlock>,
     ) {
         let contained = self.resolve_all(ctx, &refs, from);
+        if self.refs.proxy(id).is_none() {
+            // Nobody here wants it any more (the handle group ended while
+            // the owner waited for the value): the owner may free it at
+            // any moment and stop answering, so do not start a pull.
+            drop(contained);
+            return;
+        }
         self.start_pull(ctx, from, id, len, contained, shared);
     }
 
@@ -205,7 +204,7 @@ impl Owner {
         if pull.requested >= pull.len {
             return;
         }
-        let len = (pull.len - pull.requested).min(CHUNK as u64);
+        let len = (pull.len - pull.requested).min(self.chunk as u64);
         ctx.send(
             pull.from,
             OwlMsg::Pull {
@@ -250,7 +249,21 @@ impl Owner {
                 },
             ),
             None => {
-                tracing::warn!(object = %id, %from, "pull of an object this node does not hold")
+                // Freed since the header went out (a dead borrower's counts
+                // purged with it): the reader must not wait for chunks.
+                tracing::debug!(object = %id, %from, "pull of an object this node no longer holds");
+                let err = store_error(
+                    id,
+                    self.me,
+                    "no such object at its owner any more (freed while it was being pulled)".into(),
+                );
+                ctx.send(
+                    from,
+                    OwlMsg::Value {
+                        object: wire::wire_id(id),
+                        outcome: Err(wire::wire_error(&err)),
+                    },
+                );
             }
         }
     }
@@ -290,6 +303,26 @@ impl Owner {
             let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
             self.pulled(ctx, pull.from, id, Ok(stored));
         }
+    }
+
+    /// This node's handle group of `cell`'s object ended: for a proxy, its
+    /// registrations go back to the owner, and a pull of its value in
+    /// progress stops (the owner may free the object and stop answering;
+    /// a later proxy fetches again).
+    pub(crate) fn group_ended(&self, ctx: &impl NodeCtx, cell: &Arc<ObjectCell>) {
+        let id = cell.id();
+        if id.node != self.me {
+            let pull = self.pulls.lock().remove(&id);
+            drop(pull);
+        }
+        self.refs.group_ended(ctx, cell);
+    }
+
+    /// The objects being pulled, in id order (for leak reports).
+    pub(crate) fn pulling(&self) -> Vec<ObjectId> {
+        let mut ids: Vec<ObjectId> = self.pulls.lock().keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub(super) fn fail_pulls_from(&self, dead: NodeId) {

@@ -70,6 +70,9 @@ pub(crate) trait NodeCtx: Ctx {
     fn wake_shards(&self);
     /// The node's object store, where values from other nodes land.
     fn arena(&self) -> &Arc<Arena>;
+    /// Where a reader on this host finds `stored` (a block of this node's
+    /// arena file), to copy it once instead of pulling it in chunks.
+    fn share(&self, stored: &Stored) -> Option<SharedBlock>;
     /// Makes `value` an object owned by this node (by the calling shard);
     /// `None` off a shard thread.
     fn put(&self, value: Stored) -> Option<RawRef>;
@@ -107,6 +110,9 @@ pub(crate) struct Owner {
     held: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
     /// The functions this node runs, for calls from other nodes.
     fns: HashMap<u64, &'static FnInfo>,
+    /// Values larger than this travel in chunks of this size (and a call's
+    /// inline arguments share this budget).
+    chunk: usize,
 }
 
 /// What an [`Owner`] still holds; all zero after a finished workload
@@ -152,7 +158,15 @@ impl Owner {
             pulls: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
             fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),
+            chunk: fetch::CHUNK,
         }
+    }
+
+    /// Sets the chunk size (the deterministic cluster's values are small,
+    /// so it moves them in small chunks to follow every pull).
+    pub(crate) fn with_chunk(mut self, chunk: usize) -> Owner {
+        self.chunk = chunk.max(1);
+        self
     }
 
     pub(crate) fn refs(&self) -> &refs::Refs {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use owl_proto::{OwlMsg, SharedBlock, WireArg, WireError, WireId, WireValue};
 
-use super::fetch::CHUNK;
 use super::{wire, NodeCtx, Owner};
 use crate::error::{Attempt, TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
@@ -63,7 +62,7 @@ impl Owner {
             inline_max: ctx.inline_max(),
             // A call's values inline up to one chunk in all (well inside a
             // message); the others go as objects, pulled in chunks.
-            inline_budget: CHUNK,
+            inline_budget: self.chunk,
             put: &mut put,
         };
         let wired = task.call.wire(&mut wiring, &mut |a| {
@@ -189,7 +188,7 @@ impl Owner {
         let outcome: Result<WireValue, WireError> = match cell.result() {
             // Too large for one message: the value stays here until the
             // owner has pulled it and says `Release`.
-            Some(Ok(stored)) if stored.bytes().len() > CHUNK => {
+            Some(Ok(stored)) if stored.bytes().len() > self.chunk => {
                 let msg = OwlMsg::TaskHeld {
                     object: wire::wire_id(cell.id()),
                     len: stored.bytes().len() as u64,
@@ -198,7 +197,7 @@ impl Owner {
                         .iter()
                         .map(|r| self.refs.ship(ctx, owner, r))
                         .collect(),
-                    shared: self.shared_block(ctx, stored),
+                    shared: ctx.share(stored),
                 };
                 self.held.lock().insert(cell.id(), Arc::clone(cell));
                 return ctx.send(owner, msg);

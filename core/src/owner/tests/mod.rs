@@ -105,6 +105,13 @@ impl NodeCtx for Recorder {
     fn arena(&self) -> &Arc<Arena> {
         &self.arena
     }
+    fn share(&self, stored: &crate::object::value::Stored) -> Option<SharedBlock> {
+        stored.arena_offset().map(|offset| SharedBlock {
+            host: 1,
+            path: "owner-test".into(),
+            offset,
+        })
+    }
     fn inline_max(&self) -> usize {
         1024
     }

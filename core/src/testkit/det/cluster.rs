@@ -18,6 +18,11 @@ use crate::owner::{Owner, TableOp};
 use crate::spec::Task;
 use crate::testkit::call::ARGS_FN as DET_FN;
 
+/// Values above this many bytes move in chunks of it (most of the
+/// cluster's values are larger), and results above it stay with their
+/// executor until pulled: every pull and held result is followed.
+const DET_CHUNK: usize = 48;
+
 /// Serials of the cluster's nodes (what their cells carry): node `i` is
 /// `SERIAL_BASE + i`, far from the serials real runtimes use.
 pub(super) const SERIAL_BASE: u32 = 0x4000_0000;
@@ -58,7 +63,7 @@ impl Node {
             id: NodeId(i),
             alive: true,
             table: OwnershipTable::new(NodeId(i), ShardId(0), SERIAL_BASE + i),
-            owner: Owner::new(NodeId(i), SERIAL_BASE + i, [&DET_FN]),
+            owner: Owner::new(NodeId(i), SERIAL_BASE + i, [&DET_FN]).with_chunk(DET_CHUNK),
             held: Vec::new(),
             inbox: VecDeque::new(),
             noticed: BTreeSet::new(),
@@ -135,7 +140,7 @@ fn run_arena() -> Arc<Arena> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    Arena::create(&std::env::temp_dir(), &name, 1 << 20, 16).expect("a small arena in TMPDIR")
+    Arena::create(&std::env::temp_dir(), &name, 16 << 20, 1 << 14).expect("a small arena in TMPDIR")
 }
 
 impl Cluster {
@@ -222,7 +227,7 @@ impl Cluster {
             if !self.nodes[n as usize].alive {
                 continue; // a dead node's state going away
             }
-            self.with_ctx(n, |node, ctx| node.owner.refs().group_ended(ctx, &cell));
+            self.with_ctx(n, |node, ctx| node.owner.group_ended(ctx, &cell));
         }
     }
 
@@ -470,8 +475,9 @@ impl Cluster {
                 })
                 .collect();
             report.push(format!(
-                "n{}: entries {left:?}, owner layer {c:?}, {} queued, {} fetches waiting",
+                "n{}: entries {left:?}, owner layer {c:?} (pulling {:?}), {} queued, {} fetches waiting",
                 n.id.0,
+                n.owner.pulling().into_iter().map(short).collect::<Vec<_>>(),
                 n.queue.len(),
                 n.waiting.len()
             ));

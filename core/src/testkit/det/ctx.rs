@@ -73,6 +73,10 @@ impl NodeCtx for DetCtx<'_> {
         self.arena
     }
 
+    fn share(&self, _: &crate::object::value::Stored) -> Option<SharedBlock> {
+        None // every value moves through the links
+    }
+
     fn inline_max(&self) -> usize {
         INLINE_MAX
     }

@@ -25,8 +25,9 @@ impl Cluster {
                 // A new object, holding up to two refs this node holds.
                 let inner = self.pick_held(n, 2);
                 let k = inner.len();
+                let value = payload(&mut self.rng, &self.arena, inner);
                 let node = &mut self.nodes[n as usize];
-                let cell = node.table.insert_ready(Stored::refs_only(inner));
+                let cell = node.table.insert_ready(value);
                 self.log
                     .push(format!("n{n} put {} ({k} inside)", short(cell.id())));
                 node.held.push(RawRef::adopt(cell));
@@ -189,7 +190,8 @@ impl Cluster {
                 self.deaths
             )));
         }
-        task.cell.complete(Ok(Stored::refs_only(inside)));
+        let value = payload(&mut self.rng, &self.arena, inside);
+        task.cell.complete(Ok(value));
         if let Some(owner) = task.reply_to {
             self.with_ctx(n, |node, ctx| node.owner.task_done(ctx, owner, &task.cell));
         }
@@ -203,6 +205,16 @@ impl Cluster {
     pub(super) fn check_settled(&self) -> Result<(), DetFailure> {
         for n in self.nodes.iter().filter(|n| n.alive) {
             for r in &n.held {
+                if let Some(Ok(v)) = r.cell().result() {
+                    if !intact(v.bytes()) {
+                        return Err(self.fail(format!(
+                            "n{} reads {} with corrupted bytes {:?}",
+                            n.id.0,
+                            short(r.id()),
+                            v.bytes()
+                        )));
+                    }
+                }
                 match r.cell().result() {
                     None => {
                         return Err(self.fail(format!(
@@ -251,4 +263,31 @@ fn explained(e: &TaskError) -> bool {
         TaskErrorKind::DependencyFailed(cause) => explained(cause),
         _ => false,
     }
+}
+
+/// A value of 0 to 199 bytes holding `inner`: byte `i` is the first byte
+/// plus `i`, so a value put together wrongly from chunks shows.
+fn payload(
+    rng: &mut super::cluster::Rng,
+    arena: &std::sync::Arc<owl_store::Arena>,
+    inner: Vec<RawRef>,
+) -> Stored {
+    let len = rng.below(200);
+    if len == 0 {
+        return Stored::refs_only(inner);
+    }
+    let first = rng.below(256) as u8;
+    let mut block = arena.alloc(len).expect("the run's arena holds its values");
+    for (i, b) in block.as_mut_slice().iter_mut().enumerate() {
+        *b = first.wrapping_add(i as u8);
+    }
+    Stored::from_block(block.freeze(), inner)
+}
+
+/// Whether a value's bytes are as [`payload`] made them.
+fn intact(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == bytes[0].wrapping_add(i as u8))
 }
