@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{bounded as clean, succeeded, Netns, OWL, PI};
+use common::{bounded as clean, per_node, succeeded, Netns, OWL, PI};
 
 /// The result line node 0 printed; checks every node ran its share.
 fn check_pi(stdout: &str, nodes: u64, tasks: u64) {
@@ -22,12 +22,7 @@ fn check_pi(stdout: &str, nodes: u64, tasks: u64) {
     let v: Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["nodes"], nodes, "{v}");
     assert_eq!(v["tasks"], tasks, "{v}");
-    let per_node: Vec<u64> = v["per_node"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_u64().unwrap())
-        .collect();
+    let per_node = per_node(&v);
     assert_eq!(per_node.iter().sum::<u64>(), tasks, "{v}");
     assert!(per_node.iter().all(|&n| n > 0), "every node ran tasks: {v}");
     let pi = v["pi"].as_f64().unwrap();

@@ -65,12 +65,7 @@ fn per_node(out: &std::process::Output) -> Vec<u64> {
     let v: Value = serde_json::from_str(line).unwrap();
     let pi = v["pi"].as_f64().unwrap();
     assert!((pi - std::f64::consts::PI).abs() < 0.05, "{v}");
-    v["per_node"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_u64().unwrap())
-        .collect()
+    common::per_node(&v)
 }
 
 fn long_lived_cluster(transport: &str) {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
 
-use common::{clean, files, pick, pids_with_env, succeeded, OWL, PI};
+use common::{clean, files, per_node, pick, pids_with_env, succeeded, OWL, PI};
 
 const TASKS: u64 = 600;
 /// Long enough that a third of the tasks are still queued on each worker
@@ -164,12 +164,7 @@ fn a_worker_killed_mid_run(transport: &str) {
     );
     let v = result(&stdout);
     assert_eq!(v["inside"], expected, "the answer: {v}");
-    let per_node: Vec<u64> = v["per_node"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n.as_u64().unwrap())
-        .collect();
+    let per_node = per_node(&v);
     assert_eq!(per_node.iter().sum::<u64>(), TASKS, "{v}");
     assert!(
         per_node[0] > 0 && per_node[1] > 0,

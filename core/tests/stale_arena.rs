@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use owl::Runtime;
 
+/// A one-shard node with a small arena in `dir`.
+fn small_node(dir: &std::path::Path) -> Result<Runtime, owl::StartError> {
+    Runtime::builder()
+        .shards(1)
+        .pin(false)
+        .store_dir(dir)
+        .store_size(8 << 20)
+        .spin(Duration::ZERO)
+        .build()
+}
+
 #[test]
 fn a_leftover_arena_with_this_pid_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,14 +31,7 @@ fn a_leftover_arena_with_this_pid_is_replaced() {
         )
         .unwrap();
     }
-    let rt = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .store_dir(dir.path())
-        .store_size(8 << 20)
-        .spin(Duration::ZERO)
-        .build()
-        .expect("starts despite the leftover file");
+    let rt = small_node(dir.path()).expect("starts despite the leftover file");
     let x = rt.put(7u64).unwrap();
     assert_eq!(*x.get_blocking().unwrap(), 7);
     drop(x);
@@ -118,14 +122,7 @@ fn a_killed_nodes_arena_is_swept_by_the_next_node() {
         left.exists(),
         "SIGKILL leaves the file (the case swept here)"
     );
-    let rt = Runtime::builder()
-        .shards(1)
-        .pin(false)
-        .store_dir(dir.path())
-        .store_size(8 << 20)
-        .spin(Duration::ZERO)
-        .build()
-        .unwrap();
+    let rt = small_node(dir.path()).unwrap();
     assert!(!left.exists(), "the dead node's arena was not swept");
     assert!(live_file.exists(), "a live node's arena was swept");
     drop(rt);

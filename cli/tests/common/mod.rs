@@ -148,3 +148,13 @@ pub fn files(dir: &std::path::Path) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// The per-node task counts in an `owl-pi` result line.
+pub fn per_node(v: &serde_json::Value) -> Vec<u64> {
+    v["per_node"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no per_node in {v}"))
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect()
+}
