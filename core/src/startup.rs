@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use owl_store::Arena;
 
-use crate::config::{Builder, Config, Membership};
+use crate::config::{Builder, Config, IoPlacement, Membership};
 use crate::engine::node::{registry, NodeLife, NodeShared};
 use crate::engine::shard::{probe_event_loop, run_shard, EventLoopKind, Msg, ShardRemote};
 use crate::error::StartError;
@@ -109,6 +109,8 @@ impl Runtime {
             event_loop,
             idle: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
+            incoming: crossbeam_deque::Injector::new(),
+            roots: Default::default(),
             stopping: AtomicBool::new(false),
             next_external: AtomicUsize::new(0),
         });
@@ -136,18 +138,25 @@ impl Runtime {
             let mut cfg = mesh_config(&network, m);
             cfg.shards = shared.shards.len() as u32;
             let handler = Arc::new(crate::engine::host::NodeHandler(Arc::downgrade(&shared)));
-            // Meshes run on shard 0's event loop (`Shard::host_io`,
-            // `Shard::host_shm`): no I/O thread, no wake-up between the
-            // runtime and the wire; shard 0 polls sockets or rings as it
-            // spins.
-            let mesh = if matches!(network.transport, crate::config::Transport::Shm) {
-                let (starting, host) = owl_transport::start_shm_hosted(cfg, handler)?;
-                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_shm(host))));
-                starting.wait()?
-            } else {
-                let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
-                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
-                starting.wait()?
+            let mesh = match shared.config.io {
+                // An I/O thread of its own, where no task runs: heartbeats,
+                // incoming messages and peers' tasks never wait for a task
+                // (see the decision of 2026-12-04 in docs/DESIGN.md).
+                IoPlacement::Thread => owl_transport::start(cfg, handler)?,
+                // On shard 0's event loop (`Shard::host_io`,
+                // `Shard::host_shm`): no hand-off between the runtime and
+                // the wire, but a task on shard 0 delays them all.
+                IoPlacement::Shard0 => {
+                    if matches!(network.transport, crate::config::Transport::Shm) {
+                        let (starting, host) = owl_transport::start_shm_hosted(cfg, handler)?;
+                        shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_shm(host))));
+                        starting.wait()?
+                    } else {
+                        let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
+                        shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
+                        starting.wait()?
+                    }
+                }
             };
             if let Some(net) = shared.net.as_ref() {
                 net.connect_mesh(mesh);
@@ -343,11 +352,10 @@ fn mesh_config(
     cfg.kind = kind;
     cfg.open = m.open;
     cfg.connect_timeout = network.connect_timeout;
-    // Shard 0 hosts the mesh and also runs tasks: a long synchronous task
-    // there delays its heartbeats, so silence must last much longer than
-    // any heartbeat gap before a node is declared dead (a closed
-    // connection is still noticed at once).
-    cfg.heartbeat = Duration::from_secs(1);
+    // Several heartbeats per `dead_after`, so that one late or lost
+    // heartbeat is not a death; at most one a second.
+    cfg.heartbeat =
+        (network.dead_after / 6).clamp(Duration::from_millis(10), Duration::from_secs(1));
     cfg.dead_after = network.dead_after;
     cfg
 }
