@@ -109,7 +109,7 @@ impl Network {
     /// and because over QUIC nothing else tells a peer that a process was
     /// killed or hung; not shorter, so that a node starved of CPU on a
     /// loaded machine for a moment is not declared dead.
-    pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+    pub const DEAD_AFTER: Duration = Duration::from_secs(3);
 
     /// A network with default timeouts (60 s to join, dead after
     /// [`Network::DEAD_AFTER`] of silence).

@@ -412,3 +412,57 @@ fn get_timeout_passes_on_time_beside_a_blocking_task() {
     // after it ended.
     assert!(ms < 1200, "get_timeout(200 ms) returned after {ms} ms");
 }
+
+/// Kills (`SIGKILL`) or stops (`SIGSTOP`) node 1 and measures, from the
+/// head, how long until it is declared dead; the default `dead_after`.
+fn declared_dead_after(sig: &str) -> (Duration, Duration) {
+    let p = pair("head-watch", "quic", 1, None);
+    let ready = next_line(&p, Duration::from_secs(60));
+    let dead_after: u64 = ready
+        .strip_prefix("ready dead_after_ms=")
+        .unwrap_or_else(|| panic!("{ready}"))
+        .parse()
+        .unwrap();
+    // Let heartbeats flow a little first.
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    assert!(signal(&p.worker, sig).unwrap().success());
+    let dead = next_line(&p, Duration::from_secs(90));
+    let took = t.elapsed();
+    assert_eq!(dead, "dead");
+    eprintln!("SIG{sig}: declared dead after {took:?} (dead_after {dead_after} ms)");
+    (took, Duration::from_millis(dead_after))
+}
+
+/// The detection bound: `dead_after` from the last heartbeat heard, seen on
+/// the next check (a heartbeat period, at most `dead_after`/6), with two
+/// seconds of slack for a loaded machine.
+fn detection_bound(dead_after: Duration) -> Duration {
+    dead_after + dead_after / 6 + Duration::from_secs(2)
+}
+
+#[test]
+fn a_killed_node_is_declared_dead_within_dead_after_over_quic() {
+    let (took, dead_after) = declared_dead_after("KILL");
+    assert!(
+        dead_after <= Duration::from_secs(5),
+        "the default dead_after is a few seconds, not {dead_after:?}"
+    );
+    assert!(
+        took <= detection_bound(dead_after),
+        "SIGKILLed node declared dead after {took:?} (dead_after {dead_after:?})"
+    );
+}
+
+#[test]
+fn a_hung_node_is_declared_dead_within_dead_after() {
+    let (took, dead_after) = declared_dead_after("STOP");
+    assert!(
+        dead_after <= Duration::from_secs(5),
+        "the default dead_after is a few seconds, not {dead_after:?}"
+    );
+    assert!(
+        took <= detection_bound(dead_after),
+        "SIGSTOPped node declared dead after {took:?} (dead_after {dead_after:?})"
+    );
+}
