@@ -195,6 +195,9 @@ fn timer_beside_a_blocking_task() -> i32 {
         .build()
         .expect("node starts");
     let (timed_out, took) = rt.block_on(|rt| async move {
+        // Let shard 1 park first, as an idle shard does: shard 0 then
+        // takes the task up itself before shard 1 is awake to steal it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let slow = busy.remote(&rt, 1500).expect("submits");
         let t = Instant::now();
         let r = slow.get_timeout(Duration::from_millis(200)).await;
