@@ -222,6 +222,7 @@ impl Runtime {
             let me_head = self.shared.node == head;
             let open = self.shared.config.cluster.is_some_and(|m| m.open);
             while !stop.raised()
+                && mesh.stalled().is_none()
                 && ((me_head && open) || (!me_head && mesh.is_up(head.0) && !net.is_dead(head)))
             {
                 std::thread::sleep(Duration::from_millis(10));
@@ -230,9 +231,28 @@ impl Runtime {
                 // The transport marks the head gone before it tells the
                 // node why (died or left): wait for the why.
                 let t = Instant::now();
-                while !net.is_dead(head) && t.elapsed() < Duration::from_secs(2) {
+                while !net.is_dead(head)
+                    && mesh.stalled().is_none()
+                    && t.elapsed() < Duration::from_secs(2)
+                {
                     std::thread::sleep(Duration::from_millis(1));
                 }
+                // A node stopped past `dead_after` finds its connections
+                // closed as it resumes, and learns that it stalled at its
+                // next heartbeat round, which is overdue and runs at once:
+                // give that round a moment before calling the head lost.
+                let t = Instant::now();
+                while net.is_dead(head)
+                    && !net.has_left(head)
+                    && mesh.stalled().is_none()
+                    && t.elapsed() < Duration::from_millis(500)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            if let Some(unresponsive) = mesh.stalled() {
+                tracing::warn!(node = %self.shared.node, ?unresponsive, "declared dead by the cluster: leaving");
+                return Err(crate::Error::DeclaredDead { unresponsive });
             }
         }
         if stop.raised() {

@@ -83,6 +83,11 @@ fn node_entry() {
                 say("served");
                 0
             }
+            // What `#[owl::main]` does too: say so, and exit cleanly.
+            Err(e @ owl::Error::DeclaredDead { .. }) => {
+                say(&format!("declared dead: {e}"));
+                0
+            }
             Err(e) => {
                 say(&format!("serve failed: {e}"));
                 3
@@ -241,6 +246,7 @@ struct Pair {
     head: Child,
     worker: Child,
     head_lines: Receiver<String>,
+    worker_lines: Receiver<String>,
 }
 
 impl Drop for Pair {
@@ -326,12 +332,14 @@ fn pair(head_role: &str, transport: &str, worker_shards: usize, dead_ms: Option<
         .map(|b| format!("{b:02x}"))
         .collect();
     let mut h = self::node(head_role, 0, head, &secret, transport, 1, dead_ms);
-    let w = self::node("serve", 1, head, &secret, transport, worker_shards, dead_ms);
+    let mut w = self::node("serve", 1, head, &secret, transport, worker_shards, dead_ms);
     let head_lines = lines(h.stdout.take().unwrap());
+    let worker_lines = lines(w.stdout.take().unwrap());
     Pair {
         head: h,
         worker: w,
         head_lines,
+        worker_lines,
     }
 }
 
@@ -420,6 +428,10 @@ fn get_timeout_passes_on_time_beside_a_blocking_task() {
 /// head, how long until it is declared dead; the default `dead_after`.
 fn declared_dead_after(sig: &str) -> (Duration, Duration) {
     let p = pair("head-watch", "quic", 1, None);
+    watch_death(&p, sig)
+}
+
+fn watch_death(p: &Pair, sig: &str) -> (Duration, Duration) {
     let ready = next_line(&p, Duration::from_secs(60));
     let dead_after: u64 = ready
         .strip_prefix("ready dead_after_ms=")
@@ -468,4 +480,32 @@ fn a_hung_node_is_declared_dead_within_dead_after() {
         took <= detection_bound(dead_after),
         "SIGSTOPped node declared dead after {took:?} (dead_after {dead_after:?})"
     );
+}
+
+/// A node stopped past `dead_after` and then continued (SIGCONT) finds out
+/// it was declared dead: `serve` ends with `DeclaredDead` (which
+/// `#[owl::main]` turns into a message and exit status 0), not `HeadLost`,
+/// and it does not take its peers for dead.
+#[test]
+fn a_node_declared_dead_that_comes_back_leaves_saying_so() {
+    for transport in ["quic", "tcp"] {
+        let mut p = pair("head-watch", transport, 1, None);
+        let (_, dead_after) = watch_death(&p, "STOP");
+        // Stopped a while longer than it took to be declared dead.
+        std::thread::sleep(dead_after / 2);
+        assert!(signal(&p.worker, "CONT").unwrap().success());
+        let line = p
+            .worker_lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{transport}: node 1 said nothing after SIGCONT"));
+        assert!(
+            line.starts_with("declared dead: "),
+            "{transport}: node 1 ended with {line}"
+        );
+        assert_eq!(
+            exit_code(&mut p.worker, Duration::from_secs(20)),
+            Some(0),
+            "{transport}"
+        );
+    }
 }

@@ -274,14 +274,26 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     // Worker nodes of a cluster serve tasks; only the driver (node 0 of a
     // launched cluster, a program attached to an open one) runs main.
     let serve = match output {
+        // A worker the cluster declared dead (it did not run for longer
+        // than dead_after) says so and exits cleanly: the run went on
+        // without it, so its exit alone fails no run.
         ReturnType::Default => quote! {
-            if let Err(e) = __rt.serve() {
-                panic!("owl worker {}: {e}", __rt.node());
+            match __rt.serve() {
+                Ok(()) => {}
+                Err(e @ ::owl::Error::DeclaredDead { .. }) => {
+                    eprintln!("owl worker {}: {e}", __rt.node());
+                }
+                Err(e) => panic!("owl worker {}: {e}", __rt.node()),
             }
             return;
         },
         ReturnType::Type(..) => quote! {
-            __rt.serve()?;
+            match __rt.serve() {
+                Err(e @ ::owl::Error::DeclaredDead { .. }) => {
+                    eprintln!("owl worker {}: {e}", __rt.node());
+                }
+                r => r?,
+            }
             return Ok(());
         },
     };
