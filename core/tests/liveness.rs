@@ -432,7 +432,7 @@ fn declared_dead_after(sig: &str) -> (Duration, Duration) {
 }
 
 fn watch_death(p: &Pair, sig: &str) -> (Duration, Duration) {
-    let ready = next_line(&p, Duration::from_secs(60));
+    let ready = next_line(p, Duration::from_secs(60));
     let dead_after: u64 = ready
         .strip_prefix("ready dead_after_ms=")
         .unwrap_or_else(|| panic!("{ready}"))
@@ -442,7 +442,7 @@ fn watch_death(p: &Pair, sig: &str) -> (Duration, Duration) {
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     assert!(signal(&p.worker, sig).unwrap().success());
-    let dead = next_line(&p, Duration::from_secs(90));
+    let dead = next_line(p, Duration::from_secs(90));
     let took = t.elapsed();
     assert_eq!(dead, "dead");
     eprintln!("SIG{sig}: declared dead after {took:?} (dead_after {dead_after} ms)");

@@ -94,7 +94,9 @@ fn simulate(n: u32, seed: u64, secs: u64) -> Outcome {
     let mut stalled_accused = 0;
     let end = secs * 1000;
     let up = |i: u32, t: u64| {
-        !(i == kill && t >= kill_at) && !(i == stop && (stop_at..cont_at).contains(&t))
+        let killed = i == kill && t >= kill_at;
+        let stopped = i == stop && (stop_at..cont_at).contains(&t);
+        !(killed || stopped)
     };
     while let Some(Reverse((t, _, ev))) = q.pop() {
         if t > end {
