@@ -265,6 +265,40 @@ impl Runtime {
     }
 }
 
+/// How many times [`Runtime::serve_rejoining`] joins again: a node
+/// declared dead this often has a problem no rejoin solves.
+const MAX_REJOINS: usize = 100;
+
+impl Runtime {
+    /// [`serve`](Runtime::serve), and in an open cluster, each time the
+    /// cluster declared this node dead (it did not run for longer than
+    /// `dead_after`: stopped, paused, starved), join again with `builder`
+    /// as a new member (ids are never reused, so nothing addressed to the
+    /// old one can reach it) and serve on. Elsewhere the same as `serve`:
+    /// a launched cluster has a fixed set of ids, so the node ends with
+    /// `Error::DeclaredDead`. `#[owl::main]` serves through this.
+    pub fn serve_rejoining(self, builder: Builder) -> crate::Result<()> {
+        let mut rt = self;
+        for _ in 0..MAX_REJOINS {
+            let open_member =
+                rt.shared.node.0 != 0 && rt.shared.config.cluster.is_some_and(|m| m.open);
+            match rt.serve() {
+                Err(crate::Error::DeclaredDead { unresponsive }) if open_member => {
+                    eprintln!(
+                        "owl node {}: declared dead by the cluster (did not run for {unresponsive:?}); joining again as a new member",
+                        rt.node()
+                    );
+                    drop(rt);
+                    rt = builder.clone().build()?;
+                    eprintln!("owl: joined again as node {}", rt.node());
+                }
+                other => return other,
+            }
+        }
+        rt.serve()
+    }
+}
+
 /// The node's arena, in a file named after this process and a serial;
 /// arena files of processes that are gone are swept first (a node killed
 /// by a signal cannot remove its own).

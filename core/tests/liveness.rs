@@ -68,6 +68,25 @@ fn node_entry() {
     if let Ok(ms) = std::env::var("OWL_LIVE_DEAD_MS") {
         network.dead_after = Duration::from_millis(ms.parse().unwrap());
     }
+    if role == "open-worker" {
+        // What `#[owl::main]` does on a worker of an open cluster.
+        let builder = Runtime::builder()
+            .shards(shards)
+            .pin(false)
+            .store_size(64 << 20)
+            .join(network)
+            .worker(true);
+        let rt = builder.clone().build().expect("joins");
+        say(&format!("joined as {}", rt.node()));
+        let code = match rt.serve_rejoining(builder) {
+            Ok(()) => 0,
+            Err(e) => {
+                say(&format!("serve failed: {e}"));
+                3
+            }
+        };
+        std::process::exit(code);
+    }
     let rt = Runtime::builder()
         .from_env()
         .expect("settings")
@@ -508,4 +527,78 @@ fn a_node_declared_dead_that_comes_back_leaves_saying_so() {
             "{transport}"
         );
     }
+}
+
+/// In an open cluster, a worker stopped past `dead_after` and continued
+/// joins again as a new member (a new id; ids are never reused), and
+/// serves until the head leaves.
+#[test]
+fn an_open_cluster_member_declared_dead_rejoins_as_a_new_member() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let head = SocketAddr::from(([127, 0, 0, 1], port));
+    let secret = owl_launch::random_secret();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let rt = Runtime::builder()
+        .shards(1)
+        .pin(false)
+        .store_size(64 << 20)
+        .open_head(Network {
+            connect_timeout: Duration::from_secs(30),
+            ..Network::new(head, head, secret, Transport::Quic)
+        })
+        .build()
+        .expect("the head starts");
+    let mut w = node("open-worker", 1, head, &hex, "quic", 1, None);
+    let said = lines(w.stdout.take().unwrap());
+    let guard = Pair {
+        head: Command::new("true").spawn().unwrap(),
+        worker: w,
+        head_lines: channel().1,
+        worker_lines: said,
+    };
+    let joined = guard
+        .worker_lines
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker joins");
+    assert_eq!(joined, "joined as n1");
+    let up = |id: u32| rt.members().iter().any(|m| m.node.0 == id && m.up);
+    let until = |what: &dyn Fn() -> bool, within: Duration| {
+        let t = Instant::now();
+        while !what() && t.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        what()
+    };
+    assert!(until(&|| up(1), Duration::from_secs(30)), "node 1 up");
+    assert!(signal(&guard.worker, "STOP").unwrap().success());
+    assert!(
+        until(&|| !up(1), Duration::from_secs(15)),
+        "the stopped worker is declared dead"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(signal(&guard.worker, "CONT").unwrap().success());
+    assert!(
+        until(&|| up(2), Duration::from_secs(30)),
+        "the worker joined again as node 2: {:?}",
+        rt.members()
+    );
+    // It serves as node 2: a task placed there runs.
+    let v = rt.block_on(|rt| async move {
+        add.options(CallOpts::new().node(NodeId(2)).max_retries(0))
+            .remote(&rt, 40, 2)
+            .expect("submits")
+            .get_owned()
+            .await
+    });
+    assert_eq!(v.expect("node 2 runs it"), 42);
+    drop(rt);
+    let mut guard = guard;
+    assert_eq!(
+        exit_code(&mut guard.worker, Duration::from_secs(20)),
+        Some(0)
+    );
 }

@@ -262,14 +262,22 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     inner.vis = syn::Visibility::Inherited;
     let output = &func.sig.output;
     let attrs = &func.attrs;
+    // The builder is kept: a worker of an open cluster that was declared
+    // dead joins again with it (`serve_rejoining`).
     let start = match output {
         ReturnType::Default => quote! {
-            ::owl::Runtime::builder()
+            let __builder = ::owl::Runtime::builder()
                 .from_env()
-                .and_then(|b| b.build())
-                .unwrap_or_else(|e| panic!("owl could not start: {e}"))
+                .unwrap_or_else(|e| panic!("owl could not start: {e}"));
+            let __rt = __builder
+                .clone()
+                .build()
+                .unwrap_or_else(|e| panic!("owl could not start: {e}"));
         },
-        ReturnType::Type(..) => quote! { ::owl::Runtime::builder().from_env()?.build()? },
+        ReturnType::Type(..) => quote! {
+            let __builder = ::owl::Runtime::builder().from_env()?;
+            let __rt = __builder.clone().build()?;
+        },
     };
     // Worker nodes of a cluster serve tasks; only the driver (node 0 of a
     // launched cluster, a program attached to an open one) runs main.
@@ -278,19 +286,19 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         // than dead_after) says so and exits cleanly: the run went on
         // without it, so its exit alone fails no run.
         ReturnType::Default => quote! {
-            match __rt.serve() {
+            match __rt.serve_rejoining(__builder) {
                 Ok(()) => {}
                 Err(e @ ::owl::Error::DeclaredDead { .. }) => {
-                    eprintln!("owl worker {}: {e}", __rt.node());
+                    eprintln!("owl worker: {e}");
                 }
-                Err(e) => panic!("owl worker {}: {e}", __rt.node()),
+                Err(e) => panic!("owl worker: {e}"),
             }
             return;
         },
         ReturnType::Type(..) => quote! {
-            match __rt.serve() {
+            match __rt.serve_rejoining(__builder) {
                 Err(e @ ::owl::Error::DeclaredDead { .. }) => {
-                    eprintln!("owl worker {}: {e}", __rt.node());
+                    eprintln!("owl worker: {e}");
                 }
                 r => r?,
             }
@@ -301,7 +309,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         fn main() #output {
             #inner
-            let __rt = #start;
+            #start
             if __rt.serves() {
                 #serve
             }
