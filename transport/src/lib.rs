@@ -66,6 +66,7 @@ pub type NodeIdx = u32;
 // TCP mesh as its control plane).
 mod api;
 mod config;
+pub mod detect;
 mod driver;
 mod entry;
 mod gate;

@@ -60,6 +60,16 @@ impl Mesh {
         self.local_addr
     }
 
+    /// How long this node did not run, if it once did not run for longer
+    /// than `dead_after` (SIGSTOP, a paused VM): its peers have declared
+    /// it dead, and it should leave.
+    pub fn stalled(&self) -> Option<std::time::Duration> {
+        match self.shared.stalled_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
     /// Load figures carried by the next heartbeats.
     pub fn set_load(&self, queued: u32, idle_shards: u32) {
         self.shared.queued.store(queued, Ordering::Relaxed);

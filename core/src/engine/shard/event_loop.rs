@@ -110,7 +110,13 @@ impl Shard {
             return;
         }
         if let Some(net) = self.shared.net.as_ref() {
-            let queued = self.shared.shards.iter().map(|s| s.stealer.len()).sum();
+            let queued = self
+                .shared
+                .shards
+                .iter()
+                .map(|s| s.stealer.len())
+                .sum::<usize>()
+                + self.shared.incoming.len();
             net.report_load(queued, self.shared.idle_shards());
         }
     }
@@ -140,6 +146,8 @@ impl Shard {
         let shards = &self.shared.shards;
         shards[self.id.0 as usize].has_mail()
             || !self.woken.borrow().is_empty()
+            || !self.shared.incoming.is_empty()
+            || self.shared.roots.any_woken()
             || shards.iter().any(|s| !s.stealer.is_empty())
     }
 
