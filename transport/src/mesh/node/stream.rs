@@ -31,6 +31,7 @@ impl<N: Net> Node<N> {
                         if !self.deliver(peer, msgs) {
                             return;
                         }
+                        self.touch();
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -145,6 +146,7 @@ impl<N: Net> Node<N> {
                 }
                 let (r, b) = wr.write_all(out).await;
                 out = b;
+                self.touch();
                 if let Err(e) = r {
                     self.down(peer, PeerDown::ConnectionLost(e.to_string()));
                     failed = true;
