@@ -45,6 +45,14 @@ pub(crate) struct Shared {
     /// Set by a driver whose I/O thread does not wait on `Notify`s (shm):
     /// called after every change that thread must notice.
     pub(crate) kick: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Set by a threaded driver that other threads may poll for it (shm):
+    /// one non-blocking pass if nobody else is in one; whether it moved
+    /// anything (see `Mesh::help_poll`).
+    pub(crate) help: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Threads spinning for work that call `help` meanwhile (see
+    /// `Mesh::helping`): while there is one, the I/O thread sleeps as soon
+    /// as it is idle instead of spinning beside it.
+    pub(crate) helpers: AtomicU32,
     /// `Mesh::kill` (not `shutdown`) stopped the node.
     pub(crate) killed: AtomicBool,
     /// Set by `Mesh::shutdown` once `Shutdown` is queued for every live peer
@@ -94,6 +102,8 @@ impl Shared {
             queued: AtomicU32::new(0),
             idle_shards: AtomicU32::new(0),
             kick: OnceLock::new(),
+            help: OnceLock::new(),
+            helpers: AtomicU32::new(0),
             killed: AtomicBool::new(false),
             shutdown_queued: AtomicBool::new(false),
             close_control: Mutex::new(None),

@@ -169,9 +169,21 @@ impl Shard {
         // 113 µs with bare pauses here). When nothing else is runnable,
         // sched_yield returns in well under a µs.
         let yield_core = self.shared.net.is_some() && self.shared.config.io == IoPlacement::Thread;
+        let mesh = self
+            .shared
+            .net
+            .as_ref()
+            .and_then(|n| n.mesh())
+            .filter(|_| yield_core);
+        let _helping = mesh.map(|m| Helping::new(m));
         let mut i = 0u32;
         loop {
             if self.work_visible() || self.shared.stopping() || self.poll_shm() {
+                return true;
+            }
+            // An idle shard does the I/O thread's work when the driver lets
+            // it (shm): no hand-off to that thread on this hop.
+            if mesh.is_some_and(|m| m.help_poll()) {
                 return true;
             }
             if yield_core {
@@ -268,5 +280,22 @@ impl Shard {
         }
         remote.parked.store(false, Ordering::SeqCst);
         self.shared.idle_change(-1);
+    }
+}
+
+/// A shard's spin, announced to the mesh it helps (`Mesh::helping`) for
+/// as long as it lasts, whichever way it ends.
+struct Helping<'a>(&'a owl_transport::Mesh);
+
+impl<'a> Helping<'a> {
+    fn new(mesh: &'a owl_transport::Mesh) -> Self {
+        mesh.helping(true);
+        Self(mesh)
+    }
+}
+
+impl Drop for Helping<'_> {
+    fn drop(&mut self) {
+        self.0.helping(false);
     }
 }
