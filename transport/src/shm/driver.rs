@@ -222,6 +222,10 @@ impl Driver {
                 // per message to wake a thread nobody needs); look again
                 // soon, as the shard may take up a long task at any time.
                 std::thread::sleep(HELPED_NAP);
+                // Should the shard stop helping, spin before sleeping on
+                // the doorbell: a peer writing to a sleeping driver pays a
+                // futex wake.
+                idle_since = None;
                 continue;
             }
             if now - since < spin {
