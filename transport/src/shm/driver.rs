@@ -3,15 +3,15 @@
 //! heartbeats and silence checks, and after `shutdown` the bounded flush.
 //! Threaded ([`Driver::run`]), an I/O thread of its own loops over it,
 //! spinning then sleeping on its doorbell, and spinning shards take turns
-//! at it ([`help`]); hosted ([`super::host`]), the
-//! caller's thread calls it.
+//! at it ([`help`]); hosted ([`super::host`]), the caller's thread calls
+//! it.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use std::time::{Duration, Instant};
 
 use super::ring::{Bell, Consumer, Corrupt, Inbox, Producer};
 use super::setup::{Ctl, Setup};
@@ -241,11 +241,12 @@ impl Driver {
             mine.bell().sleep(timeout, || driver.lock().idle());
             idle_since = None;
         }
-        let d = driver.lock();
-        if d.sh.killed.load(Ordering::Acquire) {
-            d.control.kill();
+        // Not under the lock: closing the control mesh joins its thread.
+        let control = driver.lock().control.clone();
+        if sh.killed.load(Ordering::Acquire) {
+            control.kill();
         } else {
-            d.control.shutdown();
+            control.shutdown();
         }
     }
 
