@@ -96,6 +96,17 @@ impl Runtime {
         crate::engine::host::node_gone(&self.shared, peer, false);
     }
 
+    /// Bytes this node has written to its peers so far (frames, headers
+    /// and sealing included; 0 outside a cluster or over in-process
+    /// links): traffic figures for benchmarks and tests.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared
+            .net
+            .as_ref()
+            .and_then(|n| n.mesh())
+            .map_or(0, |m| m.bytes_sent())
+    }
+
     pub(crate) fn shared(&self) -> &Arc<NodeShared> {
         &self.shared
     }

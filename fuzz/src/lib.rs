@@ -247,7 +247,7 @@ pub fn sample_msgs() -> Vec<Msg> {
             borrower: 2,
             count: 1,
         }),
-        Msg::Owl(OwlMsg::Fetch { object: id(4) }),
+        Msg::Owl(OwlMsg::Fetch { object: id(4), lost: None }),
         Msg::Owl(OwlMsg::Value {
             object: id(4),
             outcome: Ok(value),
@@ -255,6 +255,7 @@ pub fn sample_msgs() -> Vec<Msg> {
         Msg::Owl(OwlMsg::ValueHeader {
             object: id(5),
             len: 1 << 22,
+            holder: 3,
             refs: vec![id(7)],
             shared: Some(SharedBlock {
                 host: 0xfeed,

@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     /// and `kill` call it (with whether the node was killed) once the host
     /// finished.
     pub(crate) close_control: Mutex<Option<CloseControl>>,
+    /// Bytes of frames written to peers (headers and sealing included),
+    /// for traffic figures.
+    pub(crate) bytes_out: AtomicU64,
 }
 
 /// See [`Shared::close_control`].
@@ -90,6 +93,7 @@ impl Shared {
             kick: OnceLock::new(),
             killed: AtomicBool::new(false),
             shutdown_queued: AtomicBool::new(false),
+            bytes_out: AtomicU64::new(0),
             close_control: Mutex::new(None),
         }
     }

@@ -49,6 +49,14 @@ impl Cluster {
                 let r = self.submit(n, args)?;
                 self.nodes[n as usize].held.push(r);
             }
+            18 if held > 0 => {
+                // A read: waits for the value (bringing it here if it is
+                // held where it was made); the check after the program
+                // reads what it got.
+                let r = self.nodes[n as usize].held[self.rng.below(held)].clone();
+                self.log.push(format!("n{n} reads {}", short(r.id())));
+                r.cell().wait(std::task::Waker::noop());
+            }
             _ => {}
         }
         Ok(())
@@ -199,6 +207,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every live node reads every value it holds.
+    pub(super) fn read_all(&mut self) {
+        for n in self.live() {
+            for r in &self.nodes[n as usize].held {
+                r.cell().wait(std::task::Waker::noop());
+            }
+        }
+        self.drain_ended();
+    }
+
     /// After the program, once the cluster is quiet: every handle a node
     /// holds is ready (nothing waits forever), with a value unless a death
     /// explains an error; without deaths, every task ran exactly once.
@@ -256,9 +274,10 @@ impl Cluster {
 /// `owner::refs`: the receiver then reads a typed error).
 fn explained(e: &TaskError) -> bool {
     match &e.kind {
-        TaskErrorKind::OwnerDied(_) | TaskErrorKind::WorkerDied(_) | TaskErrorKind::Cancelled => {
-            true
-        }
+        TaskErrorKind::OwnerDied(_)
+        | TaskErrorKind::WorkerDied(_)
+        | TaskErrorKind::LineageEvicted(_)
+        | TaskErrorKind::Cancelled => true,
         TaskErrorKind::Store(m) => m.contains("no such object") || m.contains("already freed"),
         TaskErrorKind::DependencyFailed(cause) => explained(cause),
         _ => false,

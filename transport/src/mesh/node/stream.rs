@@ -143,6 +143,9 @@ impl<N: Net> Node<N> {
                         "message dropped: {e}"
                     );
                 }
+                self.sh
+                    .bytes_out
+                    .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let (r, b) = wr.write_all(out).await;
                 out = b;
                 if let Err(e) = r {
