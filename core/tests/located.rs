@@ -12,11 +12,17 @@ use owl::{CallOpts, NodeId, Runtime, Transport};
 const MIB: u64 = 1 << 20;
 const WAIT: Duration = Duration::from_secs(60);
 
-static MADE: AtomicU32 = AtomicU32::new(0);
+/// Runs of `make_bytes` per seed (tests run in parallel: each uses its
+/// own seeds).
+static MADE: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
+
+fn runs_of(seed: u8) -> u32 {
+    MADE[seed as usize].load(Ordering::SeqCst)
+}
 
 #[owl::remote]
 fn make_bytes(len: u64, seed: u8) -> Vec<u8> {
-    MADE.fetch_add(1, Ordering::SeqCst);
+    MADE[seed as usize].fetch_add(1, Ordering::SeqCst);
     (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
 }
 
@@ -161,18 +167,56 @@ fn a_result_lost_with_its_node_is_rebuilt_from_its_task() {
         *used_too.get_blocking_timeout(WAIT).unwrap(),
         expected(len, 11)
     );
-    let runs = MADE.load(Ordering::SeqCst);
+    let (runs, unread_runs) = (runs_of(9), runs_of(11));
     kill(&mut nodes, 2);
     let bytes = made
         .get_blocking_timeout(WAIT)
         .expect("rebuilt on a live node");
     assert_eq!(checksum(&bytes), expected(len, 9).1);
+    assert_eq!(runs_of(9) - runs, 1, "the read result's task ran once more");
     assert_eq!(
-        MADE.load(Ordering::SeqCst) - runs,
-        1,
-        "the read result's task ran once more; the unread one's did not"
+        runs_of(11),
+        unread_runs,
+        "the unread one's did not run again"
     );
     drop((bytes, made, used, unread, used_too));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
+
+/// Waits (bounded) until `rt` counts `want` copies of `r`'s value.
+fn wait_for_copies(rt: &Runtime, r: &owl::ObjectRef<Vec<u8>>, want: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while rt.copies(r) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} copies, not {want}",
+            rt.copies(r)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_replicated_result_survives_its_holder_without_running_again() {
+    let d = dirs(4);
+    let mut nodes: Vec<Option<Runtime>> = cluster(4, &d).into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    let len = 4 * MIB;
+    let made = make_bytes
+        .options(on(1).replicas(2))
+        .remote(&rt, len, 13)
+        .unwrap();
+    wait_for_copies(&rt, &made, 2);
+    let runs = runs_of(13);
+    kill(&mut nodes, 1);
+    // The copy lost with node 1 is made again on a live node.
+    wait_for_copies(&rt, &made, 2);
+    let bytes = made.get_blocking_timeout(WAIT).expect("read from the copy");
+    assert_eq!(checksum(&bytes), expected(len, 13).1);
+    assert_eq!(runs_of(13), runs, "no task ran again");
+    drop((bytes, made));
     for rt in nodes.iter().flatten() {
         rt.assert_no_leaks();
     }

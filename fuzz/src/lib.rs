@@ -274,6 +274,15 @@ pub fn sample_msgs() -> Vec<Msg> {
             data: vec![0xab; 64],
         }),
         Msg::Owl(OwlMsg::Cancel { object: id(6) }),
+        Msg::Owl(OwlMsg::Replicate {
+            object: id(6),
+            holder: 2,
+            len: 1 << 20,
+        }),
+        Msg::Owl(OwlMsg::Replicated {
+            object: id(6),
+            ok: true,
+        }),
         Msg::Shutdown,
         Msg::Owl(OwlMsg::NodeInfo {
             labels: vec!["gpu".into()],

@@ -171,6 +171,17 @@ pub enum OwlMsg {
         offset: u64,
         data: Vec<u8>,
     },
+    /// To a node chosen to keep a copy of a task's result held by
+    /// `holder`: pull the `len` bytes from there and keep them until
+    /// `Release`.
+    Replicate {
+        object: WireId,
+        holder: u32,
+        len: u64,
+    },
+    /// To the owner: the sender now holds a copy of `object` (`ok`), or
+    /// could not make one.
+    Replicated { object: WireId, ok: bool },
     /// To the executor: the owner cancelled the task of `object`.
     Cancel { object: WireId },
     /// What the sender offers, sent once to each peer when it connects:

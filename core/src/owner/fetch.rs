@@ -36,9 +36,22 @@ pub(crate) struct At {
     pub shared: Option<SharedBlock>,
 }
 
+/// What a pull is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Purpose {
+    /// A reader here: this node's proxy, or a located result of its own.
+    Read,
+    /// A copy kept for the owner (`Replicate`).
+    Copy,
+}
+
 /// A large value arriving in chunks.
 pub(crate) struct Pull {
     pub(super) from: NodeId,
+    purpose: Purpose,
+    /// A copy being made here that this node's proxy also waits for: the
+    /// refs inside the value, from the proxy's header.
+    readers: Option<Vec<RawRef>>,
     block: Option<BlockMut>,
     contained: Vec<RawRef>,
     len: u64,
@@ -185,7 +198,9 @@ impl Owner {
                 _ => None,
             }
         };
-        drop(pull);
+        if let Some(p) = pull.filter(|p| p.purpose == Purpose::Copy) {
+            return self.copy_made(ctx, id, holder, None, p.readers);
+        }
         if id.node == self.me {
             self.holder_lost(ctx, id, holder);
         } else if self.refs.proxy(id).is_some_and(|c| !c.is_ready()) && !ctx.is_dead(id.node) {
@@ -213,8 +228,8 @@ impl Owner {
             drop(contained);
             return;
         };
-        if at.holder == self.me {
-            // Made here, for a task of ours: read this node's copy.
+        if at.holder == self.me || self.held.lock().contains_key(&id) {
+            // Made or copied here for its owner: read this node's copy.
             let held = self.held.lock().get(&id).cloned();
             return match held.as_ref().and_then(|c| c.result()) {
                 Some(Ok(stored)) => {
@@ -230,7 +245,7 @@ impl Owner {
             drop(contained);
             return self.holder_refused(ctx, at.holder, id);
         }
-        self.start_pull(ctx, at.holder, id, at.len, contained, at.shared);
+        self.start_pull(ctx, id, at, contained, Purpose::Read);
     }
 
     /// Starts bringing `len` bytes of `id`'s value from `from` into this
@@ -240,14 +255,22 @@ impl Owner {
     pub(super) fn start_pull(
         &self,
         ctx: &impl NodeCtx,
-        from: NodeId,
         id: ObjectId,
-        len: u64,
+        at: At,
         contained: Vec<RawRef>,
-        shared: Option<SharedBlock>,
+        purpose: Purpose,
     ) {
+        let At {
+            len,
+            holder: from,
+            shared,
+        } = at;
         let block = match ctx.arena().alloc(len as usize) {
             Ok(b) => b,
+            Err(e) if purpose == Purpose::Copy => {
+                tracing::warn!(object = %id, error = %e, "no room for a copy the owner asked for");
+                return self.copy_made(ctx, id, from, None, None);
+            }
             Err(e) => {
                 let err = store_error(id, self.me, format!("pulling {len} bytes: {e}"));
                 return self.pulled(ctx, from, id, Err(err));
@@ -260,7 +283,8 @@ impl Owner {
             .path()
             .parent()
             .unwrap_or(std::path::Path::new("/"));
-        let local = shared.filter(|sb| {
+        // (A copy for the owner is for another host's sake: never one.)
+        let local = shared.filter(|_| purpose == Purpose::Read).filter(|sb| {
             sb.host == owl_store::host_id()
                 && sb.host != 0
                 && owl_store::is_peer_arena(dir, std::path::Path::new(&sb.path))
@@ -269,11 +293,17 @@ impl Owner {
             return ctx.copy_same_host(id, from, sb, block, contained);
         }
         let mut pulls = self.pulls.lock();
-        if pulls.contains_key(&id) {
+        if let Some(p) = pulls.get_mut(&id) {
+            // A copy for the owner is on its way here: the proxy reads it.
+            if p.purpose == Purpose::Copy && purpose == Purpose::Read && p.readers.is_none() {
+                p.readers = Some(contained);
+            }
             return;
         }
         let mut pull = Pull {
             from,
+            purpose,
+            readers: None,
             block: Some(block),
             contained,
             len,
@@ -427,7 +457,13 @@ impl Owner {
                 .expect("block present until done")
                 .freeze();
             let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
-            self.pulled(ctx, pull.from, id, Ok(stored));
+            match pull.purpose {
+                Purpose::Read => self.pulled(ctx, pull.from, id, Ok(stored)),
+                Purpose::Copy => {
+                    let readers = pull.readers.take();
+                    self.copy_made(ctx, id, pull.from, Some(stored), readers)
+                }
+            }
         }
     }
 
@@ -438,7 +474,13 @@ impl Owner {
     pub(crate) fn group_ended(&self, ctx: &impl NodeCtx, cell: &Arc<ObjectCell>) {
         let id = cell.id();
         if id.node != self.me {
-            let pull = self.pulls.lock().remove(&id);
+            let pull = {
+                let mut pulls = self.pulls.lock();
+                match pulls.get(&id) {
+                    Some(p) if p.purpose == Purpose::Read => pulls.remove(&id),
+                    _ => None,
+                }
+            };
             drop(pull);
         }
         self.refs.group_ended(ctx, cell);
@@ -454,18 +496,22 @@ impl Owner {
     pub(super) fn fail_pulls_from(&self, ctx: &impl NodeCtx, dead: NodeId) {
         let failed: Vec<ObjectId> = {
             let mut pulls = self.pulls.lock();
+            // Copies kept for a dead owner have nobody to serve.
+            pulls.retain(|id, p| !(p.purpose == Purpose::Copy && id.node == dead));
             let mut ids: Vec<ObjectId> = pulls
                 .iter()
                 .filter(|(_, p)| p.from == dead)
                 .map(|(id, _)| *id)
                 .collect();
             ids.sort_unstable();
-            for id in &ids {
-                pulls.remove(id);
-            }
             ids
         };
         for id in failed {
+            let pull = self.pulls.lock().remove(&id);
+            if let Some(p) = pull.filter(|p| p.purpose == Purpose::Copy) {
+                self.copy_made(ctx, id, dead, None, p.readers);
+                continue;
+            }
             // A task's result pulled from its dead executor is not failed
             // here: it is rebuilt with the others it held.
             if id.node == self.me {

@@ -48,10 +48,18 @@ pub(crate) const HOLD_ABOVE: usize = 64 * 1024;
 /// The default lineage budget per node (`OWL_LINEAGE_BYTES`).
 pub(crate) const LINEAGE_BYTES: usize = 1 << 30;
 
-/// A result held by another node.
+/// A result held by other nodes.
 pub(crate) struct Located {
     pub cell: Arc<ObjectCell>,
-    pub holder: NodeId,
+    /// Nodes holding a copy, acknowledged: the executor first, then
+    /// replicas. Empty once the last one is gone (then `lost`).
+    pub holders: Vec<NodeId>,
+    /// Nodes asked to make a copy that have not answered.
+    pub copying: Vec<NodeId>,
+    /// Nodes that could not make a copy (not asked again).
+    pub refused: Vec<NodeId>,
+    /// Copies the call asked for (`CallOpts::replicas`, at least 1).
+    pub want: usize,
     pub len: u64,
     /// The refs inside the value (it keeps their objects alive).
     pub contained: Vec<RawRef>,
@@ -59,8 +67,10 @@ pub(crate) struct Located {
     /// The task that made it, to run again if the holder is lost; `None`
     /// once evicted from the lineage budget.
     pub task: Option<Task>,
-    /// The holder died: the value is rebuilt when next wanted.
-    lost: bool,
+    /// The last holder died: the value is rebuilt when next wanted.
+    pub(super) lost: bool,
+    /// Which node it was lost with (for the error and the retry history).
+    lost_on: Option<NodeId>,
     /// The task's weight as lineage, and its place in eviction order.
     spec_bytes: usize,
     seq: u64,
@@ -136,19 +146,24 @@ impl Locations {
         Some(l)
     }
 
-    /// Removes `id` if `holder` holds it.
+    /// Removes `id` if `holder` holds a copy.
     fn remove_held_by(&mut self, id: &ObjectId, holder: NodeId) -> Option<Located> {
         match self.by_id.get(id) {
-            Some(l) if l.holder == holder => self.remove(id),
+            Some(l) if l.holders.contains(&holder) => self.remove(id),
             _ => None,
         }
     }
 
+    pub(super) fn get_mut(&mut self, id: &ObjectId) -> Option<&mut Located> {
+        self.by_id.get_mut(id)
+    }
+
+    /// Objects of which `node` holds or is making a copy, in id order.
     fn held_by(&self, node: NodeId) -> Vec<ObjectId> {
         let mut ids: Vec<ObjectId> = self
             .by_id
             .iter()
-            .filter(|(_, l)| l.holder == node)
+            .filter(|(_, l)| l.holders.contains(&node) || l.copying.contains(&node))
             .map(|(id, _)| *id)
             .collect();
         ids.sort_unstable();
@@ -172,6 +187,7 @@ impl Owner {
         contained: Vec<RawRef>,
         shared: Option<SharedBlock>,
     ) {
+        let want = super::replicas::task_replicas(&self.remote.lock(), object);
         let task = {
             let mut remote = self.remote.lock();
             match remote.remove(&object) {
@@ -198,12 +214,16 @@ impl Owner {
         let cell = Arc::clone(&task.cell);
         let located = Located {
             cell: Arc::clone(&cell),
-            holder: from,
+            holders: vec![from],
+            copying: Vec::new(),
+            refused: Vec::new(),
+            want,
             len,
             contained,
             shared,
             task: Some(task),
             lost: false,
+            lost_on: None,
             spec_bytes,
             seq: 0,
         };
@@ -217,6 +237,7 @@ impl Owner {
             tracing::debug!(count = evicted.len(), "lineage evicted (OWL_LINEAGE_BYTES)");
         }
         drop(evicted);
+        self.replicate(ctx, object);
     }
 
     /// A reader on this node waits for `cell`'s value, held elsewhere:
@@ -224,15 +245,20 @@ impl Owner {
     pub(crate) fn demand(&self, ctx: &impl NodeCtx, cell: &Arc<ObjectCell>) {
         let id = cell.id();
         if let Some((holder, len, contained, shared)) = self.location(ctx, id) {
-            self.start_pull(ctx, holder, id, len, contained, shared);
+            let at = super::fetch::At {
+                len,
+                holder,
+                shared,
+            };
+            self.start_pull(ctx, id, at, contained, super::fetch::Purpose::Read);
         }
     }
 
-    /// The node holding `id`'s value and its size, while it is there.
+    /// A node holding `id`'s value and its size, while one does.
     pub(crate) fn holder_of(&self, id: ObjectId) -> Option<(NodeId, u64)> {
         let located = self.located.lock();
         let l = located.get(&id)?;
-        (!l.lost).then_some((l.holder, l.len))
+        Some((*l.holders.first()?, l.len))
     }
 
     /// Where a reader finds a located value: (holder, len, contained,
@@ -243,15 +269,26 @@ impl Owner {
         ctx: &impl NodeCtx,
         id: ObjectId,
     ) -> Option<(NodeId, u64, Vec<RawRef>, Option<SharedBlock>)> {
-        let lost = {
+        let (dead, lost_on) = {
             let located = self.located.lock();
             let l = located.get(&id)?;
-            if !l.lost && !ctx.is_dead(l.holder) {
-                return Some((l.holder, l.len, l.contained.clone(), l.shared.clone()));
+            if let Some(&h) = l.holders.iter().find(|&&h| !ctx.is_dead(h)) {
+                // The executor's block is for same-host readers of its copy.
+                let shared = (Some(&h) == l.holders.first())
+                    .then(|| l.shared.clone())
+                    .flatten();
+                return Some((h, l.len, l.contained.clone(), shared));
             }
-            l.holder
+            (l.holders.clone(), l.lost_on.filter(|_| l.lost))
         };
-        self.holder_lost(ctx, id, lost);
+        // Every copy is on a node known dead, or was lost before: the
+        // value is wanted now.
+        for h in dead {
+            self.holder_lost(ctx, id, h);
+        }
+        if let Some(node) = lost_on {
+            self.rebuild(ctx, id, node);
+        }
         None
     }
 
@@ -264,21 +301,35 @@ impl Owner {
         id: ObjectId,
         outcome: crate::object::cell::Outcome,
     ) {
-        ctx.send(from, release(id));
         let entry = self.located.lock().remove_held_by(&id, from);
-        if let Some(l) = entry {
-            self.located_count.fetch_sub(1, Ordering::Relaxed);
-            l.cell.complete(outcome);
+        match entry {
+            Some(l) => {
+                self.located_count.fetch_sub(1, Ordering::Relaxed);
+                for n in l.holders.iter().chain(&l.copying) {
+                    ctx.send(*n, release(id));
+                }
+                l.cell.complete(outcome);
+            }
+            None => ctx.send(from, release(id)),
         }
     }
 
     /// `holder` can no longer serve `id`'s value (it died, or said it has
-    /// no such value): its task runs again, or the object fails when its
-    /// retries are spent.
+    /// no such value): its copy is forgotten; another copy serves, and is
+    /// copied again up to what the call asked for; without one, the task
+    /// runs again, or the object fails when its retries are spent.
     pub(super) fn holder_lost(&self, ctx: &impl NodeCtx, id: ObjectId, holder: NodeId) {
-        let entry = self.located.lock().remove_held_by(&id, holder);
-        let Some(l) = entry else { return };
-        self.located_count.fetch_sub(1, Ordering::Relaxed);
+        let left = {
+            let mut located = self.located.lock();
+            let Some(l) = located.get_mut(&id) else {
+                return;
+            };
+            if !l.holders.contains(&holder) {
+                return;
+            }
+            l.holders.retain(|&h| h != holder);
+            l.holders.len()
+        };
         let pull = {
             let mut pulls = self.pulls.lock();
             match pulls.get(&id) {
@@ -286,11 +337,41 @@ impl Owner {
                 _ => None,
             }
         };
+        let was_pulling = pull.is_some();
         drop(pull);
         if !ctx.is_dead(holder) {
             ctx.send(holder, release(id));
         }
-        tracing::debug!(object = %id, %holder, "result lost with its holder; running its task again");
+        if left > 0 {
+            self.replicate(ctx, id);
+            if was_pulling {
+                // A reader here was pulling from it: on from another copy.
+                if let Some(cell) = self.refs.export_cell(id).or_else(|| self.located_cell(id)) {
+                    self.demand(ctx, &cell);
+                }
+            }
+            return;
+        }
+        tracing::debug!(object = %id, %holder, "result lost with its last holder; running its task again");
+        self.rebuild(ctx, id, holder);
+    }
+
+    /// The cell of a located object.
+    fn located_cell(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+        self.located.lock().get(&id).map(|l| Arc::clone(&l.cell))
+    }
+
+    /// Every copy of `id`'s value is gone, the last with `lost_on`: its
+    /// task runs again (or it fails when its lineage was evicted).
+    fn rebuild(&self, ctx: &impl NodeCtx, id: ObjectId, lost_on: NodeId) {
+        let Some(l) = self.located.lock().remove(&id) else {
+            return;
+        };
+        self.located_count.fetch_sub(1, Ordering::Relaxed);
+        // Copies still being made have no source any more.
+        for n in &l.copying {
+            ctx.send(*n, release(id));
+        }
         let Located {
             task,
             contained,
@@ -301,26 +382,43 @@ impl Owner {
         match task {
             Some(task) => {
                 task.cell.unlocate();
-                let cause = format!("its result was lost with {holder}");
-                self.retry_or_fail(ctx, task, holder, cause);
+                let cause = format!("its result was lost with {lost_on}");
+                self.retry_or_fail(ctx, task, lost_on, cause);
             }
             None => {
-                tracing::warn!(object = %id, %holder, "a result lost with its holder cannot be rebuilt: its lineage was evicted");
-                fail_evicted(&cell, holder);
+                tracing::warn!(object = %id, %lost_on, "a result lost with its holders cannot be rebuilt: its lineage was evicted");
+                fail_evicted(&cell, lost_on);
             }
         }
     }
 
-    /// `dead` is gone: every result it held for us is lost, rebuilt now
-    /// if a reader here was pulling it, else when next wanted.
+    /// `dead` is gone: its copies of our results are forgotten (others
+    /// serve, and are copied again); a result with no copy left is lost,
+    /// rebuilt now if a reader here was pulling it, else when next wanted.
     pub(super) fn holders_lost(&self, ctx: &impl NodeCtx, dead: NodeId) {
         let ids = self.located.lock().held_by(dead);
         for id in ids {
             let pulling = self.pulls.lock().get(&id).is_some_and(|p| p.from == dead);
-            if pulling {
+            let holder = {
+                let mut located = self.located.lock();
+                let Some(l) = located.get_mut(&id) else {
+                    continue;
+                };
+                l.copying.retain(|&n| n != dead);
+                if l.holders == [dead] && !pulling {
+                    // The last copy: rebuilt when next wanted.
+                    l.holders.clear();
+                    l.lost = true;
+                    l.lost_on = Some(dead);
+                    continue;
+                }
+                l.holders.contains(&dead)
+            };
+            if holder {
                 self.holder_lost(ctx, id, dead);
-            } else if let Some(l) = self.located.lock().by_id.get_mut(&id) {
-                l.lost = true;
+            } else {
+                // Only a copy in the making died: make another.
+                self.replicate(ctx, id);
             }
         }
     }
@@ -375,7 +473,9 @@ impl Owner {
                 self.located_count.fetch_sub(1, Ordering::Relaxed);
                 let pull = self.pulls.lock().remove(&id);
                 drop(pull);
-                ctx.send(l.holder, release(id));
+                for n in l.holders.iter().chain(&l.copying) {
+                    ctx.send(*n, release(id));
+                }
                 // A fetch accepted before the free (a borrower purged
                 // with a dead node) still gets an answer: the typed error
                 // a fetch of a freed object gets.

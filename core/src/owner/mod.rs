@@ -19,6 +19,7 @@
 mod fetch;
 mod located;
 pub(crate) mod refs;
+mod replicas;
 pub(crate) mod retry;
 pub(crate) mod table;
 mod tasks;
@@ -299,6 +300,12 @@ impl Owner {
                 data,
             } => self.on_chunk(ctx, from, id(&object), offset, data),
             OwlMsg::Cancel { object } => self.on_cancel(ctx, id(&object)),
+            OwlMsg::Replicate {
+                object,
+                holder,
+                len,
+            } => self.on_replicate(ctx, from, id(&object), NodeId(holder), len),
+            OwlMsg::Replicated { object, ok } => self.on_replicated(ctx, from, id(&object), ok),
             other => return Some(other),
         }
         None

@@ -181,6 +181,15 @@ fn all_msgs() -> Vec<Msg> {
             data: vec![9; 4096],
         }),
         Msg::Owl(OwlMsg::Cancel { object: id(8) }),
+        Msg::Owl(OwlMsg::Replicate {
+            object: id(8),
+            holder: 1,
+            len: 1 << 21,
+        }),
+        Msg::Owl(OwlMsg::Replicated {
+            object: id(8),
+            ok: false,
+        }),
         Msg::Shutdown,
         Msg::ShmSetup {
             step: ShmStep::Cluster { id: [7; 16] },

@@ -510,3 +510,112 @@ fn a_call_s_inline_arguments_fit_one_message_together() {
         [WireArg::Value(_), WireArg::Ref(_), WireArg::Ref(_)]
     ));
 }
+
+#[test]
+fn a_result_kept_in_two_copies_loses_one_without_running_again() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let mut t = task(1, vec![], 0);
+    t.opts = Some(Box::new(crate::spec::CallOpts::new().replicas(2)));
+    let cell = Arc::clone(&t.cell);
+    cell.handles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _handle = RawRef::adopt(Arc::clone(&cell));
+    let tid = cell.id();
+    assert!(owner.dispatch(&ctx, t, N1).is_ok());
+    ctx.take();
+    let len = CHUNK as u64 + 1;
+    let held = OwlMsg::TaskHeld {
+        object: tid.into(),
+        len,
+        refs: Vec::new(),
+        shared: None,
+    };
+    owner.on_msg(&ctx, N1, held);
+    let replicate = |to: NodeId, holder: u32| {
+        Action::Send(
+            to,
+            OwlMsg::Replicate {
+                object: tid.into(),
+                holder,
+                len,
+            },
+        )
+    };
+    // The next node after the executor is asked for the second copy.
+    assert_eq!(ctx.take(), vec![replicate(N2, 1)]);
+    assert_eq!(owner.copies(tid), 1, "a copy counts once acknowledged");
+    let ack = OwlMsg::Replicated {
+        object: tid.into(),
+        ok: true,
+    };
+    owner.on_msg(&ctx, N2, ack);
+    assert_eq!(owner.copies(tid), 2);
+    // The executor dies: node 2's copy serves, node 3 makes another.
+    ctx.dead.borrow_mut().insert(N1);
+    owner.node_gone(&ctx, N1);
+    let sent = ctx.take();
+    assert!(sent.contains(&replicate(N3, 2)), "{sent:?}");
+    assert!(
+        !sent.iter().any(|a| matches!(a, Action::Enqueue(..))),
+        "nothing runs again: {sent:?}"
+    );
+    assert!(cell.is_located());
+    owner.demand(&ctx, &cell);
+    assert_eq!(ctx.take()[0], pull(N2, tid, 0, CHUNK));
+}
+
+#[test]
+fn a_node_asked_for_a_copy_pulls_it_keeps_it_and_serves_it() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let xid = id(N2, 7);
+    let len = CHUNK + 5;
+    let ask = OwlMsg::Replicate {
+        object: xid.into(),
+        holder: 3,
+        len: len as u64,
+    };
+    owner.on_msg(&ctx, N2, ask);
+    assert_eq!(
+        ctx.take(),
+        vec![pull(N3, xid, 0, CHUNK), pull(N3, xid, CHUNK, 5)]
+    );
+    let data: Vec<u8> = (0..len).map(|i| (i % 13) as u8).collect();
+    for offset in [0, CHUNK] {
+        let chunk = OwlMsg::Chunk {
+            object: xid.into(),
+            offset: offset as u64,
+            data: data[offset..(offset + CHUNK).min(len)].to_vec(),
+        };
+        owner.on_msg(&ctx, N3, chunk);
+    }
+    assert_eq!(
+        ctx.take(),
+        vec![Action::Send(
+            N2,
+            OwlMsg::Replicated {
+                object: xid.into(),
+                ok: true,
+            }
+        )]
+    );
+    assert_eq!(owner.counts().held, 1);
+    // A reader pulls from this copy.
+    owner.on_msg(
+        &ctx,
+        N1,
+        OwlMsg::Pull {
+            object: xid.into(),
+            offset: CHUNK as u64,
+            len: 5,
+        },
+    );
+    let sent = ctx.take();
+    let [Action::Send(N1, OwlMsg::Chunk { data: got, .. })] = &sent[..] else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(got, &data[CHUNK..]);
+    owner.on_msg(&ctx, N2, release(xid));
+    assert_eq!(owner.counts(), crate::owner::OwnerCounts::default());
+}

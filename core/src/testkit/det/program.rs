@@ -120,6 +120,8 @@ impl Cluster {
             args.push(Arg::Value(Some(self.rng.below(1000) as u64)));
         }
         let retries = self.rng.below(3) as u32;
+        // One task in four keeps a second copy of its result.
+        let replicas = if self.rng.below(4) == 0 { 2 } else { 0 };
         let node = &mut self.nodes[n as usize];
         let cell = node.table.insert_pending();
         let handle = RawRef::adopt(Arc::clone(&cell));
@@ -128,7 +130,8 @@ impl Cluster {
             cell,
             func: &DET_FN,
             call: Box::new(ArgsCall(args)),
-            opts: (retries > 0).then(|| Box::new(CallOpts::new().max_retries(retries))),
+            opts: (retries > 0 || replicas > 0)
+                .then(|| Box::new(CallOpts::new().max_retries(retries).replicas(replicas))),
             attempt: 0,
             reply_to: None,
             tried: Vec::new(),
