@@ -247,7 +247,10 @@ pub fn sample_msgs() -> Vec<Msg> {
             borrower: 2,
             count: 1,
         }),
-        Msg::Owl(OwlMsg::Fetch { object: id(4), lost: None }),
+        Msg::Owl(OwlMsg::Fetch {
+            object: id(4),
+            lost: None,
+        }),
         Msg::Owl(OwlMsg::Value {
             object: id(4),
             outcome: Ok(value),
