@@ -3,10 +3,13 @@
 //! pulls it from that node, and a result lost with its node is rebuilt
 //! from its task (lineage) on a live node when it is read again.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::kill;
 use owl::{CallOpts, NodeId, Runtime, Transport};
 
 const MIB: u64 = 1 << 20;
@@ -138,16 +141,6 @@ fn a_reader_on_a_third_node_pulls_from_the_node_that_made_it() {
     for rt in &nodes {
         rt.assert_no_leaks();
     }
-}
-
-/// Tells every other node that node `k` died, then stops it.
-fn kill(nodes: &mut [Option<Runtime>], k: usize) {
-    for (i, rt) in nodes.iter().enumerate() {
-        if let (true, Some(rt)) = (i != k, rt) {
-            rt.peer_down(NodeId(k as u32));
-        }
-    }
-    drop(nodes[k].take());
 }
 
 #[test]

@@ -89,6 +89,23 @@ impl Drop for RouteGuard {
     }
 }
 
+/// Runs events (no program steps) until nothing is left to happen, within
+/// what is left of `budget`.
+fn quiesce(c: &mut Cluster, cfg: &DetConfig, budget: &mut u32) -> Result<(), DetFailure> {
+    loop {
+        let ev = c.events(false);
+        if ev.is_empty() {
+            return Ok(());
+        }
+        let e = ev[c.rng.below(ev.len())];
+        c.run_event(e, cfg.max_deaths)?;
+        *budget -= 1;
+        if *budget == 0 {
+            return Err(c.fail("the cluster never went quiet".into()));
+        }
+    }
+}
+
 /// Runs the random program of `seed` on a fresh deterministic cluster;
 /// returns its event log.
 pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
@@ -119,18 +136,7 @@ pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
     // Every node reads every value it holds (values still held where they
     // were made are brought over), then the cluster goes quiet again.
     c.read_all();
-    loop {
-        let ev = c.events(false);
-        if ev.is_empty() {
-            break;
-        }
-        let e = ev[c.rng.below(ev.len())];
-        c.run_event(e, cfg.max_deaths)?;
-        budget -= 1;
-        if budget == 0 {
-            return Err(c.fail("the cluster never went quiet".into()));
-        }
-    }
+    quiesce(&mut c, cfg, &mut budget)?;
     c.check_settled()?;
     // The program ends: every handle goes, and what that sends is
     // delivered.
@@ -142,18 +148,7 @@ pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
         drop(held);
     }
     c.drain_ended();
-    loop {
-        let ev = c.events(false);
-        if ev.is_empty() {
-            break;
-        }
-        let e = ev[c.rng.below(ev.len())];
-        c.run_event(e, cfg.max_deaths)?;
-        budget -= 1;
-        if budget == 0 {
-            return Err(c.fail("the cluster never went quiet".into()));
-        }
-    }
+    quiesce(&mut c, cfg, &mut budget)?;
     c.leaks()?;
     Ok(c.log)
 }
