@@ -1,7 +1,8 @@
 //! Multi-node workloads: two owl nodes in this process joined by each
 //! transport (in-process channels, TCP, plaintext TCP, QUIC), measured next
 //! to the raw transport in the same run: remote round trip, cross-node no-op
-//! throughput, and the transfer of a large object between arenas.
+//! throughput, the transfer of a large object between arenas, and the
+//! bytes a large result moves when it is consumed where it was made.
 
 use std::time::Instant;
 
@@ -12,7 +13,12 @@ use serde_json::json;
 use crate::harness::{percentiles, repeat, Figure, Sample};
 use crate::workloads::Size;
 
-pub const NAMES: &[&str] = &["remote_rtt", "remote_throughput", "transfer"];
+pub const NAMES: &[&str] = &[
+    "remote_rtt",
+    "remote_throughput",
+    "transfer",
+    "data_movement",
+];
 
 /// The transports a multi-node workload runs over.
 pub const TRANSPORTS: &[&str] = &["inproc", "shm", "tcp", "tcp-plain", "quic", "tcp-pull"];
@@ -64,6 +70,70 @@ pub fn pair(
     let transport: Transport = wire.parse().map_err(anyhow::Error::msg)?;
     let out = owl::on_loopback(2, transport, move |n| store(n.0))?;
     Ok((out, dirs))
+}
+
+/// A large value, made where it runs.
+#[owl::remote]
+fn make_bytes(len: u64) -> Vec<u8> {
+    vec![5u8; len as usize]
+}
+
+/// Reads a value passed by ref (the value itself is the argument).
+#[owl::remote]
+fn sum_len(bytes: Vec<u8>) -> u64 {
+    bytes.len() as u64 + u64::from(bytes[bytes.len() - 1])
+}
+
+/// A result of `len` bytes made on node 1 and consumed by a task on node 1:
+/// the bytes node 1 sends meanwhile (to the owner, node 0), counted by the
+/// transport; then the owner reads the value itself, which must move it.
+fn data_movement(rt: &Runtime, size: Size, transport: &str, peer: &Runtime) -> Vec<Sample> {
+    let len = size.pick(100 << 20, 8 << 20) as u64;
+    let made = make_bytes
+        .options(on_peer())
+        .remote(rt, len)
+        .expect("submit");
+    let before = peer.bytes_sent();
+    let t0 = Instant::now();
+    let used = sum_len
+        .options(on_peer())
+        .remote(rt, &made)
+        .expect("submit");
+    assert_eq!(*used.get_blocking().expect("consumed"), len + 5);
+    let consumed = t0.elapsed();
+    let moved = peer.bytes_sent() - before;
+    let before = peer.bytes_sent();
+    let t0 = Instant::now();
+    assert_eq!(made.get_blocking().expect("read").len() as u64, len);
+    let read = t0.elapsed();
+    let read_moved = peer.bytes_sent() - before;
+    let config = json!({ "bytes": len, "transport": transport });
+    vec![
+        Sample::new(
+            format!("consumed_where_made_bytes_sent_{transport}"),
+            moved as f64,
+            "bytes",
+            config.clone(),
+        ),
+        Sample::new(
+            format!("consumed_where_made_ms_{transport}"),
+            consumed.as_secs_f64() * 1e3,
+            "ms",
+            config.clone(),
+        ),
+        Sample::new(
+            format!("owner_read_bytes_sent_{transport}"),
+            read_moved as f64,
+            "bytes",
+            config.clone(),
+        ),
+        Sample::new(
+            format!("owner_read_ms_{transport}"),
+            read.as_secs_f64() * 1e3,
+            "ms",
+            config,
+        ),
+    ]
 }
 
 fn on_peer() -> CallOpts {
@@ -161,6 +231,7 @@ pub fn run(
                 drop(big);
                 figs
             }
+            "data_movement" => repeat(name, reps, || Ok(data_movement(rt, size, t, &nodes[1])))?,
             other => anyhow::bail!("unknown multi-node workload `{other}`"),
         };
         figures.extend(figs);

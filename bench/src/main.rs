@@ -47,6 +47,9 @@ workloads (two nodes in this process, per transport; see --transport):
   remote_throughput 200,000 no-op tasks placed on the other node
   transfer          a 1 GiB object pulled into the other node's arena, and
                     its ratio to raw loopback TCP/QUIC bandwidth
+  data_movement     a 100 MiB result made and consumed on the other node:
+                    bytes that node sends meanwhile (counted by the
+                    transport), then those the owner's own read moves
 
   owl-bench metg-report DIR [--cores N]
                     METG(50%) of the Task Bench sweeps logged in DIR (see

@@ -19,6 +19,10 @@ pub struct Config {
     /// default: `spill` in owl's state directory). `None`: never spill.
     pub spill_dir: Option<PathBuf>,
     pub inline_max: usize,
+    /// Bytes of task specs kept as lineage for results held on other
+    /// nodes (`OWL_LINEAGE_BYTES`, default 1 GiB); past it the oldest are
+    /// evicted, and their results can no longer be rebuilt.
+    pub lineage_bytes: u64,
     pub event_loop: Option<EventLoopKind>,
     /// This node's labels, for placement constraints (`CallOpts::label`).
     pub labels: Vec<String>,
@@ -168,6 +172,7 @@ impl Default for Config {
             store_size: 4 << 30,
             spill_dir: Some(owl_store::default_spill_dir()),
             inline_max: 64 << 10,
+            lineage_bytes: 1 << 30,
             event_loop: None,
             labels: Vec::new(),
             cluster: None,
@@ -201,7 +206,8 @@ impl Builder {
         Builder::default()
     }
 
-    /// Applies `OWL_SHARDS`, `OWL_STORE_DIR`, `OWL_STORE_SIZE`, `OWL_SPILL_DIR`, `OWL_SPIN_US`,
+    /// Applies `OWL_SHARDS`, `OWL_STORE_DIR`, `OWL_STORE_SIZE`, `OWL_SPILL_DIR`,
+    /// `OWL_LINEAGE_BYTES`, `OWL_SPIN_US`,
     /// `OWL_PIN` and `OWL_EVENT_LOOP` (`uring` or `tokio`), and finds the
     /// node's place in a cluster from its launcher (`owl run`, `srun`,
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
@@ -288,6 +294,9 @@ impl Builder {
         }
         if let Some(n) = env_parse("OWL_STORE_SIZE", "expected a size in bytes")? {
             self.config.store_size = n;
+        }
+        if let Some(n) = env_parse("OWL_LINEAGE_BYTES", "expected a size in bytes")? {
+            self.config.lineage_bytes = n;
         }
         if let Some(us) = env_parse::<u64>("OWL_SPIN_US", "expected microseconds")? {
             self.config.spin = Duration::from_micros(us);
@@ -379,6 +388,13 @@ impl Builder {
     /// Arena size in bytes (sparse: memory is used only as it is written).
     pub fn store_size(mut self, bytes: u64) -> Self {
         self.config.store_size = bytes;
+        self
+    }
+
+    /// Bytes of task specs kept to rebuild results held on other nodes
+    /// (see [`Config::lineage_bytes`]).
+    pub fn lineage_bytes(mut self, bytes: u64) -> Self {
+        self.config.lineage_bytes = bytes;
         self
     }
 

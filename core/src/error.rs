@@ -28,6 +28,10 @@ pub enum TaskErrorKind {
     /// No node can run it (an unknown node was asked for, or the function
     /// is not in the receiving node's binary).
     Unplaceable(String),
+    /// Its value was lost with the node that held it, and the task that
+    /// made it had been evicted from the lineage budget, so it cannot be
+    /// rebuilt.
+    LineageEvicted(NodeId),
 }
 
 impl std::fmt::Display for TaskErrorKind {
@@ -50,6 +54,12 @@ impl std::fmt::Display for TaskErrorKind {
                 "is lost because its owner {n} died (objects fate-share with their owner)"
             ),
             TaskErrorKind::Unplaceable(m) => write!(f, "cannot be placed: {m}"),
+            TaskErrorKind::LineageEvicted(n) => write!(
+                f,
+                "was lost with {n}, which held its value, and cannot be rebuilt: its task was \
+                 evicted from the lineage kept for rebuilding (OWL_LINEAGE_BYTES); raise it, or \
+                 keep fewer large results alive at once"
+            ),
         }
     }
 }

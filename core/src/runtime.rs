@@ -96,6 +96,37 @@ impl Runtime {
         crate::engine::host::node_gone(&self.shared, peer, false);
     }
 
+    /// How many copies of `r`'s value its owner knows of, when this node
+    /// owns it: 1 once the value is here; for a result that stayed on
+    /// other nodes, the copies they acknowledged (see
+    /// [`CallOpts::replicas`](crate::CallOpts::replicas)); 0 while its
+    /// task runs, or for an object owned elsewhere. A result with `k`
+    /// copies survives the death of `k - 1` of their nodes without running
+    /// its task again.
+    pub fn copies<T>(&self, r: &ObjectRef<T>) -> usize {
+        if r.id().node != self.shared.node {
+            return 0;
+        }
+        if r.is_ready() {
+            return usize::from(matches!(r.cell().result(), Some(Ok(_))));
+        }
+        self.shared
+            .net
+            .as_ref()
+            .map_or(0, |n| n.owner.copies(r.id()))
+    }
+
+    /// Bytes this node has written to its peers so far (frames, headers
+    /// and sealing included; 0 outside a cluster or over in-process
+    /// links): traffic figures for benchmarks and tests.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared
+            .net
+            .as_ref()
+            .and_then(|n| n.mesh())
+            .map_or(0, |m| m.bytes_sent())
+    }
+
     pub(crate) fn shared(&self) -> &Arc<NodeShared> {
         &self.shared
     }

@@ -55,7 +55,10 @@ impl Runtime {
             });
         }
         check_registry()?;
-        crate::object::set_release_route(crate::engine::node::release);
+        crate::object::set_routes(crate::object::Routes {
+            release: crate::engine::node::release,
+            demand: crate::engine::node::demand,
+        });
         let (serial, arena) = create_arena(&config)?;
         let probed = probe_event_loop();
         let event_loop = match config.event_loop {
@@ -90,6 +93,7 @@ impl Runtime {
                     serial,
                     m.nodes,
                     config.labels.clone(),
+                    config.lineage_bytes,
                 )),
             ),
             None => (NodeId(0), None),

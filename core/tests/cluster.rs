@@ -2,6 +2,9 @@
 //! cross nodes in every direction, objects pulled between arenas, and exact
 //! reference counts (every node's tables empty at the end).
 
+mod common;
+
+use common::kill;
 use owl::{CallOpts, GetError, NodeId, ObjectRef, Runtime, TaskErrorKind};
 
 fn cluster(n: u32) -> Vec<Runtime> {
@@ -221,18 +224,6 @@ async fn hold(r: ObjectRef<Vec<u64>>, ms: u64) -> u64 {
 #[owl::remote]
 fn start_slow(rt: Runtime) -> ObjectRef<u64> {
     slow_add.remote(&rt, 1, 1, 10_000).unwrap()
-}
-
-/// Kills node `k` of an in-process cluster as a crash would: every other
-/// node is told (as its transport would tell it) and ignores whatever the
-/// dying node still sends, then its runtime stops.
-fn kill(nodes: &mut [Option<Runtime>], k: usize) {
-    for (i, rt) in nodes.iter().enumerate() {
-        if let (true, Some(rt)) = (i != k, rt) {
-            rt.peer_down(NodeId(k as u32));
-        }
-    }
-    drop(nodes[k].take());
 }
 
 #[test]

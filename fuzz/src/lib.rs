@@ -247,7 +247,10 @@ pub fn sample_msgs() -> Vec<Msg> {
             borrower: 2,
             count: 1,
         }),
-        Msg::Owl(OwlMsg::Fetch { object: id(4) }),
+        Msg::Owl(OwlMsg::Fetch {
+            object: id(4),
+            lost: None,
+        }),
         Msg::Owl(OwlMsg::Value {
             object: id(4),
             outcome: Ok(value),
@@ -255,6 +258,7 @@ pub fn sample_msgs() -> Vec<Msg> {
         Msg::Owl(OwlMsg::ValueHeader {
             object: id(5),
             len: 1 << 22,
+            holder: 3,
             refs: vec![id(7)],
             shared: Some(SharedBlock {
                 host: 0xfeed,
@@ -273,6 +277,15 @@ pub fn sample_msgs() -> Vec<Msg> {
             data: vec![0xab; 64],
         }),
         Msg::Owl(OwlMsg::Cancel { object: id(6) }),
+        Msg::Owl(OwlMsg::Replicate {
+            object: id(6),
+            holder: 2,
+            len: 1 << 20,
+        }),
+        Msg::Owl(OwlMsg::Replicated {
+            object: id(6),
+            ok: true,
+        }),
         Msg::Shutdown,
         Msg::Owl(OwlMsg::NodeInfo {
             labels: vec!["gpu".into()],

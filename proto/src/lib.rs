@@ -139,18 +139,23 @@ pub enum OwlMsg {
         borrower: u32,
         count: u32,
     },
-    /// "Send me this object's value when it is ready."
-    Fetch { object: WireId },
+    /// "Send me this object's value when it is ready." `lost` names a
+    /// node a header sent the reader to that could not serve the value (it
+    /// died, or no longer holds it): the owner stops counting it as a
+    /// holder (rebuilding the value if it was the last).
+    Fetch { object: WireId, lost: Option<u32> },
     /// A small value, whole.
     Value {
         object: WireId,
         outcome: Result<WireValue, WireError>,
     },
     /// A large value: the receiver pulls it in chunks of at most
-    /// [`MAX_CHUNK`].
+    /// [`MAX_CHUNK`] from `holder` (the sender, or the node that made the
+    /// value and still holds it).
     ValueHeader {
         object: WireId,
         len: u64,
+        holder: u32,
         refs: Vec<WireId>,
         /// Set when the holder's arena may be read directly on its host.
         shared: Option<SharedBlock>,
@@ -166,6 +171,17 @@ pub enum OwlMsg {
         offset: u64,
         data: Vec<u8>,
     },
+    /// To a node chosen to keep a copy of a task's result held by
+    /// `holder`: pull the `len` bytes from there and keep them until
+    /// `Release`.
+    Replicate {
+        object: WireId,
+        holder: u32,
+        len: u64,
+    },
+    /// To the owner: the sender now holds a copy of `object` (`ok`), or
+    /// could not make one.
+    Replicated { object: WireId, ok: bool },
     /// To the executor: the owner cancelled the task of `object`.
     Cancel { object: WireId },
     /// What the sender offers, sent once to each peer when it connects:

@@ -462,7 +462,9 @@ impl BlockMut {
     }
 }
 
-/// An immutable block, shareable across threads.
+/// An immutable block, shareable across threads. Clones share the bytes;
+/// the range is freed when the last one goes.
+#[derive(Clone)]
 pub struct Block {
     inner: Arc<BlockShared>,
 }

@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     /// How long this node did not run, once a round found that it did not
     /// run for longer than `dead_after` (0: never).
     pub(crate) stalled_ms: AtomicU64,
+    /// Bytes of frames written to peers (headers and sealing included),
+    /// for traffic figures.
+    pub(crate) bytes_out: AtomicU64,
 }
 
 /// See [`Shared::close_control`].
@@ -106,6 +109,7 @@ impl Shared {
             helpers: AtomicU32::new(0),
             killed: AtomicBool::new(false),
             shutdown_queued: AtomicBool::new(false),
+            bytes_out: AtomicU64::new(0),
             close_control: Mutex::new(None),
             last_round_ms: AtomicU64::new(u64::MAX),
             stalled_ms: AtomicU64::new(0),

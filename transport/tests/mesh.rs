@@ -254,8 +254,20 @@ fn intruders_are_refused_and_the_mesh_keeps_working() {
         index: 0,
         gen: 0,
     };
-    meshes[2].send(1, Msg::Owl(OwlMsg::Fetch { object: id }));
-    meshes[0].send(2, Msg::Owl(OwlMsg::Fetch { object: id }));
+    meshes[2].send(
+        1,
+        Msg::Owl(OwlMsg::Fetch {
+            object: id,
+            lost: None,
+        }),
+    );
+    meshes[0].send(
+        2,
+        Msg::Owl(OwlMsg::Fetch {
+            object: id,
+            lost: None,
+        }),
+    );
     wait_for("messages after intruders", || {
         !recs[1].msgs.lock().is_empty() && !recs[2].msgs.lock().is_empty()
     });

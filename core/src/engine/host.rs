@@ -113,7 +113,7 @@ impl NodeCtx for HostCtx<'_> {
             cell: Arc::downgrade(cell),
             to,
         }));
-        if !cell.wait(&waker) {
+        if !cell.wait_done(&waker) {
             self.owner().send_value(self, to, cell);
         }
     }
@@ -153,7 +153,8 @@ impl NodeCtx for HostCtx<'_> {
     }
 }
 
-/// Answers a standing fetch once the object's value is there.
+/// Answers a standing fetch once the object is done (its value here, or
+/// held by the node that made it).
 struct FetchWaker {
     node: Weak<NodeShared>,
     cell: Weak<ObjectCell>,

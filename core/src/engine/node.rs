@@ -162,6 +162,21 @@ pub(crate) fn release(cell: &Arc<ObjectCell>) {
     }
 }
 
+/// The demand route (`object::demand`): a reader waits for a value of this
+/// node's that another node holds; the owner layer brings it here.
+pub(crate) fn demand(cell: &Arc<ObjectCell>) {
+    let node = registry()
+        .read()
+        .expect("registry lock")
+        .get(&cell.rt)
+        .and_then(Weak::upgrade);
+    if let Some(node) = node {
+        if let Some(ctx) = HostCtx::of(&node) {
+            ctx.owner().demand(&ctx, cell);
+        }
+    }
+}
+
 /// Shuts the node down when the last owning handle goes.
 pub(crate) struct NodeLife {
     pub(crate) shared: Arc<NodeShared>,

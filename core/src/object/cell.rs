@@ -12,8 +12,14 @@
 //! from another node finds the cell through the export index and starts a
 //! new group (`Net::resolve_own`, which tells the owning shard). Each
 //! transition to zero sends exactly one release for the group that ended.
+//!
+//! On its owner, a task's result may be *located* before it is ready: the
+//! task finished on another node, which holds the value (see
+//! `owner::located`). It then counts as done for placing the tasks that
+//! take it (they may run where it is), and the first reader that waits for
+//! the value itself demands it (`object::demand`), which brings it here.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::Waker;
 
@@ -33,6 +39,11 @@ struct Waiting {
     children: Vec<Weak<ObjectCell>>,
 }
 
+/// Done on another node, which holds the value.
+const LOCATED: u8 = 1;
+/// A reader asked for the located value.
+const DEMANDED: u8 = 2;
+
 pub struct ObjectCell {
     id: ObjectId,
     /// The runtime (process-local serial) whose table owns this object.
@@ -42,6 +53,8 @@ pub struct ObjectCell {
     /// reached the owning shard yet (see `net::refs`): the entry must not
     /// be freed meanwhile.
     pub(crate) in_flight: AtomicU32,
+    /// `LOCATED`, `DEMANDED` (see the module docs).
+    state: AtomicU8,
     result: OnceLock<Outcome>,
     // Taken only when a reader finds the value missing or a writer publishes:
     // never on the path of a ready `get`.
@@ -65,6 +78,7 @@ impl ObjectCell {
             rt,
             handles: AtomicU32::new(handles),
             in_flight: AtomicU32::new(0),
+            state: AtomicU8::new(0),
             result: OnceLock::new(),
             waiting: Mutex::new(Waiting::default()),
         }
@@ -101,16 +115,72 @@ impl ObjectCell {
         true
     }
 
+    /// Whether the task finished on another node that holds the value
+    /// (and the value is not here yet).
+    pub fn is_located(&self) -> bool {
+        self.state.load(Ordering::Acquire) & LOCATED != 0 && !self.is_ready()
+    }
+
+    /// Ready, or located: the task that makes it is done.
+    pub fn is_done(&self) -> bool {
+        self.is_ready() || self.state.load(Ordering::Acquire) & LOCATED != 0
+    }
+
+    /// The task finished on another node, which holds the value: wakes
+    /// every waiter (those waiting for the value itself demand it when
+    /// they look again).
+    pub(crate) fn mark_located(&self) {
+        self.state.store(LOCATED, Ordering::Release);
+        let wakers = std::mem::take(&mut self.waiting.lock().wakers);
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// The node holding the value was lost: the object is pending again
+    /// (its task runs again).
+    pub(crate) fn unlocate(&self) {
+        self.state.store(0, Ordering::Release);
+    }
+
     /// Registers `waker` unless the value is already there. Returns false
-    /// when it is (the caller proceeds without waiting).
-    pub(crate) fn wait(&self, waker: &Waker) -> bool {
-        if self.is_ready() {
+    /// when it is (the caller proceeds without waiting). The first wait
+    /// for a located value demands it.
+    pub(crate) fn wait(self: &Arc<Self>, waker: &Waker) -> bool {
+        if !self.register(waker, ObjectCell::is_ready) {
+            return false;
+        }
+        let state = self.state.load(Ordering::Acquire);
+        if state == LOCATED
+            && self
+                .state
+                .compare_exchange(
+                    LOCATED,
+                    LOCATED | DEMANDED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+        {
+            super::demand(self);
+        }
+        true
+    }
+
+    /// Registers `waker` unless the object is done (ready or located);
+    /// returns false when it is.
+    pub(crate) fn wait_done(&self, waker: &Waker) -> bool {
+        self.register(waker, ObjectCell::is_done)
+    }
+
+    fn register(&self, waker: &Waker, done: fn(&ObjectCell) -> bool) -> bool {
+        if done(self) {
             return false;
         }
         let mut waiting = self.waiting.lock();
-        // `complete` sets the result before taking the lock, so a result
-        // published after our first check is visible here.
-        if self.is_ready() {
+        // `complete` and `mark_located` publish before taking the lock, so
+        // a change after our first check is visible here.
+        if done(self) {
             return false;
         }
         if !waiting.wakers.iter().any(|w| w.will_wake(waker)) {
@@ -139,7 +209,8 @@ impl ObjectCell {
         let mut stack = vec![Arc::clone(self)];
         let mut first = None;
         while let Some(cell) = stack.pop() {
-            let was_pending = cell.complete(Err(make_err(&cell)));
+            // A task that finished elsewhere is done: nothing to cancel.
+            let was_pending = !cell.is_done() && cell.complete(Err(make_err(&cell)));
             first.get_or_insert(was_pending);
             let children = std::mem::take(&mut cell.waiting.lock().children);
             stack.extend(children.iter().filter_map(Weak::upgrade));

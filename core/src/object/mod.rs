@@ -3,11 +3,12 @@
 //! (inline or archived in the arena), typed and untyped refs, and waiting
 //! on several objects at once.
 //!
-//! Nothing here knows shards, nodes or the network. The one way up is the
-//! release route: when a node's handle group of an object ends (its handle
-//! count reaches zero), [`release`] hands the cell to the route the engine
-//! installed at start-up, which finds the cell's runtime by the serial the
-//! cell carries and tells the owner.
+//! Nothing here knows shards, nodes or the network. The ways up are two
+//! routes the engine installs at start-up, which find the cell's runtime
+//! by the serial the cell carries and tell its owner layer: when a node's
+//! handle group of an object ends (its handle count reaches zero),
+//! [`release`]; when a reader waits for an object whose value is held on
+//! another node (see [`cell::ObjectCell::mark_located`]), [`demand`].
 
 use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
@@ -20,24 +21,29 @@ pub(crate) mod wait;
 
 use cell::ObjectCell;
 
-/// Where the end of a handle group goes (see the module docs).
-pub(crate) type ReleaseRoute = fn(&Arc<ObjectCell>);
+/// Where the end of a handle group and the demand for a value held
+/// elsewhere go (see the module docs).
+#[derive(Clone, Copy)]
+pub(crate) struct Routes {
+    pub release: fn(&Arc<ObjectCell>),
+    pub demand: fn(&Arc<ObjectCell>),
+}
 
-/// The engine's handler for the end of a handle group, set once per
-/// process before any runtime makes a cell.
-static RELEASE_ROUTE: OnceLock<ReleaseRoute> = OnceLock::new();
+/// The engine's routes, set once per process before any runtime makes a
+/// cell.
+static ROUTES: OnceLock<Routes> = OnceLock::new();
 
-/// Installs the release route (the first call wins; every runtime of the
-/// process installs the same function).
-pub(crate) fn set_release_route(route: ReleaseRoute) {
-    let _ = RELEASE_ROUTE.set(route);
+/// Installs the routes (the first call wins; every runtime of the process
+/// installs the same functions).
+pub(crate) fn set_routes(routes: Routes) {
+    let _ = ROUTES.set(routes);
 }
 
 thread_local! {
-    /// A route that takes precedence on this thread: the deterministic
-    /// cluster runs every node on one thread and routes its releases to
-    /// itself, whatever the process-wide route is.
-    static THREAD_ROUTE: Cell<Option<ReleaseRoute>> = const { Cell::new(None) };
+    /// Routes that take precedence on this thread: the deterministic
+    /// cluster runs every node on one thread and routes its releases and
+    /// demands to itself, whatever the process-wide routes are.
+    static THREAD_ROUTES: Cell<Option<Routes>> = const { Cell::new(None) };
     /// Whether this thread runs owl tasks (a shard): blocking waits on it
     /// would stall every task queued behind, so they are refused.
     static TASK_THREAD: Cell<bool> = const { Cell::new(false) };
@@ -53,17 +59,28 @@ pub(crate) fn on_task_thread() -> bool {
     TASK_THREAD.with(Cell::get)
 }
 
-/// Sets (or with `None` clears) the calling thread's own release route.
-pub(crate) fn set_thread_release_route(route: Option<ReleaseRoute>) {
-    THREAD_ROUTE.with(|r| r.set(route));
+/// Sets (or with `None` clears) the calling thread's own routes.
+pub(crate) fn set_thread_routes(routes: Option<Routes>) {
+    THREAD_ROUTES.with(|r| r.set(routes));
+}
+
+fn routes() -> Option<Routes> {
+    THREAD_ROUTES
+        .with(Cell::get)
+        .or_else(|| ROUTES.get().copied())
 }
 
 /// The handle group of `cell` on this node ended.
 pub(crate) fn release(cell: &Arc<ObjectCell>) {
-    if let Some(route) = THREAD_ROUTE.with(Cell::get) {
-        return route(cell);
+    if let Some(r) = routes() {
+        (r.release)(cell);
     }
-    if let Some(route) = RELEASE_ROUTE.get() {
-        route(cell);
+}
+
+/// A reader waits for `cell`'s value, which is held on another node: the
+/// owner layer brings it here.
+pub(crate) fn demand(cell: &Arc<ObjectCell>) {
+    if let Some(r) = routes() {
+        (r.demand)(cell);
     }
 }

@@ -182,6 +182,29 @@ impl Stored {
         }
     }
 
+    /// The same bytes with other contained refs (the same objects' handles
+    /// made elsewhere on this node): an arena value shares its block, a
+    /// small one is copied.
+    pub(crate) fn same_bytes(&self, contained: Vec<RawRef>) -> Stored {
+        let repr = match &self.repr {
+            Repr::Small { buf, len } => Repr::Small {
+                buf: SmallBuf(buf.0),
+                len: *len,
+            },
+            Repr::Heap(v) => {
+                let mut heap = AlignedVec::with_capacity(v.len());
+                heap.extend_from_slice(v.as_slice());
+                Repr::Heap(heap)
+            }
+            Repr::Arena(b) => Repr::Arena(b.clone()),
+        };
+        Stored {
+            repr,
+            contained: contained.into_boxed_slice(),
+            checked: AtomicBool::new(self.checked.load(Ordering::Acquire)),
+        }
+    }
+
     /// A value pulled in chunks straight into an arena block.
     pub(crate) fn from_block(block: Block, contained: Vec<RawRef>) -> Stored {
         Stored {

@@ -1,10 +1,15 @@
 //! Objects moving between nodes. A node that receives a ref to an object
 //! owned elsewhere asks the owner for it (`Fetch`, a standing request the
-//! owner answers once the value is ready). Small values come back whole;
-//! large ones as a header, then the receiver pulls chunks straight into a
-//! block of its arena, several in flight. One proxy per object and node
-//! means one fetch: concurrent readers on a node share it.
+//! owner answers once the object is done). Small values come back whole;
+//! large ones as a header naming the node that holds the value (the owner,
+//! or the executor that made it: see `located`), then the receiver pulls
+//! chunks from there straight into a block of its arena, several in
+//! flight; a reader on the holder itself reads its copy. A holder that
+//! cannot serve the value is reported back to the owner with a new fetch.
+//! One proxy per object and node means one fetch: concurrent readers on a
+//! node share it.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use owl_proto::{OwlMsg, SharedBlock, WireError, WireId, WireValue};
@@ -23,14 +28,39 @@ pub(crate) const CHUNK: usize = 4 << 20;
 /// Chunks requested ahead of those received.
 const WINDOW: u64 = 8;
 
+/// Where a large value is: its size, the node that holds it, and its
+/// block there when a reader on the same host may read it directly.
+pub(crate) struct At {
+    pub len: u64,
+    pub holder: NodeId,
+    pub shared: Option<SharedBlock>,
+}
+
+/// What a pull is for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Purpose {
+    /// A reader here: this node's proxy, or a located result of its own.
+    Read,
+    /// A copy kept for the owner (`Replicate`).
+    Copy,
+}
+
 /// A large value arriving in chunks.
 pub(crate) struct Pull {
-    from: NodeId,
+    pub(super) from: NodeId,
+    purpose: Purpose,
+    /// A copy being made here that this node's proxy also waits for: the
+    /// refs inside the value, from the proxy's header.
+    readers: Option<Vec<RawRef>>,
     block: Option<BlockMut>,
     contained: Vec<RawRef>,
     len: u64,
     requested: u64,
     received: u64,
+    /// Offsets requested and not yet received: a chunk is taken only once
+    /// and only if asked for (a chunk of an earlier pull of the same
+    /// object, still on its way, is not this pull's).
+    outstanding: BTreeSet<u64>,
 }
 
 fn store_error(object: ObjectId, node: NodeId, message: String) -> Arc<TaskError> {
@@ -45,10 +75,32 @@ fn store_error(object: ObjectId, node: NodeId, message: String) -> Arc<TaskError
     })
 }
 
+/// What a reader of an object its owner freed gets.
+pub(super) fn freed_error(object: ObjectId, owner: NodeId) -> Arc<TaskError> {
+    store_error(
+        object,
+        owner,
+        "no such object at its owner any more (freed while it was being read)".into(),
+    )
+}
+
 impl Owner {
-    /// A standing request for an object owned here: its value goes to
-    /// `from` once it is ready.
-    pub(super) fn on_fetch(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId) {
+    /// A standing request for an object owned here: its value (or where
+    /// it is) goes to `from` once the object is done. `lost` is a holder
+    /// the reader was sent to that could not serve it.
+    pub(super) fn on_fetch(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        lost: Option<NodeId>,
+    ) {
+        if let Some(holder) = lost.filter(|&h| h != self.me) {
+            self.holder_lost(ctx, id, holder);
+        }
+        // A value lost with its holder is wanted now: rebuilt before the
+        // answer.
+        drop(self.location(ctx, id));
         let Some(cell) = self.refs.export_cell(id) else {
             let err = store_error(id, self.me, "the owner has no such object (freed)".into());
             return ctx.send(
@@ -62,11 +114,37 @@ impl Owner {
         ctx.when_ready(&cell, from);
     }
 
-    /// Sends a ready object's value (or error) to `to`.
+    /// Sends a done object's value (or error, or where it is held) to
+    /// `to`.
     pub(crate) fn send_value(&self, ctx: &impl NodeCtx, to: NodeId, cell: &ObjectCell) {
         let object = wire::wire_id(cell.id());
+        if cell.result().is_none() {
+            if let Some((holder, len, contained, shared)) = self.location(ctx, cell.id()) {
+                let refs = contained
+                    .iter()
+                    .map(|r| self.refs.ship(ctx, to, r))
+                    .collect();
+                let header = OwlMsg::ValueHeader {
+                    object,
+                    len,
+                    holder: holder.0,
+                    refs,
+                    shared,
+                };
+                return ctx.send(to, header);
+            }
+        }
         let msg = match cell.result() {
-            None => return,
+            None => {
+                // Lost with its holder and now being rebuilt: answered once
+                // it is done.
+                if !cell.is_done() {
+                    if let Some(cell) = self.refs.export_cell(cell.id()) {
+                        ctx.when_ready(&cell, to);
+                    }
+                }
+                return;
+            }
             Some(Err(e)) => OwlMsg::Value {
                 object,
                 outcome: Err(wire::wire_error(e)),
@@ -78,6 +156,7 @@ impl Owner {
             Some(Ok(stored)) => OwlMsg::ValueHeader {
                 object,
                 len: stored.bytes().len() as u64,
+                holder: self.me.0,
                 refs: stored
                     .contained()
                     .iter()
@@ -97,10 +176,40 @@ impl Owner {
         outcome: Result<WireValue, WireError>,
     ) {
         let outcome = self.receive_outcome(ctx, from, id, outcome);
-        // An answer to a pull (the holder lost the value) ends the pull.
+        if from != id.node {
+            // Only an owner answers with values: this is a holder saying
+            // it cannot serve a pull (it no longer holds the value).
+            drop(outcome);
+            return self.holder_refused(ctx, from, id);
+        }
+        // An answer to a pull (the owner lost the value) ends the pull.
         let pull = self.pulls.lock().remove(&id);
         drop(pull);
         self.pulled(ctx, from, id, outcome);
+    }
+
+    /// `holder`, which a header sent us to, cannot serve `id`: the owner
+    /// rebuilds the value (for its own) or is asked again (a proxy).
+    fn holder_refused(&self, ctx: &impl NodeCtx, holder: NodeId, id: ObjectId) {
+        let pull = {
+            let mut pulls = self.pulls.lock();
+            match pulls.get(&id) {
+                Some(p) if p.from == holder => pulls.remove(&id),
+                _ => None,
+            }
+        };
+        if let Some(p) = pull.filter(|p| p.purpose == Purpose::Copy) {
+            return self.copy_made(ctx, id, holder, None, p.readers);
+        }
+        if id.node == self.me {
+            self.holder_lost(ctx, id, holder);
+        } else if self.refs.proxy(id).is_some_and(|c| !c.is_ready()) && !ctx.is_dead(id.node) {
+            let msg = OwlMsg::Fetch {
+                object: wire::wire_id(id),
+                lost: Some(holder.0),
+            };
+            ctx.send(id.node, msg);
+        }
     }
 
     pub(super) fn on_value_header(
@@ -108,19 +217,35 @@ impl Owner {
         ctx: &impl NodeCtx,
         from: NodeId,
         id: ObjectId,
-        len: u64,
+        at: At,
         refs: Vec<WireId>,
-        shared: Option<SharedBlock>,
     ) {
         let contained = self.resolve_all(ctx, &refs, from);
-        if self.refs.proxy(id).is_none() {
+        let Some(proxy) = self.refs.proxy(id) else {
             // Nobody here wants it any more (the handle group ended while
             // the owner waited for the value): the owner may free it at
             // any moment and stop answering, so do not start a pull.
             drop(contained);
             return;
+        };
+        if at.holder == self.me || self.held.lock().contains_key(&id) {
+            // Made or copied here for its owner: read this node's copy.
+            let held = self.held.lock().get(&id).cloned();
+            return match held.as_ref().and_then(|c| c.result()) {
+                Some(Ok(stored)) => {
+                    proxy.complete(Ok(stored.same_bytes(contained)));
+                }
+                _ => {
+                    drop(contained);
+                    self.holder_refused(ctx, self.me, id);
+                }
+            };
         }
-        self.start_pull(ctx, from, id, len, contained, shared);
+        if ctx.is_dead(at.holder) {
+            drop(contained);
+            return self.holder_refused(ctx, at.holder, id);
+        }
+        self.start_pull(ctx, id, at, contained, Purpose::Read);
     }
 
     /// Starts bringing `len` bytes of `id`'s value from `from` into this
@@ -130,14 +255,22 @@ impl Owner {
     pub(super) fn start_pull(
         &self,
         ctx: &impl NodeCtx,
-        from: NodeId,
         id: ObjectId,
-        len: u64,
+        at: At,
         contained: Vec<RawRef>,
-        shared: Option<SharedBlock>,
+        purpose: Purpose,
     ) {
+        let At {
+            len,
+            holder: from,
+            shared,
+        } = at;
         let block = match ctx.arena().alloc(len as usize) {
             Ok(b) => b,
+            Err(e) if purpose == Purpose::Copy => {
+                tracing::warn!(object = %id, error = %e, "no room for a copy the owner asked for");
+                return self.copy_made(ctx, id, from, None, None);
+            }
             Err(e) => {
                 let err = store_error(id, self.me, format!("pulling {len} bytes: {e}"));
                 return self.pulled(ctx, from, id, Err(err));
@@ -150,7 +283,8 @@ impl Owner {
             .path()
             .parent()
             .unwrap_or(std::path::Path::new("/"));
-        let local = shared.filter(|sb| {
+        // (A copy for the owner is for another host's sake: never one.)
+        let local = shared.filter(|_| purpose == Purpose::Read).filter(|sb| {
             sb.host == owl_store::host_id()
                 && sb.host != 0
                 && owl_store::is_peer_arena(dir, std::path::Path::new(&sb.path))
@@ -159,16 +293,23 @@ impl Owner {
             return ctx.copy_same_host(id, from, sb, block, contained);
         }
         let mut pulls = self.pulls.lock();
-        if pulls.contains_key(&id) {
+        if let Some(p) = pulls.get_mut(&id) {
+            // A copy for the owner is on its way here: the proxy reads it.
+            if p.purpose == Purpose::Copy && purpose == Purpose::Read && p.readers.is_none() {
+                p.readers = Some(contained);
+            }
             return;
         }
         let mut pull = Pull {
             from,
+            purpose,
+            readers: None,
             block: Some(block),
             contained,
             len,
             requested: 0,
             received: 0,
+            outstanding: BTreeSet::new(),
         };
         for _ in 0..WINDOW {
             self.request_chunk(ctx, id, &mut pull);
@@ -189,12 +330,11 @@ impl Owner {
     }
 
     /// A value brought from `from` is here (or could not be): an object
-    /// owned here is a task's result its executor held (the task is done,
-    /// and the executor may drop its copy); any other is this node's proxy
-    /// of an object its owner sent.
+    /// owned here is a task's result its executor held (which may now drop
+    /// its copy); any other is this node's proxy of another node's object.
     fn pulled(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId, outcome: Outcome) {
         if id.node == self.me {
-            self.held_result_arrived(ctx, from, id, outcome);
+            self.located_arrived(ctx, from, id, outcome);
         } else if let Some(cell) = self.refs.proxy(id) {
             cell.complete(outcome);
         }
@@ -213,6 +353,7 @@ impl Owner {
                 len: len as u32,
             },
         );
+        pull.outstanding.insert(pull.requested);
         pull.requested += len;
     }
 
@@ -268,12 +409,27 @@ impl Owner {
         }
     }
 
-    pub(super) fn on_chunk(&self, ctx: &impl NodeCtx, id: ObjectId, offset: u64, data: Vec<u8>) {
+    pub(super) fn on_chunk(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        offset: u64,
+        data: Vec<u8>,
+    ) {
         let done = {
             let mut pulls = self.pulls.lock();
             let Some(pull) = pulls.get_mut(&id) else {
                 return;
             };
+            let expected = (pull.len.saturating_sub(offset)).min(self.chunk as u64);
+            if from != pull.from
+                || data.len() as u64 != expected
+                || !pull.outstanding.remove(&offset)
+            {
+                tracing::debug!(object = %id, %from, offset, "chunk not asked for (an earlier pull's) dropped");
+                return;
+            }
             let Some(block) = pull.block.as_mut() else {
                 return;
             };
@@ -301,7 +457,13 @@ impl Owner {
                 .expect("block present until done")
                 .freeze();
             let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
-            self.pulled(ctx, pull.from, id, Ok(stored));
+            match pull.purpose {
+                Purpose::Read => self.pulled(ctx, pull.from, id, Ok(stored)),
+                Purpose::Copy => {
+                    let readers = pull.readers.take();
+                    self.copy_made(ctx, id, pull.from, Some(stored), readers)
+                }
+            }
         }
     }
 
@@ -312,7 +474,13 @@ impl Owner {
     pub(crate) fn group_ended(&self, ctx: &impl NodeCtx, cell: &Arc<ObjectCell>) {
         let id = cell.id();
         if id.node != self.me {
-            let pull = self.pulls.lock().remove(&id);
+            let pull = {
+                let mut pulls = self.pulls.lock();
+                match pulls.get(&id) {
+                    Some(p) if p.purpose == Purpose::Read => pulls.remove(&id),
+                    _ => None,
+                }
+            };
             drop(pull);
         }
         self.refs.group_ended(ctx, cell);
@@ -325,27 +493,35 @@ impl Owner {
         ids
     }
 
-    pub(super) fn fail_pulls_from(&self, dead: NodeId) {
+    pub(super) fn fail_pulls_from(&self, ctx: &impl NodeCtx, dead: NodeId) {
         let failed: Vec<ObjectId> = {
             let mut pulls = self.pulls.lock();
+            // Copies kept for a dead owner have nobody to serve.
+            pulls.retain(|id, p| !(p.purpose == Purpose::Copy && id.node == dead));
             let mut ids: Vec<ObjectId> = pulls
                 .iter()
                 .filter(|(_, p)| p.from == dead)
                 .map(|(id, _)| *id)
                 .collect();
             ids.sort_unstable();
-            for id in &ids {
-                pulls.remove(id);
-            }
             ids
         };
         for id in failed {
+            let pull = self.pulls.lock().remove(&id);
+            if let Some(p) = pull.filter(|p| p.purpose == Purpose::Copy) {
+                self.copy_made(ctx, id, dead, None, p.readers);
+                continue;
+            }
             // A task's result pulled from its dead executor is not failed
-            // here: the task is retried or failed with the others it ran.
+            // here: it is rebuilt with the others it held.
             if id.node == self.me {
                 continue;
             }
-            if let Some(cell) = self.refs.proxy(id) {
+            if id.node != dead {
+                // Pulled from a holder that is not the owner: ask the
+                // owner again, which rebuilds the value.
+                self.holder_refused(ctx, dead, id);
+            } else if let Some(cell) = self.refs.proxy(id) {
                 cell.complete(Err(super::refs::owner_died(id)));
             }
         }

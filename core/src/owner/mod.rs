@@ -17,13 +17,16 @@
 //! routes every ownership message to its handler ([`Owner::on_msg`]).
 
 mod fetch;
+mod located;
 pub(crate) mod refs;
+mod replicas;
 pub(crate) mod retry;
 pub(crate) mod table;
 mod tasks;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 
 use owl_proto::{OwlMsg, SharedBlock};
@@ -108,6 +111,11 @@ pub(crate) struct Owner {
     /// Results of tasks run here for other nodes, too large for one
     /// message, kept until their owner has pulled them (`Release`).
     held: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+    /// Results of tasks owned here that their executors hold, with the
+    /// tasks that made them (see [`located`]).
+    located: Mutex<located::Locations>,
+    /// `located`'s size, read without its lock on every freed object.
+    located_count: AtomicUsize,
     /// The functions this node runs, for calls from other nodes.
     fns: HashMap<u64, &'static FnInfo>,
     /// Values larger than this travel in chunks of this size (and a call's
@@ -133,6 +141,8 @@ pub struct OwnerCounts {
     pub pulls: usize,
     /// Results held here until their owners pulled them.
     pub held: usize,
+    /// Results of tasks owned here held by other nodes.
+    pub located: usize,
 }
 
 impl OwnerCounts {
@@ -157,9 +167,23 @@ impl Owner {
             executing: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            located: Mutex::new(located::Locations::new(located::LINEAGE_BYTES)),
+            located_count: AtomicUsize::new(0),
             fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),
             chunk: fetch::CHUNK,
         }
+    }
+
+    /// Sets the lineage budget (`OWL_LINEAGE_BYTES`).
+    pub(crate) fn with_lineage_budget(self, bytes: usize) -> Owner {
+        self.located.lock().set_budget(bytes);
+        self
+    }
+
+    /// Lineage bytes kept (task specs of results held elsewhere).
+    #[cfg(test)]
+    pub(crate) fn lineage_bytes(&self) -> usize {
+        self.located.lock().lineage_bytes()
     }
 
     /// Sets the chunk size (the deterministic cluster's values are small,
@@ -183,6 +207,7 @@ impl Owner {
             executing: self.executing.lock().len(),
             pulls: self.pulls.lock().len(),
             held: self.held.lock().len(),
+            located: self.located.lock().len(),
         }
     }
 
@@ -246,14 +271,24 @@ impl Owner {
             } => self
                 .refs
                 .on_borrow(ctx, id(&object), NodeId(borrower), -(count as i32), None),
-            OwlMsg::Fetch { object } => self.on_fetch(ctx, from, id(&object)),
+            OwlMsg::Fetch { object, lost } => {
+                self.on_fetch(ctx, from, id(&object), lost.map(NodeId))
+            }
             OwlMsg::Value { object, outcome } => self.on_value(ctx, from, id(&object), outcome),
             OwlMsg::ValueHeader {
                 object,
                 len,
+                holder,
                 refs,
                 shared,
-            } => self.on_value_header(ctx, from, id(&object), len, refs, shared),
+            } => {
+                let at = fetch::At {
+                    len,
+                    holder: NodeId(holder),
+                    shared,
+                };
+                self.on_value_header(ctx, from, id(&object), at, refs)
+            }
             OwlMsg::Pull {
                 object,
                 offset,
@@ -263,25 +298,33 @@ impl Owner {
                 object,
                 offset,
                 data,
-            } => self.on_chunk(ctx, id(&object), offset, data),
+            } => self.on_chunk(ctx, from, id(&object), offset, data),
             OwlMsg::Cancel { object } => self.on_cancel(ctx, id(&object)),
+            OwlMsg::Replicate {
+                object,
+                holder,
+                len,
+            } => self.on_replicate(ctx, from, id(&object), NodeId(holder), len),
+            OwlMsg::Replicated { object, ok } => self.on_replicated(ctx, from, id(&object), ok),
             other => return Some(other),
         }
         None
     }
 
     /// `dead` is gone (died or left), told once: the tasks it ran for us
-    /// are retried here or failed, our proxies of its objects fail
-    /// (fate-sharing), its borrows of ours are released, pulls from it
-    /// fail, and what runs here for it is cancelled.
+    /// are retried here or failed, and so are those whose results it held;
+    /// our proxies of its objects fail (fate-sharing), its borrows of ours
+    /// are released, pulls from it fail or go back to the owner, and what
+    /// runs here for it is cancelled.
     pub(crate) fn node_gone(&self, ctx: &impl NodeCtx, dead: NodeId) {
         if dead == self.me {
             return;
         }
         self.tasks_lost(ctx, dead);
+        self.holders_lost(ctx, dead);
         self.refs.owner_gone(dead);
         self.refs.node_gone(dead);
-        self.fail_pulls_from(dead);
+        self.fail_pulls_from(ctx, dead);
         self.orphans_cancelled(ctx, dead);
         for shard in 0..ctx.shards() {
             ctx.to_table(ShardId(shard), TableOp::NodeGone(dead));

@@ -195,7 +195,13 @@ impl Refs {
                 cell.complete(Err(owner_died(id)));
             } else {
                 // Ask for the value now: the owner answers once it is ready.
-                ctx.send(id.node, OwlMsg::Fetch { object: id.into() });
+                ctx.send(
+                    id.node,
+                    OwlMsg::Fetch {
+                        object: id.into(),
+                        lost: None,
+                    },
+                );
             }
         }
         RawRef::adopt(cell)

@@ -7,19 +7,25 @@ use std::sync::Arc;
 use owl_proto::{OwlMsg, SharedBlock, WireArg, WireError, WireId, WireValue};
 
 use super::{wire, NodeCtx, Owner};
-use crate::error::{Attempt, TaskError, TaskErrorKind};
+use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::{NodeId, ObjectId};
-use crate::object::cell::{ObjectCell, Outcome};
+use crate::object::cell::ObjectCell;
 use crate::spec::{ArgIn, ArgOut, CallOpts, Task, Wiring};
 
 /// Values of ref arguments up to this size travel with the call; larger
-/// ones are pulled by the executor from their owner.
-const INLINE_REF_ARG: usize = 64 * 1024;
+/// ones are pulled by the executor from where they are.
+const INLINE_REF_ARG: usize = super::located::HOLD_ABOVE;
+
+/// What a task spec weighs as lineage besides its arguments (the task,
+/// its cell and options).
+const SPEC_BASE: usize = 256;
 
 /// A task owned here, running elsewhere.
 pub(crate) struct RemoteTask {
     pub task: Task,
     pub node: NodeId,
+    /// What its spec weighs as lineage (its archived arguments, roughly).
+    pub spec_bytes: usize,
 }
 
 pub(crate) struct SubmitOpts {
@@ -71,6 +77,15 @@ impl Owner {
         if let Err(e) = wired {
             return Err((task, TaskErrorKind::Store(e.to_string())));
         }
+        let spec_bytes = SPEC_BASE
+            + args
+                .iter()
+                .map(|a| match a {
+                    WireArg::Value(v) => v.bytes.len() + v.refs.len() * 16,
+                    WireArg::Ref(_) => 16,
+                    WireArg::Gather(ws) => ws.len() * 16,
+                })
+                .sum::<usize>();
         let opts = task.opts.as_deref();
         let msg = OwlMsg::Submit {
             object: wire::wire_id(task.cell.id()),
@@ -82,9 +97,14 @@ impl Owner {
             args,
         };
         let id = task.cell.id();
-        self.remote
-            .lock()
-            .insert(id, RemoteTask { task, node: target });
+        self.remote.lock().insert(
+            id,
+            RemoteTask {
+                task,
+                node: target,
+                spec_bytes,
+            },
+        );
         ctx.send(target, msg);
         Ok(())
     }
@@ -186,9 +206,9 @@ impl Owner {
     pub(crate) fn task_done(&self, ctx: &impl NodeCtx, owner: NodeId, cell: &Arc<ObjectCell>) {
         self.executing.lock().remove(&cell.id());
         let outcome: Result<WireValue, WireError> = match cell.result() {
-            // Too large for one message: the value stays here until the
-            // owner has pulled it and says `Release`.
-            Some(Ok(stored)) if stored.bytes().len() > self.chunk => {
+            // Large: the value stays here (readers pull it from here) until
+            // the owner says `Release`.
+            Some(Ok(stored)) if stored.bytes().len() > self.hold_above() => {
                 let msg = OwlMsg::TaskHeld {
                     object: wire::wire_id(cell.id()),
                     len: stored.bytes().len() as u64,
@@ -249,9 +269,8 @@ impl Owner {
         }
     }
 
-    /// The executor `from` holds the task's result (`TaskHeld`): pull it
-    /// into this node's arena; the task stays ours (retried if `from` dies)
-    /// until the value is here.
+    /// The executor `from` holds the task's result (`TaskHeld`): the
+    /// object is done, its value stays there (see `located`).
     pub(super) fn on_task_held(
         &self,
         ctx: &impl NodeCtx,
@@ -262,40 +281,7 @@ impl Owner {
         shared: Option<SharedBlock>,
     ) {
         let contained = self.resolve_all(ctx, &refs, from);
-        let ours = matches!(self.remote.lock().get(&object), Some(r) if r.node == from);
-        if !ours {
-            // An answer from a node the task no longer runs on (or a task
-            // cancelled meanwhile): the executor may drop its copy.
-            drop(contained);
-            let object = wire::wire_id(object);
-            return ctx.send(from, OwlMsg::Release { object });
-        }
-        self.start_pull(ctx, from, object, len, contained, shared);
-    }
-
-    /// A task's result held by its executor `from` arrived (or could not
-    /// be brought here): the task is done, and `from` drops its copy.
-    pub(super) fn held_result_arrived(
-        &self,
-        ctx: &impl NodeCtx,
-        from: NodeId,
-        object: ObjectId,
-        outcome: Outcome,
-    ) {
-        let release = OwlMsg::Release {
-            object: wire::wire_id(object),
-        };
-        ctx.send(from, release);
-        let remote = self.remote.lock().remove(&object);
-        match remote {
-            Some(r) if r.node == from => {
-                r.task.cell.complete(outcome);
-            }
-            Some(r) => {
-                self.remote.lock().insert(object, r);
-            }
-            None => {}
-        }
+        self.located(ctx, from, object, len, contained, shared);
     }
 
     /// The owner has a result this node held for it (or gave up on it).
@@ -374,30 +360,9 @@ impl Owner {
             ids.sort_unstable();
             ids.iter().filter_map(|id| remote.remove(id)).collect()
         };
-        for RemoteTask { mut task, .. } in lost {
-            let died = TaskErrorKind::WorkerDied(dead);
-            if super::retry::may_retry(task.opts.as_deref(), task.attempt, &died) {
-                task.tried.push(Attempt {
-                    node: dead,
-                    cause: died.to_string(),
-                });
-                task.attempt += 1;
-                if let Some(o) = task.opts.as_mut() {
-                    o.node = None;
-                }
-                ctx.enqueue(Some(task.cell.id().shard), task);
-            } else {
-                let id = task.cell.id();
-                task.cell.complete(Err(Arc::new(TaskError {
-                    kind: died,
-                    task: task.name(),
-                    object: id,
-                    node: dead,
-                    shard: id.shard,
-                    attempts: task.attempt + 1,
-                    history: std::mem::take(&mut task.tried),
-                })));
-            }
+        for RemoteTask { task, .. } in lost {
+            let cause = TaskErrorKind::WorkerDied(dead).to_string();
+            self.retry_or_fail(ctx, task, dead, cause);
         }
     }
 

@@ -27,6 +27,7 @@ const STORE: u8 = 5;
 const WORKER_DIED: u8 = 6;
 const OWNER_DIED: u8 = 7;
 const UNPLACEABLE: u8 = 8;
+const LINEAGE_EVICTED: u8 = 9;
 
 /// Causes a task error keeps on the wire. A chain of failed dependencies
 /// is as deep as the chain of tasks, and the frame decoder refuses nesting
@@ -59,6 +60,7 @@ pub(crate) fn wire_error(e: &TaskError) -> WireError {
             TaskErrorKind::WorkerDied(n) => (WORKER_DIED, n.0.to_string()),
             TaskErrorKind::OwnerDied(n) => (OWNER_DIED, n.0.to_string()),
             TaskErrorKind::Unplaceable(m) => (UNPLACEABLE, m.clone()),
+            TaskErrorKind::LineageEvicted(n) => (LINEAGE_EVICTED, n.0.to_string()),
         };
         wired = Some(WireError {
             kind,
@@ -99,6 +101,7 @@ pub(crate) fn task_error(object: ObjectId, w: WireError) -> Arc<TaskError> {
         WORKER_DIED => TaskErrorKind::WorkerDied(node_in(&w.message)),
         OWNER_DIED => TaskErrorKind::OwnerDied(node_in(&w.message)),
         UNPLACEABLE => TaskErrorKind::Unplaceable(w.message),
+        LINEAGE_EVICTED => TaskErrorKind::LineageEvicted(node_in(&w.message)),
         other => TaskErrorKind::Store(format!(
             "a peer sent an error of unknown kind {other}: {}",
             w.message

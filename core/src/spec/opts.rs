@@ -22,6 +22,9 @@ pub struct CallOpts {
     pub label: Option<Arc<str>>,
     /// Spread calls round-robin over every live node.
     pub spread: bool,
+    /// Copies of a result held on other nodes to keep (0 or 1: only where
+    /// it was made).
+    pub replicas: u8,
 }
 
 impl CallOpts {
@@ -66,6 +69,16 @@ impl CallOpts {
     /// Spreads calls round-robin over every live node of the cluster.
     pub fn spread(mut self) -> Self {
         self.spread = true;
+        self
+    }
+
+    /// Keeps `k` copies of the result on distinct nodes when it is large
+    /// enough to stay where it was made (above 64 KiB; smaller results
+    /// live with the owner). While at least one copy lives, a node's death
+    /// costs no re-execution, and lost copies are made again from a
+    /// surviving one. A copy counts once its node has acknowledged it.
+    pub fn replicas(mut self, k: u8) -> Self {
+        self.replicas = k;
         self
     }
 

@@ -23,10 +23,11 @@ pub(crate) struct Task {
 }
 
 /// A task dropped without publishing a result (runtime shutdown, a queue
-/// dropped with its shard) fails its object, so nobody waits forever.
+/// dropped with its shard) fails its object, so nobody waits forever. (A
+/// task done elsewhere, kept as lineage, is dropped without harm.)
 impl Drop for Task {
     fn drop(&mut self) {
-        if !self.cell.is_ready() {
+        if !self.cell.is_done() {
             let id = self.cell.id();
             self.cell.complete(Err(Arc::new(crate::error::TaskError {
                 kind: TaskErrorKind::Shutdown,
@@ -63,13 +64,25 @@ impl Task {
         failed
     }
 
-    /// Whether every argument is ready.
-    pub fn deps_ready(&self) -> bool {
-        let mut ready = true;
+    /// Whether every argument's task is done (the value may still be on
+    /// the node that made it): the task can be placed.
+    pub fn deps_done(&self) -> bool {
+        let mut done = true;
         self.call.deps(&mut |c| {
-            ready = c.is_ready();
-            ready
+            done = c.is_done();
+            done
         });
-        ready
+        done
+    }
+
+    /// Whether every argument's value is on this node: the task can run
+    /// here.
+    pub fn deps_here(&self) -> bool {
+        let mut here = true;
+        self.call.deps(&mut |c| {
+            here = c.is_ready();
+            here
+        });
+        here
     }
 }

@@ -55,6 +55,12 @@ impl Link for Mesh {
 }
 
 impl Mesh {
+    /// Bytes of frames this node has written to its peers so far
+    /// (message headers, framing and sealing included).
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.bytes_out.load(Ordering::Relaxed)
+    }
+
     /// The address this node actually listens on (the real port if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

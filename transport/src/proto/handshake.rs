@@ -23,7 +23,7 @@ use super::frame::{FrameDecoder, FrameEncoder};
 /// The protocol version this build speaks.
 /// (6: owl's ownership messages ride inside `Msg::Owl`; 7: results too
 /// large for one message stay with the executor, `TaskHeld`/`Release`.)
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 /// The id a node joining an open cluster presents to ask the head for one.
 pub const UNASSIGNED: u32 = u32::MAX;
 const MAGIC: [u8; 4] = *b"owl\0";

@@ -142,7 +142,10 @@ fn all_msgs() -> Vec<Msg> {
             borrower: 2,
             count: 1,
         }),
-        Msg::Owl(OwlMsg::Fetch { object: id(5) }),
+        Msg::Owl(OwlMsg::Fetch {
+            object: id(5),
+            lost: None,
+        }),
         Msg::Owl(OwlMsg::Value {
             object: id(5),
             outcome: Ok(v),
@@ -154,6 +157,7 @@ fn all_msgs() -> Vec<Msg> {
         Msg::Owl(OwlMsg::ValueHeader {
             object: id(6),
             len: 1 << 30,
+            holder: 3,
             refs: vec![id(7)],
             shared: Some(SharedBlock {
                 host: 9,
@@ -177,6 +181,15 @@ fn all_msgs() -> Vec<Msg> {
             data: vec![9; 4096],
         }),
         Msg::Owl(OwlMsg::Cancel { object: id(8) }),
+        Msg::Owl(OwlMsg::Replicate {
+            object: id(8),
+            holder: 1,
+            len: 1 << 21,
+        }),
+        Msg::Owl(OwlMsg::Replicated {
+            object: id(8),
+            ok: false,
+        }),
         Msg::Shutdown,
         Msg::ShmSetup {
             step: ShmStep::Cluster { id: [7; 16] },
@@ -320,26 +333,41 @@ fn duplicate_frames_are_dropped_and_gaps_fail() {
         let (mut a, mut b) = pair(plaintext);
         let f0 = frame(
             &mut a.encoder,
-            vec![Msg::Owl(OwlMsg::Fetch { object: id(0) })],
+            vec![Msg::Owl(OwlMsg::Fetch {
+                object: id(0),
+                lost: None,
+            })],
         );
         let f1 = frame(
             &mut a.encoder,
-            vec![Msg::Owl(OwlMsg::Fetch { object: id(1) })],
+            vec![Msg::Owl(OwlMsg::Fetch {
+                object: id(1),
+                lost: None,
+            })],
         );
         let f2 = frame(
             &mut a.encoder,
-            vec![Msg::Owl(OwlMsg::Fetch { object: id(2) })],
+            vec![Msg::Owl(OwlMsg::Fetch {
+                object: id(2),
+                lost: None,
+            })],
         );
         b.decoder.feed(&f0);
         b.decoder.feed(&f0);
         b.decoder.feed(&f1);
         assert_eq!(
             b.decoder.next_batch().unwrap(),
-            Some(vec![Msg::Owl(OwlMsg::Fetch { object: id(0) })])
+            Some(vec![Msg::Owl(OwlMsg::Fetch {
+                object: id(0),
+                lost: None
+            })])
         );
         assert_eq!(
             b.decoder.next_batch().unwrap(),
-            Some(vec![Msg::Owl(OwlMsg::Fetch { object: id(1) })])
+            Some(vec![Msg::Owl(OwlMsg::Fetch {
+                object: id(1),
+                lost: None
+            })])
         );
         assert_eq!(b.decoder.duplicates(), 1);
         let _f3 = frame(&mut a.encoder, vec![Msg::Shutdown]);

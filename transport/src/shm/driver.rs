@@ -356,6 +356,9 @@ impl Driver {
                         "message dropped: {e}"
                     );
                 }
+                self.sh
+                    .bytes_out
+                    .fetch_add(pipe.pending.len() as u64, Ordering::Relaxed);
             }
             match pipe.out.write(&pipe.pending[pipe.sent..]) {
                 Ok(0) => {}

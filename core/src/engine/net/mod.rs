@@ -65,7 +65,13 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    pub(crate) fn new(me: NodeId, serial: u32, nodes: u32, own_labels: Vec<String>) -> Net {
+    pub(crate) fn new(
+        me: NodeId,
+        serial: u32,
+        nodes: u32,
+        own_labels: Vec<String>,
+        lineage_bytes: u64,
+    ) -> Net {
         let nodes = nodes.max(me.0 + 1);
         let mut info: Vec<Option<PeerInfo>> = (0..nodes).map(|_| None).collect();
         info[me.0 as usize] = Some(PeerInfo {
@@ -78,7 +84,8 @@ impl Net {
             link: OnceLock::new(),
             early: Mutex::new(Vec::new()),
             mesh: OnceLock::new(),
-            owner: Owner::new(me, serial, REMOTE_FNS.iter()),
+            owner: Owner::new(me, serial, REMOTE_FNS.iter())
+                .with_lineage_budget(usize::try_from(lineage_bytes).unwrap_or(usize::MAX)),
             dead: RwLock::new(HashSet::new()),
             left: RwLock::new(HashSet::new()),
             info: RwLock::new(info),
@@ -250,6 +257,25 @@ impl Net {
     }
 
     /// Gone: died or left.
+    /// The live node holding the largest of `task`'s arguments that are
+    /// held on another node (results that stayed where they were made),
+    /// if it runs the task's function.
+    pub(crate) fn near_args(&self, task: &crate::spec::Task) -> Option<NodeId> {
+        let mut best: Option<(NodeId, u64)> = None;
+        task.call.deps(&mut |c| {
+            if c.is_located() {
+                if let Some((holder, len)) = self.owner.holder_of(c.id()) {
+                    if best.is_none_or(|(_, l)| len > l) {
+                        best = Some((holder, len));
+                    }
+                }
+            }
+            true
+        });
+        let (holder, _) = best?;
+        (!self.is_dead(holder) && self.runs(holder, task.func.id.0) == Some(true)).then_some(holder)
+    }
+
     pub(crate) fn is_dead(&self, node: NodeId) -> bool {
         self.dead.read().contains(&node)
     }

@@ -8,7 +8,7 @@ use std::task::Waker;
 use crossbeam_deque::Worker;
 use slab::Slab;
 
-use super::parked::Parked;
+use super::parked::{Parked, Until};
 use super::waker::{TaskKey, TaskWaker};
 use super::Msg;
 use crate::engine::host::HostCtx;
@@ -144,8 +144,8 @@ impl Shard {
     /// contained refs may release more).
     fn apply_table(&self, op: TableOp) {
         let released = self.table.borrow_mut().apply(op);
-        if let Some(net) = self.shared.net.as_ref() {
-            net.owner.refs().table_applied(op, &released);
+        if let Some(ctx) = HostCtx::of(&self.shared) {
+            ctx.owner().table_applied(&ctx, op, &released);
         }
         drop(released);
     }
@@ -176,22 +176,33 @@ impl Shard {
         handle
     }
 
-    /// Queues a task: ready to run if its arguments are, else parked on the
-    /// first one that is not.
+    /// Queues a task: placed once its arguments' tasks are done, else
+    /// parked on the first one that is not.
     pub(crate) fn enqueue(&self, task: Task) {
-        if task.deps_ready() {
+        if task.deps_done() {
             self.push_ready(task);
-        } else if let Some(task) = Parked::park(task, &self.shared, self.id) {
+        } else if let Some(task) = Parked::park(task, &self.shared, self.id, Until::Done) {
             self.push_ready(task);
         }
     }
 
+    /// Places a task whose arguments are done: sent to another node, or
+    /// queued here once its arguments' values are here (those held on
+    /// other nodes are brought here meanwhile).
     pub(crate) fn push_ready(&self, task: Task) {
         match self.place(&task) {
             Ok(Some(node)) if node != self.shared.node => return self.dispatch(task, node),
             Ok(_) => {}
             Err(why) => return self.fail(task, TaskErrorKind::Unplaceable(why)),
         }
+        let task = if task.deps_here() {
+            task
+        } else {
+            match Parked::park(task, &self.shared, self.id, Until::Here) {
+                Some(task) => task,
+                None => return,
+            }
+        };
         let priority = task.priority();
         if priority == 0 {
             // Only the push that makes the FIFO non-empty wakes a parked
@@ -255,9 +266,18 @@ impl Shard {
             return Ok(None);
         }
         let o = task.opts.as_deref();
+        let free = o.is_none_or(|o| o.node.is_none() && o.label.is_none() && !o.spread);
+        // Unconstrained, it runs where its largest argument held on another
+        // node is, so that value does not move.
+        let near = self
+            .shared
+            .net
+            .as_ref()
+            .filter(|_| free)
+            .and_then(|net| net.near_args(task));
         let want = Want {
             func: task.func.id.0,
-            node: o.and_then(|o| o.node),
+            node: o.and_then(|o| o.node).or(near),
             label: o.and_then(|o| o.label.as_deref()),
             spread: o.is_some_and(|o| o.spread),
         };

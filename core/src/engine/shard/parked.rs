@@ -7,6 +7,11 @@
 //! dependency thus runs where its input was just produced, and no message
 //! goes back to the owner: the owner's table already holds the object.
 //!
+//! A task waits first until its arguments' tasks are done (`Until::Done`:
+//! it can then be placed, possibly where an argument's value is), then,
+//! if it stays here, until their values are here (`Until::Here`: waiting
+//! demands values held on other nodes).
+//!
 //! Invariant: a parked task is reachable from exactly one dependency's
 //! waiter list until it is released to a ready queue (or dropped, which
 //! fails its object: see `Task`'s `Drop`).
@@ -26,17 +31,33 @@ pub(crate) struct Parked {
     task: Mutex<Option<Task>>,
     node: Arc<NodeShared>,
     owner: ShardId,
+    until: Until,
+}
+
+/// What a parked task waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// Every argument's task is done.
+    Done,
+    /// Every argument's value is on this node.
+    Here,
 }
 
 impl Parked {
     /// Parks `task` (whose arguments are not all ready) or, if they became
     /// ready meanwhile, hands it back.
-    pub(crate) fn park(task: Task, node: &Arc<NodeShared>, owner: ShardId) -> Option<Task> {
+    pub(crate) fn park(
+        task: Task,
+        node: &Arc<NodeShared>,
+        owner: ShardId,
+        until: Until,
+    ) -> Option<Task> {
         node.parked.fetch_add(1, Ordering::Relaxed);
         let parked = Arc::new(Parked {
             task: Mutex::new(Some(task)),
             node: Arc::clone(node),
             owner,
+            until,
         });
         parked.advance()
     }
@@ -50,7 +71,10 @@ impl Parked {
         if !task.cell.is_ready() {
             let mut pending = false;
             task.call.deps(&mut |c| {
-                pending = c.wait(&waker);
+                pending = match self.until {
+                    Until::Done => c.wait_done(&waker),
+                    Until::Here => c.wait(&waker),
+                };
                 !pending
             });
             if pending {

@@ -25,6 +25,7 @@ fn a_fetch_of_a_freed_object_is_answered_with_a_typed_error() {
         N1,
         OwlMsg::Fetch {
             object: id(N0, 3).into(),
+            lost: None,
         },
     );
     let sent = ctx.take();
@@ -52,6 +53,7 @@ fn a_fetch_waits_for_the_value_then_sends_it_whole() {
         N1,
         OwlMsg::Fetch {
             object: x.id().into(),
+            lost: None,
         },
     );
     assert_eq!(ctx.take(), vec![Action::WhenReady(x.id(), N1)]);
@@ -81,6 +83,7 @@ fn start_pull(ctx: &Recorder, owner: &Owner, len: u64) -> (RawRef, ObjectId) {
         OwlMsg::ValueHeader {
             object: xid.into(),
             len,
+            holder: 2,
             refs: Vec::new(),
             shared: None,
         },

@@ -170,7 +170,11 @@ struct Routed;
 
 impl Routed {
     fn new() -> Routed {
-        crate::object::set_thread_release_route(Some(record_end));
+        crate::object::set_thread_routes(Some(crate::object::Routes {
+            release: record_end,
+            // Owner tests call `Owner::demand` themselves.
+            demand: |_| {},
+        }));
         ended();
         Routed
     }
@@ -178,7 +182,7 @@ impl Routed {
 
 impl Drop for Routed {
     fn drop(&mut self) {
-        crate::object::set_thread_release_route(None);
+        crate::object::set_thread_routes(None);
     }
 }
 

@@ -70,7 +70,13 @@ fn a_lent_ref_registers_its_receiver_and_fetches_once() {
         ctx.take(),
         vec![
             Action::Send(N0, add(xid, N2, N1)),
-            Action::Send(N0, OwlMsg::Fetch { object: xid.into() }),
+            Action::Send(
+                N0,
+                OwlMsg::Fetch {
+                    object: xid.into(),
+                    lost: None
+                }
+            ),
         ]
     );
     // A second arrival joins the group: registered, not fetched again.

@@ -243,7 +243,8 @@ fn a_call_from_another_node_runs_here_and_its_outcome_goes_back() {
             Action::Send(
                 N2,
                 OwlMsg::Fetch {
-                    object: arg_ref.into()
+                    object: arg_ref.into(),
+                    lost: None,
                 }
             ),
             Action::Enqueue(None, task_id, 0),

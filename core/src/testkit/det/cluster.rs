@@ -9,7 +9,7 @@ use owl_proto::{OwlMsg, WireId};
 use owl_store::Arena;
 
 use super::ctx::{DetCtx, Out};
-use super::{DetFailure, ENDED};
+use super::{DetFailure, DEMANDED, ENDED};
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
 use crate::object::objref::RawRef;
@@ -58,12 +58,14 @@ pub(super) struct Node {
 }
 
 impl Node {
-    fn new(i: u32) -> Node {
+    fn new(i: u32, lineage_budget: usize) -> Node {
         Node {
             id: NodeId(i),
             alive: true,
             table: OwnershipTable::new(NodeId(i), ShardId(0), SERIAL_BASE + i),
-            owner: Owner::new(NodeId(i), SERIAL_BASE + i, [&DET_FN]).with_chunk(DET_CHUNK),
+            owner: Owner::new(NodeId(i), SERIAL_BASE + i, [&DET_FN])
+                .with_chunk(DET_CHUNK)
+                .with_lineage_budget(lineage_budget),
             held: Vec::new(),
             inbox: VecDeque::new(),
             noticed: BTreeSet::new(),
@@ -148,7 +150,11 @@ impl Cluster {
         Cluster {
             seed,
             rng: Rng(seed),
-            nodes: (0..n).map(Node::new).collect(),
+            // One run in four keeps lineage for about two tasks per node,
+            // so that evicted lineage meets lost holders.
+            nodes: (0..n)
+                .map(|i| Node::new(i, if seed % 4 == 1 { 600 } else { usize::MAX }))
+                .collect(),
             links: BTreeMap::new(),
             notices: BTreeSet::new(),
             deaths: 0,
@@ -214,9 +220,22 @@ impl Cluster {
     }
 
     /// Routes every handle group that ended, as the engine's route does:
-    /// to the owning shard's inbox or, for a proxy, back to the owner.
+    /// to the owning shard's inbox or, for a proxy, back to the owner; and
+    /// every demand for a value held elsewhere, to its owner layer.
     pub(super) fn drain_ended(&mut self) {
         loop {
+            let demanded = DEMANDED.with(|e| {
+                let mut e = e.borrow_mut();
+                (!e.is_empty()).then(|| e.remove(0))
+            });
+            if let Some(cell) = demanded {
+                let n = cell.rt - SERIAL_BASE;
+                if self.nodes[n as usize].alive {
+                    self.log.push(format!("n{n} demands {}", short(cell.id())));
+                    self.with_ctx(n, |node, ctx| node.owner.demand(ctx, &cell));
+                }
+                continue;
+            }
             let Some(cell) = ENDED.with(|e| {
                 let mut e = e.borrow_mut();
                 (!e.is_empty()).then(|| e.remove(0))
@@ -256,7 +275,7 @@ impl Cluster {
             if !n.queue.is_empty() {
                 ev.push(Event::Run(n.id.0));
             }
-            if n.waiting.iter().any(|(c, _)| c.is_ready()) {
+            if n.waiting.iter().any(|(c, _)| c.is_done()) {
                 ev.push(Event::Answer(n.id.0));
             }
         }
@@ -330,7 +349,7 @@ impl Cluster {
                 }
             }
             Packet::Msg(msg) => {
-                if let OwlMsg::Fetch { object } = &msg {
+                if let OwlMsg::Fetch { object, .. } = &msg {
                     let id = ObjectId::from(*object);
                     if self.nodes[b as usize].table.get(id).is_none() && self.deaths == 0 {
                         return Err(self.fail(format!(
@@ -352,7 +371,7 @@ impl Cluster {
         let node = &mut self.nodes[n as usize];
         let op = node.inbox.pop_front().expect("chosen inbox has an op");
         let released = node.table.apply(op);
-        node.owner.refs().table_applied(op, &released);
+        self.with_ctx(n, |node, ctx| node.owner.table_applied(ctx, op, &released));
         let ids: Vec<String> = match &released {
             Released::Freed(e) => vec![short(e.cell.id())],
             Released::FreedMany(es) => es.iter().map(|e| short(e.cell.id())).collect(),
@@ -387,8 +406,8 @@ impl Cluster {
         let i = node
             .waiting
             .iter()
-            .position(|(c, _)| c.is_ready())
-            .expect("chosen node has a ready fetch");
+            .position(|(c, _)| c.is_done())
+            .expect("chosen node has a done fetch");
         let (cell, to) = node.waiting.remove(i);
         self.log.push(format!(
             "n{n} answers {}'s fetch of {}",

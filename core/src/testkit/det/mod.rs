@@ -69,26 +69,47 @@ impl std::fmt::Display for DetFailure {
 thread_local! {
     /// Cells whose handle group ended, in the order they ended.
     static ENDED: RefCell<Vec<Arc<ObjectCell>>> = const { RefCell::new(Vec::new()) };
+    /// Cells whose located value a reader waits for, in order.
+    static DEMANDED: RefCell<Vec<Arc<ObjectCell>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn route(cell: &Arc<ObjectCell>) {
-    ENDED.with(|e| e.borrow_mut().push(Arc::clone(cell)));
-}
+const ROUTES: crate::object::Routes = crate::object::Routes {
+    release: |cell| ENDED.with(|e| e.borrow_mut().push(Arc::clone(cell))),
+    demand: |cell| DEMANDED.with(|e| e.borrow_mut().push(Arc::clone(cell))),
+};
 
 /// Restores the thread's release route when a run ends, even by panic.
 struct RouteGuard;
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        crate::object::set_thread_release_route(None);
+        crate::object::set_thread_routes(None);
         ENDED.with(|e| e.borrow_mut().clear());
+        DEMANDED.with(|e| e.borrow_mut().clear());
+    }
+}
+
+/// Runs events (no program steps) until nothing is left to happen, within
+/// what is left of `budget`.
+fn quiesce(c: &mut Cluster, cfg: &DetConfig, budget: &mut u32) -> Result<(), DetFailure> {
+    loop {
+        let ev = c.events(false);
+        if ev.is_empty() {
+            return Ok(());
+        }
+        let e = ev[c.rng.below(ev.len())];
+        c.run_event(e, cfg.max_deaths)?;
+        *budget -= 1;
+        if *budget == 0 {
+            return Err(c.fail("the cluster never went quiet".into()));
+        }
     }
 }
 
 /// Runs the random program of `seed` on a fresh deterministic cluster;
 /// returns its event log.
 pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
-    crate::object::set_thread_release_route(Some(route));
+    crate::object::set_thread_routes(Some(ROUTES));
     let _guard = RouteGuard;
     let mut c = Cluster::new(seed, cfg.nodes.max(1));
     let mut steps = 0;
@@ -112,6 +133,10 @@ pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
             }
         }
     }
+    // Every node reads every value it holds (values still held where they
+    // were made are brought over), then the cluster goes quiet again.
+    c.read_all();
+    quiesce(&mut c, cfg, &mut budget)?;
     c.check_settled()?;
     // The program ends: every handle goes, and what that sends is
     // delivered.
@@ -123,18 +148,7 @@ pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
         drop(held);
     }
     c.drain_ended();
-    loop {
-        let ev = c.events(false);
-        if ev.is_empty() {
-            break;
-        }
-        let e = ev[c.rng.below(ev.len())];
-        c.run_event(e, cfg.max_deaths)?;
-        budget -= 1;
-        if budget == 0 {
-            return Err(c.fail("the cluster never went quiet".into()));
-        }
-    }
+    quiesce(&mut c, cfg, &mut budget)?;
     c.leaks()?;
     Ok(c.log)
 }

@@ -49,6 +49,14 @@ impl Cluster {
                 let r = self.submit(n, args)?;
                 self.nodes[n as usize].held.push(r);
             }
+            18 if held > 0 => {
+                // A read: waits for the value (bringing it here if it is
+                // held where it was made); the check after the program
+                // reads what it got.
+                let r = self.nodes[n as usize].held[self.rng.below(held)].clone();
+                self.log.push(format!("n{n} reads {}", short(r.id())));
+                r.cell().wait(std::task::Waker::noop());
+            }
             _ => {}
         }
         Ok(())
@@ -112,6 +120,8 @@ impl Cluster {
             args.push(Arg::Value(Some(self.rng.below(1000) as u64)));
         }
         let retries = self.rng.below(3) as u32;
+        // One task in four keeps a second copy of its result.
+        let replicas = if self.rng.below(4) == 0 { 2 } else { 0 };
         let node = &mut self.nodes[n as usize];
         let cell = node.table.insert_pending();
         let handle = RawRef::adopt(Arc::clone(&cell));
@@ -120,7 +130,8 @@ impl Cluster {
             cell,
             func: &DET_FN,
             call: Box::new(ArgsCall(args)),
-            opts: (retries > 0).then(|| Box::new(CallOpts::new().max_retries(retries))),
+            opts: (retries > 0 || replicas > 0)
+                .then(|| Box::new(CallOpts::new().max_retries(retries).replicas(replicas))),
             attempt: 0,
             reply_to: None,
             tried: Vec::new(),
@@ -199,6 +210,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// Every live node reads every value it holds.
+    pub(super) fn read_all(&mut self) {
+        for n in self.live() {
+            for r in &self.nodes[n as usize].held {
+                r.cell().wait(std::task::Waker::noop());
+            }
+        }
+        self.drain_ended();
+    }
+
     /// After the program, once the cluster is quiet: every handle a node
     /// holds is ready (nothing waits forever), with a value unless a death
     /// explains an error; without deaths, every task ran exactly once.
@@ -256,9 +277,10 @@ impl Cluster {
 /// `owner::refs`: the receiver then reads a typed error).
 fn explained(e: &TaskError) -> bool {
     match &e.kind {
-        TaskErrorKind::OwnerDied(_) | TaskErrorKind::WorkerDied(_) | TaskErrorKind::Cancelled => {
-            true
-        }
+        TaskErrorKind::OwnerDied(_)
+        | TaskErrorKind::WorkerDied(_)
+        | TaskErrorKind::LineageEvicted(_)
+        | TaskErrorKind::Cancelled => true,
         TaskErrorKind::Store(m) => m.contains("no such object") || m.contains("already freed"),
         TaskErrorKind::DependencyFailed(cause) => explained(cause),
         _ => false,

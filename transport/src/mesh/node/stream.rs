@@ -144,6 +144,9 @@ impl<N: Net> Node<N> {
                         "message dropped: {e}"
                     );
                 }
+                self.sh
+                    .bytes_out
+                    .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let (r, b) = wr.write_all(out).await;
                 out = b;
                 self.touch();

@@ -1,0 +1,180 @@
+//! Copies of a result held on other nodes (`CallOpts::replicas`).
+//!
+//! Once a task's result is located on its executor, the owner asks more
+//! live nodes (not itself, not a holder, none that refused before), in
+//! turn after the executor, to copy it (`Replicate`); each pulls the value
+//! from a holder into its arena, keeps it as a held result (served to
+//! readers, dropped on `Release`) and acknowledges it (`Replicated`). The
+//! owner counts a copy from its acknowledgement on: the object survives
+//! the loss of all but one acknowledged holder without running its task
+//! again. A lost copy (its node died, or a copy in the making failed) is
+//! made again from a surviving one, so the count comes back to what the
+//! call asked for while enough live nodes remain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use owl_proto::OwlMsg;
+
+use super::fetch::{At, Purpose};
+use super::tasks::RemoteTask;
+use super::{wire, NodeCtx, Owner};
+use crate::ids::{NodeId, ObjectId};
+use crate::object::cell::ObjectCell;
+use crate::object::objref::RawRef;
+use crate::object::value::Stored;
+
+/// Copies the call of a task running elsewhere asked for (at least 1).
+pub(super) fn task_replicas(remote: &HashMap<ObjectId, RemoteTask>, id: ObjectId) -> usize {
+    remote
+        .get(&id)
+        .and_then(|r| r.task.opts.as_deref())
+        .map_or(1, |o| usize::from(o.replicas).max(1))
+}
+
+impl Owner {
+    /// Acknowledged copies of `id`'s value held on other nodes.
+    pub(crate) fn copies(&self, id: ObjectId) -> usize {
+        self.located
+            .lock()
+            .get_mut(&id)
+            .map_or(0, |l| l.holders.len())
+    }
+
+    /// Asks live nodes for the copies `id` still lacks.
+    pub(super) fn replicate(&self, ctx: &impl NodeCtx, id: ObjectId) {
+        let (source, len, targets) = {
+            let mut located = self.located.lock();
+            let Some(l) = located.get_mut(&id) else {
+                return;
+            };
+            let Some(&source) = l.holders.first() else {
+                return;
+            };
+            let need = l.want.saturating_sub(l.holders.len() + l.copying.len());
+            let nodes = ctx.nodes();
+            let mut picked = Vec::new();
+            for k in 1..=nodes {
+                if picked.len() >= need {
+                    break;
+                }
+                let c = NodeId((source.0 + k) % nodes);
+                let taken =
+                    l.holders.contains(&c) || l.copying.contains(&c) || l.refused.contains(&c);
+                if c != self.me && !taken && !ctx.is_dead(c) {
+                    picked.push(c);
+                }
+            }
+            l.copying.extend_from_slice(&picked);
+            (source, l.len, picked)
+        };
+        for to in targets {
+            let msg = OwlMsg::Replicate {
+                object: wire::wire_id(id),
+                holder: source.0,
+                len,
+            };
+            ctx.send(to, msg);
+        }
+    }
+
+    /// The owner `from` asks this node to keep a copy of `id`, held by
+    /// `holder`.
+    pub(super) fn on_replicate(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        holder: NodeId,
+        len: u64,
+    ) {
+        if self.held.lock().contains_key(&id) {
+            return replied(ctx, id, true);
+        }
+        let busy = self.pulls.lock().contains_key(&id);
+        if id.node != from || holder == self.me || busy || ctx.is_dead(holder) {
+            return replied(ctx, id, false);
+        }
+        let at = At {
+            len,
+            holder,
+            shared: None,
+        };
+        self.start_pull(ctx, id, at, Vec::new(), Purpose::Copy);
+    }
+
+    /// A copy this node was asked for is here, pulled from `from` (or
+    /// could not be made). `readers`: the refs inside the value, when this
+    /// node's proxy of it waits for the same bytes.
+    pub(super) fn copy_made(
+        &self,
+        ctx: &impl NodeCtx,
+        id: ObjectId,
+        from: NodeId,
+        value: Option<Stored>,
+        readers: Option<Vec<RawRef>>,
+    ) {
+        let proxy =
+            readers.and_then(|refs| Some((self.refs.proxy(id).filter(|c| !c.is_ready())?, refs)));
+        let Some(value) = value else {
+            replied(ctx, id, false);
+            if proxy.is_some() && !ctx.is_dead(id.node) {
+                // The proxy waited for this copy: it asks its owner again.
+                let msg = OwlMsg::Fetch {
+                    object: wire::wire_id(id),
+                    lost: Some(from.0),
+                };
+                ctx.send(id.node, msg);
+            }
+            return;
+        };
+        if let Some((cell, refs)) = proxy {
+            cell.complete(Ok(value.same_bytes(refs)));
+        }
+        if ctx.is_dead(id.node) {
+            return; // its owner is gone: nobody will read or release it
+        }
+        let cell = Arc::new(ObjectCell::ready(id, self.refs.serial(), 0, value));
+        self.held.lock().insert(id, cell);
+        replied(ctx, id, true);
+    }
+
+    /// `from` made (`ok`) or could not make a copy of our `id`.
+    pub(super) fn on_replicated(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId, ok: bool) {
+        let known = {
+            let mut located = self.located.lock();
+            match located.get_mut(&id) {
+                Some(l) => {
+                    l.copying.retain(|&n| n != from);
+                    if ok && !l.holders.contains(&from) {
+                        l.holders.push(from);
+                        l.lost = false;
+                    } else if !ok {
+                        l.refused.push(from);
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if !known && ok {
+            // Freed, rebuilt or brought here meanwhile: the copy goes.
+            ctx.send(
+                from,
+                OwlMsg::Release {
+                    object: wire::wire_id(id),
+                },
+            );
+        } else if known && !ok {
+            self.replicate(ctx, id);
+        }
+    }
+}
+
+fn replied(ctx: &impl NodeCtx, id: ObjectId, ok: bool) {
+    let msg = OwlMsg::Replicated {
+        object: wire::wire_id(id),
+        ok,
+    };
+    ctx.send(id.node, msg);
+}

@@ -1,0 +1,216 @@
+//! Results stay where they were made: a task that consumes a large result
+//! on the node that made it moves none of its bytes, a reader elsewhere
+//! pulls it from that node, and a result lost with its node is rebuilt
+//! from its task (lineage) on a live node when it is read again.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::kill;
+use owl::{CallOpts, NodeId, Runtime, Transport};
+
+const MIB: u64 = 1 << 20;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Runs of `make_bytes` per seed (tests run in parallel: each uses its
+/// own seeds).
+static MADE: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
+
+fn runs_of(seed: u8) -> u32 {
+    MADE[seed as usize].load(Ordering::SeqCst)
+}
+
+#[owl::remote]
+fn make_bytes(len: u64, seed: u8) -> Vec<u8> {
+    MADE[seed as usize].fetch_add(1, Ordering::SeqCst);
+    (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+#[owl::remote]
+fn digest(bytes: Vec<u8>) -> (u64, u64) {
+    (bytes.len() as u64, checksum(&bytes))
+}
+
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().enumerate().fold(0u64, |h, (i, &b)| {
+        h.wrapping_mul(31).wrapping_add(b as u64 ^ i as u64)
+    })
+}
+
+fn expected(len: u64, seed: u8) -> (u64, u64) {
+    let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ seed).collect();
+    (len, checksum(&bytes))
+}
+
+fn on(n: u32) -> CallOpts {
+    CallOpts::new().node(NodeId(n))
+}
+
+/// `n` nodes over TCP on loopback, each with its own store directory (as on
+/// separate hosts: values move over the links, never through a shared file).
+fn cluster(n: u32, dirs: &[tempfile::TempDir]) -> Vec<Runtime> {
+    let paths: Vec<PathBuf> = dirs.iter().map(|d| d.path().to_path_buf()).collect();
+    owl::on_loopback(n, Transport::Tcp, move |id| {
+        Runtime::builder()
+            .shards(2)
+            .pin(false)
+            .store_size(512 * MIB)
+            .store_dir(&paths[id.0 as usize])
+    })
+    .expect("nodes on loopback")
+}
+
+fn dirs(n: usize) -> Vec<tempfile::TempDir> {
+    (0..n).map(|_| tempfile::tempdir().unwrap()).collect()
+}
+
+#[test]
+fn a_result_consumed_where_it_was_made_never_crosses_the_network() {
+    let d = dirs(2);
+    let nodes = cluster(2, &d);
+    let len = 100 * MIB;
+    let made = make_bytes.options(on(1)).remote(&nodes[0], len, 7).unwrap();
+    let before = nodes[1].bytes_sent();
+    let used = digest.options(on(1)).remote(&nodes[0], &made).unwrap();
+    let got = used.get_blocking_timeout(WAIT).expect("the digest arrives");
+    assert_eq!(*got, expected(len, 7));
+    drop(got);
+    let moved = nodes[1].bytes_sent() - before;
+    assert!(
+        moved < MIB,
+        "node 1 made and consumed 100 MiB, yet sent {moved} bytes"
+    );
+    // Read on the owner, the value comes over (so the count above could
+    // have shown it).
+    let before = nodes[1].bytes_sent();
+    let bytes = made.get_blocking_timeout(WAIT).expect("the value arrives");
+    assert_eq!(checksum(&bytes), expected(len, 7).1);
+    let moved = nodes[1].bytes_sent() - before;
+    assert!(
+        moved >= len,
+        "the owner read 100 MiB; node 1 sent {moved} bytes"
+    );
+    drop((bytes, made, used));
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}
+
+#[test]
+fn a_task_taking_a_large_result_runs_where_the_result_is() {
+    let d = dirs(2);
+    let nodes = cluster(2, &d);
+    let len = 16 * MIB;
+    let made = make_bytes.options(on(1)).remote(&nodes[0], len, 5).unwrap();
+    let before = nodes[1].bytes_sent();
+    // No node asked for: placed with its argument.
+    let used = digest.remote(&nodes[0], &made).unwrap();
+    let got = used.get_blocking_timeout(WAIT).expect("the digest arrives");
+    assert_eq!(*got, expected(len, 5));
+    let moved = nodes[1].bytes_sent() - before;
+    assert!(
+        moved < MIB,
+        "the task ran away from its 16 MiB argument: {moved} bytes moved"
+    );
+    drop((got, made, used));
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}
+
+#[test]
+fn a_reader_on_a_third_node_pulls_from_the_node_that_made_it() {
+    let d = dirs(3);
+    let nodes = cluster(3, &d);
+    let len = 8 * MIB;
+    let made = make_bytes.options(on(1)).remote(&nodes[0], len, 3).unwrap();
+    let before = nodes[0].bytes_sent();
+    let used = digest.options(on(2)).remote(&nodes[0], &made).unwrap();
+    let got = used.get_blocking_timeout(WAIT).expect("the digest arrives");
+    assert_eq!(*got, expected(len, 3));
+    drop(got);
+    let through_owner = nodes[0].bytes_sent() - before;
+    assert!(
+        through_owner < MIB,
+        "node 2 read node 1's value, yet the owner sent {through_owner} bytes"
+    );
+    drop((made, used));
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}
+
+#[test]
+fn a_result_lost_with_its_node_is_rebuilt_from_its_task() {
+    let d = dirs(3);
+    let mut nodes: Vec<Option<Runtime>> = cluster(3, &d).into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    let len = 4 * MIB;
+    let made = make_bytes.options(on(2)).remote(&rt, len, 9).unwrap();
+    // Done on node 2 (a task there read it), and held only there.
+    let used = digest.options(on(2)).remote(&rt, &made).unwrap();
+    assert_eq!(*used.get_blocking_timeout(WAIT).unwrap(), expected(len, 9));
+    // Another result held there, which nobody reads again.
+    let unread = make_bytes.options(on(2)).remote(&rt, len, 11).unwrap();
+    let used_too = digest.options(on(2)).remote(&rt, &unread).unwrap();
+    assert_eq!(
+        *used_too.get_blocking_timeout(WAIT).unwrap(),
+        expected(len, 11)
+    );
+    let (runs, unread_runs) = (runs_of(9), runs_of(11));
+    kill(&mut nodes, 2);
+    let bytes = made
+        .get_blocking_timeout(WAIT)
+        .expect("rebuilt on a live node");
+    assert_eq!(checksum(&bytes), expected(len, 9).1);
+    assert_eq!(runs_of(9) - runs, 1, "the read result's task ran once more");
+    assert_eq!(
+        runs_of(11),
+        unread_runs,
+        "the unread one's did not run again"
+    );
+    drop((bytes, made, used, unread, used_too));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
+
+/// Waits (bounded) until `rt` counts `want` copies of `r`'s value.
+fn wait_for_copies(rt: &Runtime, r: &owl::ObjectRef<Vec<u8>>, want: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while rt.copies(r) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} copies, not {want}",
+            rt.copies(r)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_replicated_result_survives_its_holder_without_running_again() {
+    let d = dirs(4);
+    let mut nodes: Vec<Option<Runtime>> = cluster(4, &d).into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    let len = 4 * MIB;
+    let made = make_bytes
+        .options(on(1).replicas(2))
+        .remote(&rt, len, 13)
+        .unwrap();
+    wait_for_copies(&rt, &made, 2);
+    let runs = runs_of(13);
+    kill(&mut nodes, 1);
+    // The copy lost with node 1 is made again on a live node.
+    wait_for_copies(&rt, &made, 2);
+    let bytes = made.get_blocking_timeout(WAIT).expect("read from the copy");
+    assert_eq!(checksum(&bytes), expected(len, 13).1);
+    assert_eq!(runs_of(13), runs, "no task ran again");
+    drop((bytes, made));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
