@@ -39,6 +39,23 @@ pub struct Config {
     /// `pid=PID`, `store=DIR` lines) and removed when it stops: how `owl start` learns
     /// that a node it launched is up (`OWL_NODE_FILE`).
     pub node_file: Option<PathBuf>,
+    /// Where the node's network I/O and heartbeats run (`OWL_IO`).
+    pub io: IoPlacement,
+}
+
+/// Where a node serves its network (sockets or rings) and heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoPlacement {
+    /// On an I/O thread of its own, where no task runs (`OWL_IO=thread`):
+    /// a long or blocking task never delays heartbeats or incoming
+    /// messages. The default.
+    #[default]
+    Thread,
+    /// On shard 0's event loop, between its tasks (`OWL_IO=shard`): a
+    /// remote round trip saves the hand-offs to and from the I/O thread,
+    /// but a task that runs on shard 0 for longer than `dead_after` gets
+    /// the node declared dead, and messages wait while shard 0 runs a task.
+    Shard0,
 }
 
 /// Which wire nodes talk over.
@@ -84,14 +101,22 @@ pub struct Network {
     pub transport: Transport,
     /// How long start-up waits for every node to join.
     pub connect_timeout: Duration,
-    /// Silence after which a peer is declared dead (default 30 s; a closed
-    /// connection is noticed at once). Every node should use the same.
+    /// Silence after which a peer is declared dead (default
+    /// [`Network::DEAD_AFTER`]; a closed connection is noticed at once).
+    /// Every node should use the same.
     pub dead_after: Duration,
 }
 
 impl Network {
-    /// A network with default timeouts (60 s to join, dead after 30 s of
-    /// silence).
+    /// The default silence after which a peer is declared dead. Short,
+    /// because heartbeats run on the I/O thread, which no task can block,
+    /// and because over QUIC nothing else tells a peer that a process was
+    /// killed or hung; not shorter, so that a node starved of CPU on a
+    /// loaded machine for a moment is not declared dead.
+    pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+
+    /// A network with default timeouts (60 s to join, dead after
+    /// [`Network::DEAD_AFTER`] of silence).
     pub fn new(
         listen: SocketAddr,
         head: SocketAddr,
@@ -104,7 +129,7 @@ impl Network {
             secret,
             transport,
             connect_timeout: Duration::from_secs(60),
-            dead_after: Duration::from_secs(30),
+            dead_after: Self::DEAD_AFTER,
         }
     }
 }
@@ -154,6 +179,7 @@ impl Default for Config {
             network: None,
             worker: None,
             node_file: None,
+            io: IoPlacement::Thread,
         }
     }
 }
@@ -186,7 +212,8 @@ impl Builder {
     /// node's place in a cluster from its launcher (`owl run`, `srun`,
     /// `mpirun`; see `owl_launch`), with `OWL_TRANSPORT` (`quic`, `tcp`,
     /// `tcp-plain`, `shm`; default `quic`), `OWL_CONNECT_TIMEOUT_S`,
-    /// `OWL_DEAD_AFTER_S` and `OWL_LABELS` (comma-separated).
+    /// `OWL_DEAD_AFTER_S`, `OWL_LABELS` (comma-separated) and `OWL_IO`
+    /// (`thread` or `shard`, see [`IoPlacement`]).
     ///
     /// `OWL_ADDRESS=HOST:PORT` (or `auto`, the cluster `owl start --head`
     /// recorded on this host) joins that open cluster instead, taking
@@ -203,7 +230,7 @@ impl Builder {
         }
         let timeout = env_parse::<u64>("OWL_CONNECT_TIMEOUT_S", "expected seconds")?.unwrap_or(60);
         let dead_after = env_parse::<u64>("OWL_DEAD_AFTER_S", "expected seconds")?
-            .unwrap_or(30)
+            .unwrap_or(Network::DEAD_AFTER.as_secs())
             .max(2);
         let vars: owl_launch::Vars = std::env::vars().collect();
         let attach = owl_launch::open::attach_from(&vars, &owl_launch::SystemResolver)
@@ -300,6 +327,19 @@ impl Builder {
         if let Some(pin) = env_parse("OWL_PIN", "expected true or false")? {
             self.config.pin = pin;
         }
+        match std::env::var("OWL_IO").as_deref() {
+            Ok("thread") => self.config.io = IoPlacement::Thread,
+            Ok("shard") => self.config.io = IoPlacement::Shard0,
+            Ok(other) => {
+                return Err(StartError::Env {
+                    var: "OWL_IO",
+                    value: other.into(),
+                    why: "expected `thread` (an I/O thread per node) or `shard` (on shard 0)"
+                        .into(),
+                })
+            }
+            Err(_) => {}
+        }
         match std::env::var("OWL_EVENT_LOOP").as_deref() {
             Ok("uring") => self.config.event_loop = Some(EventLoopKind::IoUring),
             Ok("tokio") => self.config.event_loop = Some(EventLoopKind::Tokio),
@@ -361,6 +401,12 @@ impl Builder {
     /// Values whose archive is at most this many bytes stay out of the arena.
     pub fn inline_max(mut self, bytes: usize) -> Self {
         self.config.inline_max = bytes;
+        self
+    }
+
+    /// Where the network and heartbeats run (default: an I/O thread).
+    pub fn io(mut self, io: IoPlacement) -> Self {
+        self.config.io = io;
         self
     }
 

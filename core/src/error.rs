@@ -216,6 +216,11 @@ pub enum Error {
     /// A worker node lost its head (node 0) without a clean shutdown.
     #[error("the head node (n0) died or became unreachable; this worker stops")]
     HeadLost,
+    /// This node did not run for longer than `dead_after` (stopped, paused
+    /// or starved), so the cluster declared it dead and went on without
+    /// it. Not a failure of the run: `#[owl::main]` exits with status 0.
+    #[error("this node did not run for {unresponsive:?}, longer than dead_after: the cluster declared it dead and went on without it; this node leaves")]
+    DeclaredDead { unresponsive: std::time::Duration },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -51,7 +51,7 @@ mod startup;
 pub mod testkit;
 
 pub use cluster::{in_process, on_loopback, SimCluster};
-pub use config::{Builder, Config, EventLoopKind, Membership, Network, Transport};
+pub use config::{Builder, Config, EventLoopKind, IoPlacement, Membership, Network, Transport};
 pub use engine::net::{Member, NetLeaks};
 pub use engine::shard::LeakCounts;
 pub use error::{

@@ -222,7 +222,8 @@ impl Runtime {
         );
         match timeout {
             Some(t) => {
-                let _ = tokio::time::timeout(t, waiting).await;
+                // owl's timer thread: on time whatever the shard runs.
+                let _ = crate::object::timer::timeout(t, waiting).await;
             }
             None => waiting.await,
         }
@@ -295,7 +296,7 @@ impl Runtime {
             let root = async move {
                 let _ = tx.send(fut.await);
             };
-            s.start_future(None, crate::engine::shard::Fut::Root(Box::pin(root)));
+            crate::engine::roots::Roots::spawn(&s.shared, Box::pin(root));
         })));
         match rx.recv() {
             Ok(r) => r,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use owl_store::Arena;
 
-use crate::config::{Builder, Config, Membership};
+use crate::config::{Builder, Config, IoPlacement, Membership};
 use crate::engine::node::{registry, NodeLife, NodeShared};
 use crate::engine::shard::{probe_event_loop, run_shard, EventLoopKind, Msg, ShardRemote};
 use crate::error::StartError;
@@ -113,6 +113,8 @@ impl Runtime {
             event_loop,
             idle: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
+            incoming: crossbeam_deque::Injector::new(),
+            roots: Default::default(),
             stopping: AtomicBool::new(false),
             next_external: AtomicUsize::new(0),
         });
@@ -140,18 +142,25 @@ impl Runtime {
             let mut cfg = mesh_config(&network, m);
             cfg.shards = shared.shards.len() as u32;
             let handler = Arc::new(crate::engine::host::NodeHandler(Arc::downgrade(&shared)));
-            // Meshes run on shard 0's event loop (`Shard::host_io`,
-            // `Shard::host_shm`): no I/O thread, no wake-up between the
-            // runtime and the wire; shard 0 polls sockets or rings as it
-            // spins.
-            let mesh = if matches!(network.transport, crate::config::Transport::Shm) {
-                let (starting, host) = owl_transport::start_shm_hosted(cfg, handler)?;
-                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_shm(host))));
-                starting.wait()?
-            } else {
-                let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
-                shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
-                starting.wait()?
+            let mesh = match shared.config.io {
+                // An I/O thread of its own, where no task runs: heartbeats,
+                // incoming messages and peers' tasks never wait for a task
+                // (see the decision of 2026-12-04 in docs/DESIGN.md).
+                IoPlacement::Thread => owl_transport::start(cfg, handler)?,
+                // On shard 0's event loop (`Shard::host_io`,
+                // `Shard::host_shm`): no hand-off between the runtime and
+                // the wire, but a task on shard 0 delays them all.
+                IoPlacement::Shard0 => {
+                    if matches!(network.transport, crate::config::Transport::Shm) {
+                        let (starting, host) = owl_transport::start_shm_hosted(cfg, handler)?;
+                        shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_shm(host))));
+                        starting.wait()?
+                    } else {
+                        let (starting, io) = owl_transport::start_hosted(cfg, handler)?;
+                        shared.shards[0].send(Msg::Run(Box::new(move |s| s.host_io(io))));
+                        starting.wait()?
+                    }
+                }
             };
             if let Some(net) = shared.net.as_ref() {
                 net.connect_mesh(mesh);
@@ -219,6 +228,7 @@ impl Runtime {
             let me_head = self.shared.node == head;
             let open = self.shared.config.cluster.is_some_and(|m| m.open);
             while !stop.raised()
+                && mesh.stalled().is_none()
                 && ((me_head && open) || (!me_head && mesh.is_up(head.0) && !net.is_dead(head)))
             {
                 std::thread::sleep(Duration::from_millis(10));
@@ -227,23 +237,43 @@ impl Runtime {
                 // The transport marks the head gone before it tells the
                 // node why (died or left): wait for the why.
                 let t = Instant::now();
-                while !net.is_dead(head) && t.elapsed() < Duration::from_secs(2) {
+                while !net.is_dead(head)
+                    && mesh.stalled().is_none()
+                    && t.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                // A node stopped past `dead_after` finds its connections
+                // closed as it resumes, and learns that it stalled at its
+                // next heartbeat round, which is overdue and runs at once:
+                // give that round a moment before calling the head lost.
+                let t = Instant::now();
+                while net.is_dead(head)
+                    && !net.has_left(head)
+                    && mesh.stalled().is_none()
+                    && t.elapsed() < Duration::from_millis(500)
+                {
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 // In an open cluster the head is on no task's path and
                 // the drivers are other nodes: the members keep serving
-                // them. Only joins need the head.
-                if open && !net.has_left(head) {
+                // them. Only joins need the head. A member that finds it
+                // was itself declared dead leaves instead (below).
+                if open && !net.has_left(head) && mesh.stalled().is_none() {
                     let msg = format!(
                         "owl: node {}: the head (n0) died; serving the cluster's other members until stopped (owl stop). No node can join until a head is back (owl start --head starts a new cluster).",
                         self.shared.node
                     );
                     tracing::warn!("{msg}");
                     eprintln!("{msg}");
-                    while !stop.raised() {
+                    while !stop.raised() && mesh.stalled().is_none() {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                 }
+            }
+            if let Some(unresponsive) = mesh.stalled() {
+                tracing::warn!(node = %self.shared.node, ?unresponsive, "declared dead by the cluster: leaving");
+                return Err(crate::Error::DeclaredDead { unresponsive });
             }
         }
         if stop.raised() {
@@ -253,6 +283,40 @@ impl Runtime {
         }
         self.check_leaks_if_asked();
         Ok(())
+    }
+}
+
+/// How many times [`Runtime::serve_rejoining`] joins again: a node
+/// declared dead this often has a problem no rejoin solves.
+const MAX_REJOINS: usize = 100;
+
+impl Runtime {
+    /// [`serve`](Runtime::serve), and in an open cluster, each time the
+    /// cluster declared this node dead (it did not run for longer than
+    /// `dead_after`: stopped, paused, starved), join again with `builder`
+    /// as a new member (ids are never reused, so nothing addressed to the
+    /// old one can reach it) and serve on. Elsewhere the same as `serve`:
+    /// a launched cluster has a fixed set of ids, so the node ends with
+    /// `Error::DeclaredDead`. `#[owl::main]` serves through this.
+    pub fn serve_rejoining(self, builder: Builder) -> crate::Result<()> {
+        let mut rt = self;
+        for _ in 0..MAX_REJOINS {
+            let open_member =
+                rt.shared.node.0 != 0 && rt.shared.config.cluster.is_some_and(|m| m.open);
+            match rt.serve() {
+                Err(crate::Error::DeclaredDead { unresponsive }) if open_member => {
+                    eprintln!(
+                        "owl node {}: declared dead by the cluster (did not run for {unresponsive:?}); joining again as a new member",
+                        rt.node()
+                    );
+                    drop(rt);
+                    rt = builder.clone().build()?;
+                    eprintln!("owl: joined again as node {}", rt.node());
+                }
+                other => return other,
+            }
+        }
+        rt.serve()
     }
 }
 
@@ -363,11 +427,10 @@ fn mesh_config(
     cfg.kind = kind;
     cfg.open = m.open;
     cfg.connect_timeout = network.connect_timeout;
-    // Shard 0 hosts the mesh and also runs tasks: a long synchronous task
-    // there delays its heartbeats, so silence must last much longer than
-    // any heartbeat gap before a node is declared dead (a closed
-    // connection is still noticed at once).
-    cfg.heartbeat = Duration::from_secs(1);
+    // Several heartbeats per `dead_after`, so that one late or lost
+    // heartbeat is not a death; at most one a second.
+    cfg.heartbeat =
+        (network.dead_after / 6).clamp(Duration::from_millis(10), Duration::from_secs(1));
     cfg.dead_after = network.dead_after;
     cfg
 }

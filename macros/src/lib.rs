@@ -261,26 +261,46 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     inner.vis = syn::Visibility::Inherited;
     let output = &func.sig.output;
     let attrs = &func.attrs;
+    // The builder is kept: a worker of an open cluster that was declared
+    // dead joins again with it (`serve_rejoining`).
     let start = match output {
         ReturnType::Default => quote! {
-            ::owl::Runtime::builder()
+            let __builder = ::owl::Runtime::builder()
                 .from_env()
-                .and_then(|b| b.build())
-                .unwrap_or_else(|e| panic!("owl could not start: {e}"))
+                .unwrap_or_else(|e| panic!("owl could not start: {e}"));
+            let __rt = __builder
+                .clone()
+                .build()
+                .unwrap_or_else(|e| panic!("owl could not start: {e}"));
         },
-        ReturnType::Type(..) => quote! { ::owl::Runtime::builder().from_env()?.build()? },
+        ReturnType::Type(..) => quote! {
+            let __builder = ::owl::Runtime::builder().from_env()?;
+            let __rt = __builder.clone().build()?;
+        },
     };
     // Worker nodes of a cluster serve tasks; only the driver (node 0 of a
     // launched cluster, a program attached to an open one) runs main.
     let serve = match output {
+        // A worker the cluster declared dead (it did not run for longer
+        // than dead_after) says so and exits cleanly: the run went on
+        // without it, so its exit alone fails no run.
         ReturnType::Default => quote! {
-            if let Err(e) = __rt.serve() {
-                panic!("owl worker {}: {e}", __rt.node());
+            match __rt.serve_rejoining(__builder) {
+                Ok(()) => {}
+                Err(e @ ::owl::Error::DeclaredDead { .. }) => {
+                    eprintln!("owl worker: {e}");
+                }
+                Err(e) => panic!("owl worker: {e}"),
             }
             return;
         },
         ReturnType::Type(..) => quote! {
-            __rt.serve()?;
+            match __rt.serve_rejoining(__builder) {
+                Err(e @ ::owl::Error::DeclaredDead { .. }) => {
+                    eprintln!("owl worker: {e}");
+                }
+                r => r?,
+            }
             return Ok(());
         },
     };
@@ -288,7 +308,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         #(#attrs)*
         fn main() #output {
             #inner
-            let __rt = #start;
+            #start
             if __rt.serves() {
                 #serve
             }

@@ -13,7 +13,7 @@ use crate::proto::DEFAULT_MAX_FRAME;
 pub enum TransportKind {
     /// QUIC (quinn, TLS 1.3, mutual auth under the cluster CA).
     Quic,
-    /// TCP over io_uring (plain tokio if io_uring is unavailable).
+    /// TCP (tokio's epoll sockets).
     /// `plaintext: true` skips frame encryption for a trusted fabric; the
     /// handshake still authenticates, and every node must agree.
     Tcp { plaintext: bool },

@@ -15,8 +15,7 @@
 //!   picks a driver and executor) and `mesh::node` (the socket engine:
 //!   connect, membership, per-peer reader and paced writer, heartbeats).
 //! - drivers, behind `driver`'s traits (listen, accept, dial, byte
-//!   streams): TCP over io_uring (tokio-uring; plain tokio if io_uring
-//!   cannot be set up), QUIC (quinn, TLS 1.3, mutual auth under a CA derived
+//!   streams): TCP (tokio, epoll), QUIC (quinn, TLS 1.3, mutual auth under a CA derived
 //!   from the secret); shm, shared-memory rings on one host with a TCP mesh
 //!   as its control plane; and [`sim`], an in-process network with a manual
 //!   clock and fault injection running the same codec.
@@ -66,6 +65,7 @@ pub type NodeIdx = u32;
 // TCP mesh as its control plane).
 mod api;
 mod config;
+pub mod detect;
 mod driver;
 mod entry;
 mod gate;

@@ -45,6 +45,14 @@ pub(crate) struct Shared {
     /// Set by a driver whose I/O thread does not wait on `Notify`s (shm):
     /// called after every change that thread must notice.
     pub(crate) kick: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Set by a threaded driver that other threads may poll for it (shm):
+    /// one non-blocking pass if nobody else is in one; whether it moved
+    /// anything (see `Mesh::help_poll`).
+    pub(crate) help: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Threads spinning for work that call `help` meanwhile (see
+    /// `Mesh::helping`): while there is one, the I/O thread sleeps as soon
+    /// as it is idle instead of spinning beside it.
+    pub(crate) helpers: AtomicU32,
     /// `Mesh::kill` (not `shutdown`) stopped the node.
     pub(crate) killed: AtomicBool,
     /// Set by `Mesh::shutdown` once `Shutdown` is queued for every live peer
@@ -55,6 +63,12 @@ pub(crate) struct Shared {
     /// and `kill` call it (with whether the node was killed) once the host
     /// finished.
     pub(crate) close_control: Mutex<Option<CloseControl>>,
+    /// When the last heartbeat round ran (ms on the driver's clock;
+    /// `u64::MAX` before the first).
+    last_round_ms: AtomicU64,
+    /// How long this node did not run, once a round found that it did not
+    /// run for longer than `dead_after` (0: never).
+    pub(crate) stalled_ms: AtomicU64,
     /// Bytes of frames written to peers (headers and sealing included),
     /// for traffic figures.
     pub(crate) bytes_out: AtomicU64,
@@ -91,10 +105,14 @@ impl Shared {
             queued: AtomicU32::new(0),
             idle_shards: AtomicU32::new(0),
             kick: OnceLock::new(),
+            help: OnceLock::new(),
+            helpers: AtomicU32::new(0),
             killed: AtomicBool::new(false),
             shutdown_queued: AtomicBool::new(false),
             bytes_out: AtomicU64::new(0),
             close_control: Mutex::new(None),
+            last_round_ms: AtomicU64::new(u64::MAX),
+            stalled_ms: AtomicU64::new(0),
         }
     }
 
@@ -153,6 +171,23 @@ impl Shared {
         dead_after_ms: u64,
     ) -> Vec<(u32, u64)> {
         let mut silent_peers = Vec::new();
+        let last = self.last_round_ms.swap(now_ms, Ordering::Relaxed);
+        let gap = now_ms.saturating_sub(last);
+        if last != u64::MAX && gap > dead_after_ms && self.stalled_ms.load(Ordering::Relaxed) == 0 {
+            // This node did not run for longer than `dead_after` (stopped,
+            // paused, starved): every silence it would measure now is its
+            // own, and its peers have declared it dead meanwhile. It
+            // accuses nobody; the runtime leaves (`Mesh::stalled`).
+            tracing::warn!(
+                node = self.me,
+                gap_ms = gap,
+                "this node did not run for longer than dead_after: its peers have declared it dead"
+            );
+            self.stalled_ms.store(gap.max(1), Ordering::Release);
+        }
+        if self.stalled_ms.load(Ordering::Acquire) != 0 {
+            return silent_peers;
+        }
         for peer in (0..self.nodes()).filter(|&p| p != self.me) {
             if self.state(peer) != UP {
                 continue;

@@ -1,9 +1,10 @@
-//! TCP driver: io_uring through tokio-uring, or plain tokio when io_uring
-//! cannot be set up (old kernels, seccomp). TCP_NODELAY on every stream.
+//! TCP driver on tokio's epoll sockets, TCP_NODELAY on every stream. (It
+//! ran on io_uring through tokio-uring on its own I/O thread until
+//! 2026-12-05: tokio-uring submits only when its thread parks, which an
+//! I/O thread that spins cannot wait for; see `mesh::select`.)
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
-use std::rc::Rc;
 
 use crate::config::MeshError;
 use crate::driver::{Conn, Net, Rd, Wr};
@@ -12,81 +13,7 @@ fn bind_error(addr: SocketAddr, source: io::Error) -> MeshError {
     MeshError::Bind { addr, source }
 }
 
-pub(crate) struct UringNet {
-    listener: tokio_uring::net::TcpListener,
-    local: SocketAddr,
-}
-
-impl UringNet {
-    pub(crate) fn bind(addr: SocketAddr) -> Result<Self, MeshError> {
-        let listener =
-            tokio_uring::net::TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
-        let local = listener.local_addr().map_err(|e| bind_error(addr, e))?;
-        Ok(Self { listener, local })
-    }
-
-    fn conn(
-        stream: tokio_uring::net::TcpStream,
-        remote: SocketAddr,
-    ) -> io::Result<Conn<UringRd, UringWr>> {
-        stream.set_nodelay(true)?;
-        let s = Rc::new(stream);
-        let c = s.clone();
-        Ok(Conn {
-            rd: UringRd(s.clone()),
-            wr: UringWr(s),
-            close: Box::new(move || {
-                let _ = c.shutdown(Shutdown::Both);
-            }),
-            remote,
-        })
-    }
-}
-
-pub(crate) struct UringRd(Rc<tokio_uring::net::TcpStream>);
-pub(crate) struct UringWr(Rc<tokio_uring::net::TcpStream>);
-
-impl Rd for UringRd {
-    async fn read(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // tokio-uring reads into the Vec's capacity from its start; the
-        // caller's buffer is fully initialised, so `len` stays as it was.
-        self.0.read(buf).await
-    }
-}
-
-impl Wr for UringWr {
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.0.write_all(buf).await
-    }
-    async fn finish(&mut self) {
-        let _ = self.0.shutdown(Shutdown::Write);
-    }
-}
-
-impl Net for UringNet {
-    type R = UringRd;
-    type W = UringWr;
-    type Incoming = Conn<UringRd, UringWr>;
-    fn local_addr(&self) -> SocketAddr {
-        self.local
-    }
-    fn remote(inc: &Self::Incoming) -> SocketAddr {
-        inc.remote
-    }
-    async fn accept(&self) -> io::Result<Self::Incoming> {
-        let (s, remote) = self.listener.accept().await?;
-        Self::conn(s, remote)
-    }
-    async fn ready(inc: Self::Incoming) -> io::Result<Conn<UringRd, UringWr>> {
-        Ok(inc)
-    }
-    async fn dial(&self, addr: SocketAddr) -> io::Result<Conn<UringRd, UringWr>> {
-        let s = tokio_uring::net::TcpStream::connect(addr).await?;
-        Self::conn(s, addr)
-    }
-}
-
-/// The epoll fallback.
+/// TCP on tokio's epoll sockets.
 pub(crate) struct TokioNet {
     listener: tokio::net::TcpListener,
     local: SocketAddr,

@@ -68,8 +68,14 @@ impl NodeCtx for HostCtx<'_> {
     }
 
     fn enqueue(&self, shard: Option<ShardId>, task: Task) {
-        let shard = shard.unwrap_or_else(|| self.node.next_shard());
-        self.node.to_shard(shard, ShardMsg::Enqueue(task));
+        match shard {
+            Some(shard) => self.node.to_shard(shard, ShardMsg::Enqueue(task)),
+            None => {
+                // Any shard may run it: the first free one takes it.
+                self.node.incoming.push(task);
+                self.node.wake_any_idle_shard();
+            }
+        }
     }
 
     fn wake_shards(&self) {

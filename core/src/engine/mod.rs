@@ -7,4 +7,5 @@
 pub(crate) mod host;
 pub(crate) mod net;
 pub(crate) mod node;
+pub(crate) mod roots;
 pub(crate) mod shard;

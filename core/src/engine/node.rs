@@ -35,6 +35,12 @@ pub(crate) struct NodeShared {
     pub(crate) idle: AtomicUsize,
     /// Tasks parked until their arguments are ready (see `shard::parked`).
     pub parked: AtomicUsize,
+    /// Tasks from other nodes, for whichever shard is free first: a task
+    /// queued in one shard's inbox would wait while that shard runs a long
+    /// task, however idle the others are.
+    pub(crate) incoming: crossbeam_deque::Injector<crate::spec::Task>,
+    /// Root futures, which any shard may poll (see `roots`).
+    pub(crate) roots: crate::engine::roots::Roots,
     /// The cluster side of this node; `None` for a single node.
     pub net: Option<crate::engine::net::Net>,
     pub(crate) stopping: AtomicBool,
@@ -74,6 +80,18 @@ impl NodeShared {
                 s.notify.notify_one();
                 return;
             }
+        }
+    }
+
+    /// Work any shard may take arrived: wake one parked shard, if any
+    /// (a busy or spinning shard looks at `incoming` by itself).
+    pub(crate) fn wake_any_idle_shard(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(s) = self.shards.iter().find(|s| s.parked.load(Ordering::SeqCst)) {
+            s.notify.notify_one();
         }
     }
 

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 pub(crate) mod cell;
 pub(crate) mod objref;
+pub(crate) mod timer;
 pub(crate) mod value;
 pub(crate) mod wait;
 

@@ -136,11 +136,12 @@ impl<T: Value> ObjectRef<T> {
     }
 
     /// Like `get`, but gives up after `timeout` with `GetError::Timeout`.
-    /// Must run inside an owl task (it uses the shard's timer).
+    /// The deadline is kept by owl's timer thread, so it passes on time
+    /// whatever the shard runs meanwhile.
     pub async fn get_timeout(&self, timeout: Duration) -> Result<Got<T>, GetError> {
-        match tokio::time::timeout(timeout, self.get()).await {
-            Ok(r) => r,
-            Err(_) => Err(GetError::Timeout {
+        match super::timer::timeout(timeout, self.get()).await {
+            Some(r) => r,
+            None => Err(GetError::Timeout {
                 object: self.id(),
                 after: timeout,
             }),

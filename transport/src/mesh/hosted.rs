@@ -24,7 +24,8 @@ use crate::peer::Shared;
 /// The executor a hosted mesh runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoLoop {
-    /// A tokio-uring runtime: TCP goes through io_uring.
+    /// A tokio-uring runtime (the mesh's sockets still use epoll, see
+    /// `select::run_hosted`).
     Uring,
     /// A tokio current-thread runtime inside a `LocalSet` (epoll).
     Tokio,

@@ -66,6 +66,39 @@ impl Mesh {
         self.local_addr
     }
 
+    /// How long this node did not run, if it once did not run for longer
+    /// than `dead_after` (SIGSTOP, a paused VM): its peers have declared
+    /// it dead, and it should leave.
+    pub fn stalled(&self) -> Option<std::time::Duration> {
+        match self.shared.stalled_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        }
+    }
+
+    /// Lets a thread with nothing to do (a shard spinning for work) run
+    /// one non-blocking pass of the I/O thread's work, if the driver allows
+    /// it and no other thread is in one: a message then needs no wake-up
+    /// of the I/O thread. Only the shm driver allows it (its rings are
+    /// plain memory; sockets belong to their thread's executor). Whether
+    /// it moved anything.
+    pub fn help_poll(&self) -> bool {
+        self.shared.help.get().is_some_and(|h| h())
+    }
+
+    /// A thread starts (`true`) or stops (`false`) spinning for work and
+    /// calling [`Mesh::help_poll`] as it does: while one does, the I/O
+    /// thread need not spin too (two spinning threads per node on a
+    /// machine with no core to spare slow each other down); it sleeps on
+    /// its doorbell, which wakes it for anything no helper takes.
+    pub fn helping(&self, on: bool) {
+        if on {
+            self.shared.helpers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.shared.helpers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Load figures carried by the next heartbeats.
     pub fn set_load(&self, queued: u32, idle_shards: u32) {
         self.shared.queued.store(queued, Ordering::Relaxed);

@@ -25,9 +25,11 @@ use crate::proto::{HandshakeConfig, Msg, PROTOCOL_VERSION, UNASSIGNED};
 mod connect;
 mod heartbeat;
 mod members;
+mod spin;
 mod stream;
 
 pub(super) use members::request_id;
+pub(super) use spin::SPIN;
 
 /// One endpoint of the socket mesh, shared by its tasks on the I/O thread.
 pub(super) struct Node<N: Net> {
@@ -51,15 +53,21 @@ pub(super) struct Node<N: Net> {
     progress: tokio::sync::Notify,
     writers: Cell<usize>,
     writers_done: tokio::sync::Notify,
+    /// How long the I/O thread spins after moving a message (see `spin`);
+    /// zero: it sleeps at once (hosted meshes, io_uring).
+    spin: Duration,
+    active: Cell<bool>,
+    spin_wake: tokio::sync::Notify,
 }
 
 impl<N: Net> Node<N> {
     /// Runs the node until shutdown: `ready` gets the listen address once
     /// the mesh is complete. `plaintext`: frames are not sealed (see
-    /// `select::plaintext`).
+    /// `select::plaintext`); `spin`: see `spin`.
     pub(super) async fn run(
         net: N,
         plaintext: bool,
+        spin: Duration,
         cfg: MeshConfig,
         sh: Arc<Shared>,
         ready: Sender<Result<SocketAddr, MeshError>>,
@@ -88,6 +96,9 @@ impl<N: Net> Node<N> {
             progress: tokio::sync::Notify::new(),
             writers: Cell::new(0),
             writers_done: tokio::sync::Notify::new(),
+            spin,
+            active: Cell::new(false),
+            spin_wake: tokio::sync::Notify::new(),
             cfg,
             sh,
         });
@@ -96,6 +107,7 @@ impl<N: Net> Node<N> {
         // from the end of start-up: a node whose own start-up still waits for
         // a slow peer must not look silent to the peers it already reached.
         let beat = tokio::task::spawn_local(node.clone().heartbeat_loop());
+        let spinner = tokio::task::spawn_local(node.clone().spin_loop());
         let result = tokio::select! {
             r = node.clone().bootstrap() => r,
             () = node.sh.stop.notified() => Err(MeshError::Setup("stopped during start".into())),
@@ -106,6 +118,7 @@ impl<N: Net> Node<N> {
             node.sh.stop.notified().await;
         }
         beat.abort();
+        spinner.abort();
         accept.abort();
         // Let writers flush `Shutdown`, bounded, then cut everything.
         for p in node.sh.peers.iter() {

@@ -2,13 +2,16 @@
 //! rings to the handler, the runtime's queues into outgoing rings,
 //! heartbeats and silence checks, and after `shutdown` the bounded flush.
 //! Threaded ([`Driver::run`]), an I/O thread of its own loops over it,
-//! spinning then sleeping on its doorbell; hosted ([`super::host`]), the
-//! caller's thread calls it.
+//! spinning then sleeping on its doorbell, and spinning shards take turns
+//! at it ([`help`]); hosted ([`super::host`]), the caller's thread calls
+//! it.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use super::ring::{Bell, Consumer, Corrupt, Inbox, Producer};
 use super::setup::{Ctl, Setup};
@@ -22,6 +25,9 @@ use crate::Mesh;
 /// need it; it bounds the damage of a peer that dies between publishing and
 /// ringing).
 pub(crate) const BACKSTOP: Duration = Duration::from_millis(50);
+/// How long the I/O thread naps while a shard polls for it (see `run`):
+/// bounds how late it takes over when that shard starts a task.
+const HELPED_NAP: Duration = Duration::from_micros(100);
 /// Bytes taken from one ring per turn, so one busy peer cannot starve others.
 const READ_CHUNK: usize = 256 << 10;
 /// How long `shutdown` waits for `Shutdown` to get into the rings.
@@ -177,20 +183,52 @@ impl Driver {
     }
 
     /// The threaded driver: polls until done, spinning then sleeping on
-    /// the doorbell when idle, then closes the control mesh.
-    pub(crate) fn run(mut self) {
+    /// the doorbell when idle, then closes the control mesh. Shards that
+    /// spin for work poll it too (see [`help`]): whoever takes the lock
+    /// polls, so a round trip needs no hand-off to this thread while a
+    /// shard is awake, and this thread, which runs no task, still polls
+    /// whenever every shard is busy.
+    pub(crate) fn run(driver: Arc<Mutex<Driver>>) {
+        let (mine, spin, sh) = {
+            let d = driver.lock();
+            (d.mine.clone(), d.spin, d.sh.clone())
+        };
         let mut idle_since = None;
-        while !self.done {
-            if self.poll() {
+        loop {
+            let Some(mut d) = driver.try_lock() else {
+                // A shard polls right now: it is awake and does the work.
                 idle_since = None;
-                if self.sh.closing.load(Ordering::Relaxed) {
+                std::thread::yield_now();
+                continue;
+            };
+            if d.done {
+                break;
+            }
+            let busy = d.poll();
+            let closing = d.sh.closing.load(Ordering::Relaxed);
+            drop(d);
+            if busy {
+                idle_since = None;
+                if closing {
                     std::thread::yield_now(); // flushing: let peers read
                 }
                 continue;
             }
             let now = Instant::now();
             let since = *idle_since.get_or_insert(now);
-            if now - since < self.spin {
+            if sh.helpers.load(Ordering::Relaxed) > 0 {
+                // A shard spins and polls the rings: stay off the cores,
+                // yet off the doorbell too (a peer would pay a futex wake
+                // per message to wake a thread nobody needs); look again
+                // soon, as the shard may take up a long task at any time.
+                std::thread::sleep(HELPED_NAP);
+                // Should the shard stop helping, spin before sleeping on
+                // the doorbell: a peer writing to a sleeping driver pays a
+                // futex wake.
+                idle_since = None;
+                continue;
+            }
+            if now - since < spin {
                 // Yield, not a bare pause: with more spinning threads than
                 // cores (2-core hosts: a shard, both I/O threads) a pause
                 // would hold the core for a whole time slice while the
@@ -199,14 +237,16 @@ impl Driver {
                 std::thread::yield_now();
                 continue;
             }
-            let timeout = self.timeout();
-            self.mine.bell().sleep(timeout, || self.idle());
+            let timeout = driver.lock().timeout();
+            mine.bell().sleep(timeout, || driver.lock().idle());
             idle_since = None;
         }
-        if self.sh.killed.load(Ordering::Acquire) {
-            self.control.kill();
+        // Not under the lock: closing the control mesh joins its thread.
+        let control = driver.lock().control.clone();
+        if sh.killed.load(Ordering::Acquire) {
+            control.kill();
         } else {
-            self.control.shutdown();
+            control.shutdown();
         }
     }
 
@@ -374,4 +414,18 @@ impl Driver {
             );
         }
     }
+}
+
+/// What a shard spinning for work calls (`Mesh::help_poll`): one pass
+/// over the rings if no other thread is polling them, as the I/O thread
+/// would; whether it moved anything. Holds the driver weakly, so that the
+/// help registered in `Shared` keeps no driver alive past its I/O thread.
+pub(crate) fn help(driver: &std::sync::Weak<Mutex<Driver>>) -> bool {
+    let Some(driver) = driver.upgrade() else {
+        return false;
+    };
+    let Some(mut d) = driver.try_lock() else {
+        return false;
+    };
+    !d.done && d.poll()
 }

@@ -83,9 +83,12 @@ fn run_io_thread(
     match setup::setup(&cfg, shm, &sh) {
         Ok(s) => {
             let addr = s.control.local_addr();
-            let driver = driver::Driver::new(cfg, shm, sh, s); // peers are up
+            let driver = driver::Driver::new(cfg, shm, sh.clone(), s); // peers are up
+            let driver = Arc::new(parking_lot::Mutex::new(driver));
+            let weak = Arc::downgrade(&driver);
+            let _ = sh.help.set(Box::new(move || driver::help(&weak)));
             let _ = ready.send(Ok(addr));
-            driver.run();
+            driver::Driver::run(driver);
         }
         Err(e) => drop(ready.send(Err(e))),
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Steal, Worker};
 
 use super::{set_current, Shard};
-use crate::config::EventLoopKind;
+use crate::config::{EventLoopKind, IoPlacement};
 use crate::engine::node::NodeShared;
 use crate::ids::ShardId;
 use crate::spec::Task;
@@ -110,7 +110,13 @@ impl Shard {
             return;
         }
         if let Some(net) = self.shared.net.as_ref() {
-            let queued = self.shared.shards.iter().map(|s| s.stealer.len()).sum();
+            let queued = self
+                .shared
+                .shards
+                .iter()
+                .map(|s| s.stealer.len())
+                .sum::<usize>()
+                + self.shared.incoming.len();
             net.report_load(queued, self.shared.idle_shards());
         }
     }
@@ -140,6 +146,8 @@ impl Shard {
         let shards = &self.shared.shards;
         shards[self.id.0 as usize].has_mail()
             || !self.woken.borrow().is_empty()
+            || !self.shared.incoming.is_empty()
+            || self.shared.roots.any_woken()
             || shards.iter().any(|s| !s.stealer.is_empty())
     }
 
@@ -153,19 +161,44 @@ impl Shard {
             return false;
         }
         let deadline = Instant::now() + spin;
+        // Beside an I/O thread, a spinning shard gives up its core at each
+        // round: the kernel lets a spinning thread run out its time slice
+        // before a thread it woke may run, and on a machine with no core to
+        // spare the thread waiting for the core is the I/O thread carrying
+        // the very message this shard waits for (a round trip over TCP cost
+        // 113 µs with bare pauses here). When nothing else is runnable,
+        // sched_yield returns in well under a µs.
+        let yield_core = self.shared.net.is_some() && self.shared.config.io == IoPlacement::Thread;
+        let mesh = self
+            .shared
+            .net
+            .as_ref()
+            .and_then(|n| n.mesh())
+            .filter(|_| yield_core);
+        let _helping = mesh.map(|m| Helping::new(m));
         let mut i = 0u32;
         loop {
             if self.work_visible() || self.shared.stopping() || self.poll_shm() {
                 return true;
             }
-            std::hint::spin_loop();
+            // An idle shard does the I/O thread's work when the driver lets
+            // it (shm): no hand-off to that thread on this hop.
+            if mesh.is_some_and(|m| m.help_poll()) {
+                return true;
+            }
+            if yield_core {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
             i += 1;
             // A shard hosting sockets polls them (an epoll_wait with no
             // timeout, through a yield to its event loop) every few rounds.
             if self.hosts_io.get() && i.is_multiple_of(8) {
                 self.yield_to_io().await;
             }
-            if i.is_multiple_of(64) && Instant::now() >= deadline {
+            // A yield costs more than a clock read: look at the clock each time.
+            if (yield_core || i.is_multiple_of(64)) && Instant::now() >= deadline {
                 return false;
             }
         }
@@ -247,5 +280,22 @@ impl Shard {
         }
         remote.parked.store(false, Ordering::SeqCst);
         self.shared.idle_change(-1);
+    }
+}
+
+/// A shard's spin, announced to the mesh it helps (`Mesh::helping`) for
+/// as long as it lasts, whichever way it ends.
+struct Helping<'a>(&'a owl_transport::Mesh);
+
+impl<'a> Helping<'a> {
+    fn new(mesh: &'a owl_transport::Mesh) -> Self {
+        mesh.helping(true);
+        Self(mesh)
+    }
+}
+
+impl Drop for Helping<'_> {
+    fn drop(&mut self) {
+        self.0.helping(false);
     }
 }

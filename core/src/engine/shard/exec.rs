@@ -4,6 +4,8 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::{Context, Poll};
 
+use crossbeam_deque::Steal;
+
 use super::local::{Fut, Running, Shard};
 use super::waker::TaskKey;
 use crate::engine::host::HostCtx;
@@ -15,6 +17,10 @@ use crate::spec::{Exec, Task};
 const TASKS_PER_TURN: usize = 64;
 /// Inbox messages handled per loop turn.
 const MSGS_PER_TURN: usize = 256;
+/// Woken root futures polled per loop turn.
+const ROOTS_PER_TURN: usize = 8;
+/// Tasks from other nodes taken per loop turn (the rest stay for other shards).
+const INCOMING_PER_TURN: usize = 32;
 
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -37,6 +43,8 @@ impl Shard {
             self.handle(msg);
             did = true;
         }
+        did |= self.take_incoming();
+        did |= crate::engine::roots::Roots::run_woken(&self.shared, ROOTS_PER_TURN);
         for _ in 0..TASKS_PER_TURN {
             // A shard hosting the node's sockets ends its turn when they
             // are due a poll, however long its tasks run.
@@ -50,6 +58,26 @@ impl Shard {
             let Some(task) = self.pop_ready() else { break };
             self.execute(task);
             did = true;
+        }
+        did
+    }
+
+    /// Queues a batch of tasks from other nodes here (see
+    /// `NodeShared::incoming`); whether there was any. Taken a batch at a
+    /// time, so each stays stealable in this shard's FIFO should it start a
+    /// long task.
+    pub(super) fn take_incoming(&self) -> bool {
+        let incoming = &self.shared.incoming;
+        let mut did = false;
+        for _ in 0..INCOMING_PER_TURN {
+            match incoming.steal() {
+                Steal::Success(task) => {
+                    self.enqueue(task);
+                    did = true;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
         }
         did
     }
@@ -175,8 +203,7 @@ impl Shard {
         let mut cx = Context::from_waker(&waker);
         let prev = self.current_task.replace(cell);
         let polled = catch_unwind(AssertUnwindSafe(|| match &mut fut {
-            Fut::Task(f) => f.as_mut().poll(&mut cx).map(Some),
-            Fut::Root(f) => f.as_mut().poll(&mut cx).map(|()| None),
+            Fut::Task(f) => f.as_mut().poll(&mut cx),
         }));
         *self.current_task.borrow_mut() = prev;
         let outcome = match polled {
@@ -186,17 +213,13 @@ impl Shard {
                 }
                 return;
             }
-            Ok(Poll::Ready(out)) => out.ok_or(None),
-            Err(payload) => Err(Some(TaskErrorKind::Panicked(panic_message(&*payload)))),
+            Ok(Poll::Ready(out)) => out,
+            Err(payload) => Err(TaskErrorKind::Panicked(panic_message(&*payload))),
         };
         drop(fut);
         let r = self.running.borrow_mut().remove(key.index as usize);
-        match (r.task, outcome) {
-            (Some(task), Ok(result)) => self.finish(task, result),
-            (Some(task), Err(Some(kind))) => self.finish(task, Err(kind)),
-            (Some(_), Err(None)) => unreachable!("task futures yield a result"),
-            (None, Err(Some(kind))) => tracing::error!(error = %kind, "root future panicked"),
-            (None, _) => {}
+        if let Some(task) = r.task {
+            self.finish(task, outcome);
         }
     }
 }

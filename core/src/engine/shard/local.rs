@@ -24,10 +24,9 @@ use crate::sched::place::{place, Placement, Want};
 use crate::sched::{next_source, should_donate, PriorityQueue, Source};
 use crate::spec::{Task, TaskFuture};
 
+/// A suspended async task. (Root futures live node-wide: `engine::roots`.)
 pub(crate) enum Fut {
     Task(TaskFuture),
-    /// A root future (`block_on`): not a remote call, has no object.
-    Root(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>),
 }
 
 /// An async task in progress.
@@ -35,7 +34,7 @@ pub(super) struct Running {
     pub gen: u32,
     /// `None` while the future is being polled.
     pub fut: Option<Fut>,
-    /// The task (for its cell and for retries); `None` for roots.
+    /// The task (for its cell and for retries).
     pub task: Option<Task>,
     pub waker: Waker,
 }
@@ -336,7 +335,14 @@ impl Shard {
         let running = self.running.borrow();
         LeakCounts {
             table_entries: self.table.borrow().len(),
-            queued_tasks: self.fifo.len() + self.prio.borrow().len(),
+            // The node's incoming tasks are counted once, on shard 0.
+            queued_tasks: self.fifo.len()
+                + self.prio.borrow().len()
+                + if self.id.0 == 0 {
+                    self.shared.incoming.len()
+                } else {
+                    0
+                },
             running_tasks: running.iter().filter(|(_, r)| r.task.is_some()).count(),
         }
     }
@@ -360,9 +366,14 @@ impl Shard {
                 dropped = true;
                 drop(t);
             }
+            while let Some(t) = self.shared.incoming.steal().success() {
+                dropped = true;
+                drop(t);
+            }
             let running: Vec<Running> = self.running.borrow_mut().drain().collect();
             dropped |= !running.is_empty();
             drop(running);
+            dropped |= self.shared.roots.drain();
             while let Some(msg) = inbox.pop() {
                 dropped = true;
                 // Work from outside threads is dropped: a caller waiting

@@ -26,7 +26,7 @@ use crate::spec::Task;
 pub use crate::config::EventLoopKind;
 pub(crate) use event_loop::{probe_event_loop, run_shard};
 pub use local::LeakCounts;
-pub(crate) use local::{Fut, Shard};
+pub(crate) use local::Shard;
 pub(crate) use waker::TaskKey;
 
 /// A message to a shard.

@@ -31,6 +31,7 @@ impl<N: Net> Node<N> {
                         if !self.deliver(peer, msgs) {
                             return;
                         }
+                        self.touch();
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -148,6 +149,7 @@ impl<N: Net> Node<N> {
                     .fetch_add(out.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let (r, b) = wr.write_all(out).await;
                 out = b;
+                self.touch();
                 if let Err(e) = r {
                     self.down(peer, PeerDown::ConnectionLost(e.to_string()));
                     failed = true;
