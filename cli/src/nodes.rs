@@ -92,9 +92,22 @@ impl Held {
         }
     }
 
-    /// Whether the node still runs.
+    /// Whether the node still runs. With a pidfd, a node counts as ended
+    /// as soon as it has exited (its files, and the lock on its arena,
+    /// are released then), even while it waits to be reaped: an orphaned
+    /// node is reaped by init, which may take seconds.
     pub fn alive(&self) -> bool {
-        self.record.identity() == Identity::Node
+        match &self.fd {
+            Some(fd) => {
+                let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+                let zero = rustix::event::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+            }
+            None => self.record.identity() == Identity::Node,
+        }
     }
 
     pub fn signal(&self, sig: Signal) {

@@ -438,8 +438,9 @@ pub fn stop(args: StopArgs) -> ExitCode {
         open::remove_cluster(&state, h.pid);
     }
     // Nodes killed after the grace cannot remove their arena files; the
-    // kernel releases a killed node's lock on its file as the node ends.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // kernel releases a killed node's lock on its file as the node ends,
+    // which SIGKILL makes certain (the wait is for a loaded machine).
+    let deadline = Instant::now() + Duration::from_secs(10);
     while signalled.iter().any(Held::alive) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
