@@ -102,7 +102,7 @@ fn join(a: u64, b: u64) -> u64 {
 /// Step `i` of `n` of the chain; prints progress where it runs.
 #[owl::remote]
 fn step(rt: Runtime, prev: Vec<u8>, i: u64, n: u64) -> Vec<u8> {
-    if i % (n / STEPS).max(1) == 0 {
+    if i.is_multiple_of((n / STEPS).max(1)) {
         eprintln!("progress {i}/{n} on {}", rt.node());
     }
     let salt = make(i, prev.len() as u64);
@@ -154,7 +154,7 @@ fn fold_tree(mut level: Vec<u64>) -> u64 {
 }
 
 fn progress(done: u64, of: u64) {
-    if done % (of / STEPS).max(1) == 0 {
+    if done.is_multiple_of((of / STEPS).max(1)) {
         eprintln!("progress {done}/{of}");
     }
 }
