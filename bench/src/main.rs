@@ -9,6 +9,7 @@ mod harness;
 mod limits;
 mod metg_report;
 mod plot;
+mod recovery;
 mod spill;
 mod workloads;
 
@@ -50,6 +51,11 @@ workloads (two nodes in this process, per transport; see --transport):
   data_movement     a 100 MiB result made and consumed on the other node:
                     bytes that node sends meanwhile (counted by the
                     transport), then those the owner's own read moves
+
+workloads (three nodes in this process over loopback TCP):
+  recovery          a tree of 10,000 tasks with 1 MiB leaves, undisturbed
+                    and with node 1 killed halfway: time to the (same)
+                    answer, their ratio, and the tasks that ran again
 
   owl-bench metg-report DIR [--cores N]
                     METG(50%) of the Task Bench sweeps logged in DIR (see
@@ -123,7 +129,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
         return Err("no workload given".into());
     }
     let known = |n: &str| {
-        n == "all" || n == "limits" || workloads::ALL.contains(&n) || cluster::NAMES.contains(&n)
+        n == "all"
+            || n == "limits"
+            || n == recovery::NAME
+            || workloads::ALL.contains(&n)
+            || cluster::NAMES.contains(&n)
     };
     if let Some(bad) = o.names.iter().find(|n| !known(n)) {
         return Err(format!("unknown workload `{bad}`"));
@@ -219,6 +229,8 @@ fn run(opts: &Options) -> anyhow::Result<()> {
     for name in names {
         let new = if name == "limits" {
             limits_with_ratios(&rt, opts)?
+        } else if name == recovery::NAME {
+            repeat(name, opts.reps, || recovery::run(opts.size))?
         } else if cluster::NAMES.contains(&name) {
             cluster_with_ratios(name, opts)?
         } else {

@@ -114,3 +114,33 @@ fn bad_invocations_fail_with_a_message() {
         assert!(stderr.contains("usage: owl-bench"), "{args:?}");
     }
 }
+
+#[test]
+fn recovery_runs_tiny() {
+    let out = owl_bench()
+        .args(["recovery", "--tiny", "--reps", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "owl-bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let metrics: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            assert_eq!(v["workload"], "recovery", "{v}");
+            v["metric"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for m in [
+        "undisturbed_ms",
+        "killed_ms",
+        "ratio_killed_to_undisturbed",
+        "reexecuted_tasks",
+    ] {
+        assert!(metrics.iter().any(|x| x == m), "no {m} in {metrics:?}");
+    }
+}

@@ -13,6 +13,10 @@ pub struct Config {
     pub shards: usize,
     pub pin: bool,
     pub spin: Duration,
+    /// The longest a parked shard sleeps without a wake-up (default 50 ms):
+    /// a backstop, which also hides a lost wake-up; tests lengthen it to
+    /// find them.
+    pub park_bound: Duration,
     pub store_dir: PathBuf,
     pub store_size: u64,
     /// Where arena blocks spill when the store is full (`OWL_SPILL_DIR`;
@@ -168,6 +172,7 @@ impl Default for Config {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pin: true,
             spin: Duration::from_micros(50),
+            park_bound: Duration::from_millis(50),
             store_dir: owl_store::default_store_dir(),
             store_size: 4 << 30,
             spill_dir: Some(owl_store::default_spill_dir()),
@@ -370,6 +375,14 @@ impl Builder {
     /// How long an idle shard polls before parking (default 50 µs).
     pub fn spin(mut self, d: Duration) -> Self {
         self.config.spin = d;
+        self
+    }
+
+    /// The longest a parked shard sleeps without a wake-up (default
+    /// 50 ms). For tests: a long bound turns a lost wake-up into a hang.
+    #[doc(hidden)]
+    pub fn park_bound(mut self, d: Duration) -> Self {
+        self.config.park_bound = d;
         self
     }
 

@@ -214,3 +214,41 @@ fn a_replicated_result_survives_its_holder_without_running_again() {
         rt.assert_no_leaks();
     }
 }
+
+/// A link of a chain: a large value and the node that made it.
+#[owl::remote]
+fn link(rt: Runtime, prev: (Vec<u8>, u32)) -> (Vec<u8>, u32) {
+    (prev.0, rt.node().0)
+}
+
+#[test]
+fn spread_tasks_taking_held_results_run_on_every_node() {
+    // Each link waits for the one before, whose value is held where it
+    // was made: a link placed on the owner brings that value here and must
+    // then run here, not be placed again (which sent every such link
+    // away, so the owner ran none of them).
+    let d = dirs(3);
+    let nodes = cluster(3, &d);
+    let spread = CallOpts::new().spread();
+    let first = (vec![1u8; 256 << 10], 0u32);
+    // The first made on node 1, so that no link's input is on the owner.
+    let mut links = vec![link.options(on(1)).remote(&nodes[0], first).unwrap()];
+    for _ in 0..8 {
+        let prev = links.last().unwrap();
+        links.push(
+            link.options(spread.clone())
+                .remote(&nodes[0], prev)
+                .unwrap(),
+        );
+    }
+    let mut ran = [0; 3];
+    for r in &links[1..] {
+        let got = r.get_blocking_timeout(WAIT).expect("a link");
+        ran[got.1.to_native() as usize] += 1;
+    }
+    assert!(ran.iter().all(|&n| n > 0), "links per node: {ran:?}");
+    drop(links);
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}

@@ -1,10 +1,13 @@
 //! Helpers shared by the process tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod run;
+
 use std::process::{Command, Output};
 
 pub const OWL: &str = env!("CARGO_BIN_EXE_owl");
 pub const PI: &str = env!("CARGO_BIN_EXE_owl-pi");
+pub const LINEAGE: &str = env!("CARGO_BIN_EXE_owl-lineage");
 
 /// `program` with no launcher variables leaking in from the test's own
 /// environment, one shard, and leak checks at exit.

@@ -68,13 +68,19 @@ impl NodeShared {
 
     /// New stealable work on shard `from`: wake one parked shard, if any.
     /// Pairs with `Shard::park` (announce, then look for work).
+    ///
+    /// `from` itself first: work is pushed on `from`'s thread while `from`
+    /// is parked when its event loop, not its shard loop, runs the code
+    /// (the node's sockets, hosted there, deliver a result that readies a
+    /// task). Skipping it left a node of one shard asleep until the park's
+    /// 50 ms bound, on every such hop.
     pub(crate) fn wake_idle_shard(&self, from: ShardId) {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.idle.load(Ordering::SeqCst) == 0 {
             return;
         }
         let n = self.shards.len();
-        for i in 1..n {
+        for i in 0..n {
             let s = &self.shards[(from.0 as usize + i) % n];
             if s.parked.load(Ordering::SeqCst) {
                 s.notify.notify_one();

@@ -215,7 +215,7 @@ impl Shard {
 
     /// Arms a hosted shm mesh to wake this shard; the park's bound.
     fn arm_shm(&self) -> (Option<owl_transport::ShmArm>, Duration) {
-        let park = Duration::from_millis(50);
+        let park = self.shared.config.park_bound;
         let shm = self.shm.borrow();
         let Some(host) = shm.as_ref().filter(|h| !h.is_finished()) else {
             return (None, park);

@@ -186,6 +186,15 @@ impl Shard {
         }
     }
 
+    /// A parked task whose wait is over: placed once its arguments' tasks
+    /// are done; queued once, placed here, their values are here.
+    pub(crate) fn resume(&self, task: Task, waited: Until) {
+        match waited {
+            Until::Done => self.push_ready(task),
+            Until::Here => self.queue_placed(task),
+        }
+    }
+
     /// Places a task whose arguments are done: sent to another node, or
     /// queued here once its arguments' values are here (those held on
     /// other nodes are brought here meanwhile).
@@ -203,6 +212,13 @@ impl Shard {
                 None => return,
             }
         };
+        self.queue_placed(task);
+    }
+
+    /// Queues a task placed on this node whose arguments' values are here.
+    /// Never places it again: its values were brought here for it, and a
+    /// second placement (spread, spillback) would send it elsewhere.
+    pub(crate) fn queue_placed(&self, task: Task) {
         let priority = task.priority();
         if priority == 0 {
             // Only the push that makes the FIFO non-empty wakes a parked

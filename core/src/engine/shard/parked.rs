@@ -96,16 +96,17 @@ impl Wake for Parked {
 
     fn wake_by_ref(self: &Arc<Self>) {
         let Some(task) = self.advance() else { return };
+        let until = self.until;
         let mut task = Some(task);
         with_current(|s| {
             if s.shared.serial == self.node.serial {
-                s.push_ready(task.take().expect("not taken yet"));
+                s.resume(task.take().expect("not taken yet"), until);
             }
         });
         if let Some(task) = task {
             // Completed outside this node's shards: the owner runs it.
             self.node.shards[self.owner.0 as usize]
-                .send(Msg::Run(Box::new(move |s| s.push_ready(task))));
+                .send(Msg::Run(Box::new(move |s| s.resume(task, until))));
         }
     }
 }
