@@ -204,12 +204,23 @@ impl Owner {
         let unread = |t: &Task| {
             t.cell.handles.load(Ordering::Acquire) == 0 && self.refs.export_cell(object).is_none()
         };
-        let Some((task, spec_bytes)) = task.filter(|(t, _)| !unread(t)) else {
-            // An answer from a node the task no longer runs on, a task
-            // cancelled meanwhile, or a result nobody can read: the
-            // executor may drop its copy.
-            drop(contained);
-            return ctx.send(from, release(object));
+        let (task, spec_bytes) = match task {
+            Some((t, _)) if unread(&t) => {
+                // Freed while it ran (a dead node's counts purged with
+                // it): a fetch accepted before that still gets the typed
+                // answer a fetch of a freed object gets.
+                t.cell
+                    .complete(Err(super::fetch::freed_error(object, self.me)));
+                drop((t, contained));
+                return ctx.send(from, release(object));
+            }
+            Some(found) => found,
+            None => {
+                // An answer from a node the task no longer runs on, or a
+                // task cancelled meanwhile: the executor may drop its copy.
+                drop(contained);
+                return ctx.send(from, release(object));
+            }
         };
         let cell = Arc::clone(&task.cell);
         let located = Located {

@@ -92,6 +92,16 @@ impl Rng {
     }
 }
 
+/// Which of a cut-off node's links a partition holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cut {
+    Both,
+    /// It hears the others, they do not hear it.
+    Outgoing,
+    /// They hear it, it does not hear them.
+    Incoming,
+}
+
 /// What can happen next.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Event {
@@ -108,6 +118,8 @@ pub(super) enum Event {
     Run(u32),
     /// A node answers a standing fetch whose value is ready.
     Answer(u32),
+    /// A partition around a node heals: its held links deliver again.
+    Heal(u32),
 }
 
 pub(super) struct Cluster {
@@ -118,6 +130,9 @@ pub(super) struct Cluster {
     /// Deaths not yet noticed: (node that will notice, dead node).
     notices: BTreeSet<(u32, u32)>,
     pub(super) deaths: u32,
+    /// Nodes cut off by a partition that will heal, and which of their
+    /// links it holds (see [`Cut`]).
+    pub(super) cut: BTreeMap<u32, Cut>,
     /// The program ended: refs that arrive are dropped at once.
     pub(super) ended: bool,
     pub(super) log: Vec<String>,
@@ -158,6 +173,7 @@ impl Cluster {
             links: BTreeMap::new(),
             notices: BTreeSet::new(),
             deaths: 0,
+            cut: BTreeMap::new(),
             ended: false,
             log: Vec::new(),
             runs: BTreeMap::new(),
@@ -263,11 +279,16 @@ impl Cluster {
         if program {
             ev.extend(self.live().into_iter().map(Event::Step));
         }
+        let held = |a: u32, b: u32| {
+            matches!(self.cut.get(&a), Some(Cut::Both | Cut::Outgoing))
+                || matches!(self.cut.get(&b), Some(Cut::Both | Cut::Incoming))
+        };
         for (&(a, b), q) in &self.links {
-            if !q.is_empty() {
+            if !q.is_empty() && !held(a, b) {
                 ev.push(Event::Deliver(a, b));
             }
         }
+        ev.extend(self.cut.keys().map(|&n| Event::Heal(n)));
         for n in self.nodes.iter().filter(|n| n.alive) {
             if !n.inbox.is_empty() {
                 ev.push(Event::Inbox(n.id.0));
@@ -292,6 +313,7 @@ impl Cluster {
         self.log.push(format!("n{n} dies"));
         let node = &mut self.nodes[n as usize];
         node.alive = false;
+        self.cut.remove(&n);
         node.inbox.clear();
         node.waiting.clear();
         let held = std::mem::take(&mut node.held);
@@ -462,6 +484,10 @@ impl Cluster {
             Event::Notice { at, dead } => self.notice(at, dead),
             Event::Run(n) => self.run_task(n)?,
             Event::Answer(n) => self.answer(n),
+            Event::Heal(n) => {
+                self.cut.remove(&n);
+                self.log.push(format!("partition around n{n} heals"));
+            }
         }
         self.drain_ended();
         self.check()

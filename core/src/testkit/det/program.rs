@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::cluster::{short, Cluster, Packet};
+use super::cluster::{short, Cluster, Cut, Packet};
 use super::DetFailure;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::NodeId;
@@ -48,6 +48,13 @@ impl Cluster {
                 let args = self.pick_held(n, 2);
                 let r = self.submit(n, args)?;
                 self.nodes[n as usize].held.push(r);
+            }
+            19 if !self.cut.contains_key(&n) && self.cut.len() < 2 => {
+                // A partition that heals: the node's links (both ways, or
+                // one way) hold their messages until it does.
+                let cut = [Cut::Both, Cut::Outgoing, Cut::Incoming][self.rng.below(3)];
+                self.log.push(format!("n{n} is cut off ({cut:?})"));
+                self.cut.insert(n, cut);
             }
             18 if held > 0 => {
                 // A read: waits for the value (bringing it here if it is
