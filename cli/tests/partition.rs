@@ -4,7 +4,8 @@
 //! brings back. The driver's side declares node 1 dead and finishes node
 //! 1's tasks itself: the answer is the undisturbed one. Node 1 declares
 //! the driver lost and ends by itself; once the link is back, its late
-//! messages are not applied (the answer stays right).
+//! messages are not applied (the answer stays right). Neither leaves an
+//! arena file.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{clean, succeeded, Netns, PI};
+use common::{clean, files, succeeded, Netns, PI};
 
 const TASKS: u64 = 400;
 /// 8 s of work, about 4 s on two nodes: the cut comes well inside it.
@@ -67,6 +68,7 @@ fn a_partition_longer_than_dead_after_leaves_the_answer_right() {
             .output()
             .unwrap(),
     ));
+    let store = tempfile::tempdir().unwrap();
     let secret = "cd".repeat(32);
     let head = "10.231.7.1:7412";
     for transport in ["tcp", "quic"] {
@@ -81,6 +83,7 @@ fn a_partition_longer_than_dead_after_leaves_the_answer_right() {
                 .env("OWL_SECRET", &secret)
                 .env("OWL_TRANSPORT", transport)
                 .env("OWL_DEAD_AFTER_S", "2")
+                .env("OWL_STORE_DIR", store.path())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             c.spawn().unwrap()
@@ -131,6 +134,11 @@ fn a_partition_longer_than_dead_after_leaves_the_answer_right() {
                 && (stderr1.contains("HeadLost") || stderr1.contains("DeclaredDead")),
             "{transport}: node 1 was not cut off: {}\n{stderr1}",
             out1.status
+        );
+        assert_eq!(
+            files(store.path()),
+            Vec::<String>::new(),
+            "{transport}: arena files left"
         );
     }
 }
