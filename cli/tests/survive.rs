@@ -78,20 +78,10 @@ fn a_worker_killed_mid_run_over_quic() {
 #[test]
 fn node_0_killed_mid_run_ends_the_run() {
     let store = tempfile::tempdir().unwrap();
-    let mut run = start("tcp", store.path());
+    let run = start("tcp", store.path());
     let at = pick(1, STEPS / 2) * (TASKS / STEPS);
     eprintln!("killing node 0 after {at} results");
-    run.wait_for_progress(at);
-    sigkill(run.node_pid(0));
-    let (status, stdout, stderr) = run.finish();
-    assert_eq!(status.code(), Some(128 + 9), "{stderr}");
-    assert!(
-        stderr.contains(
-            "owl run: node 0 (the driver) was killed by signal 9 (SIGKILL); stopping the other"
-        ),
-        "{stderr}"
-    );
-    assert!(!stdout.contains('{'), "no result: {stdout}");
+    run.kill_driver_at(at);
     assert_eq!(
         files(store.path()),
         Vec::<String>::new(),

@@ -117,6 +117,26 @@ impl Run {
     }
 }
 
+impl Run {
+    /// SIGKILLs node 0 (the driver) once a node reports progress `at`, and
+    /// checks the run ends with its status, says so, and prints no result;
+    /// its stderr.
+    pub fn kill_driver_at(mut self, at: u64) -> String {
+        self.wait_for_progress(at);
+        sigkill(self.node_pid(0));
+        let (status, stdout, stderr) = self.finish();
+        assert_eq!(status.code(), Some(128 + 9), "{stderr}");
+        assert!(
+            stderr.contains(
+                "owl run: node 0 (the driver) was killed by signal 9 (SIGKILL); stopping the other"
+            ),
+            "{stderr}"
+        );
+        assert!(!stdout.contains('{'), "no result: {stdout}");
+        stderr
+    }
+}
+
 impl Drop for Run {
     /// A failed test stops its run: SIGTERM to `owl run`, which stops its
     /// nodes and reaps them.
