@@ -124,7 +124,7 @@ impl NodeCtx for HostCtx<'_> {
         from: NodeId,
         at: SharedBlock,
         mut block: BlockMut,
-        refs: Vec<RawRef>,
+        copy: u64,
     ) {
         let node = Arc::clone(self.node);
         // On a thread of its own, so that shard 0, which hosts the
@@ -141,10 +141,10 @@ impl NodeCtx for HostCtx<'_> {
                 let path = std::path::Path::new(&at.path);
                 let outcome =
                     owl_store::read_peer_arena(dir, path, at.offset, block.as_mut_slice())
-                        .map(|()| Stored::from_block(block.freeze(), refs))
+                        .map(|()| block.freeze())
                         .map_err(|e| e.to_string());
                 if let Some(ctx) = HostCtx::of(&node) {
-                    ctx.owner().copied(&ctx, from, id, outcome);
+                    ctx.owner().copied(&ctx, from, id, copy, outcome);
                 }
             });
         if let Err(e) = copy {

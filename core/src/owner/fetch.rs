@@ -10,10 +10,11 @@
 //! node share it.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use owl_proto::{OwlMsg, SharedBlock, WireError, WireId, WireValue};
-use owl_store::BlockMut;
+use owl_store::{Block, BlockMut};
 
 use super::{wire, NodeCtx, Owner};
 use crate::error::{TaskError, TaskErrorKind};
@@ -45,10 +46,14 @@ pub(crate) enum Purpose {
     Copy,
 }
 
-/// A large value arriving in chunks.
+/// A large value arriving: in chunks, or in one same-host copy.
 pub(crate) struct Pull {
     pub(super) from: NodeId,
     purpose: Purpose,
+    /// A same-host copy's number (0 for chunks): its answer
+    /// ([`Owner::copied`]) is taken only while this pull stands, so a copy
+    /// given up (its holder died, the reader left) is dropped when it ends.
+    copy: u64,
     /// A copy being made here that this node's proxy also waits for: the
     /// refs inside the value, from the proxy's header.
     readers: Option<Vec<RawRef>>,
@@ -191,6 +196,11 @@ impl Owner {
     /// `holder`, which a header sent us to, cannot serve `id`: the owner
     /// rebuilds the value (for its own) or is asked again (a proxy).
     fn holder_refused(&self, ctx: &impl NodeCtx, holder: NodeId, id: ObjectId) {
+        if id.node == self.me {
+            // (It takes this node's pull from `holder` itself, to know a
+            // reader here waits.)
+            return self.holder_lost(ctx, id, holder);
+        }
         let pull = {
             let mut pulls = self.pulls.lock();
             match pulls.get(&id) {
@@ -201,9 +211,7 @@ impl Owner {
         if let Some(p) = pull.filter(|p| p.purpose == Purpose::Copy) {
             return self.copy_made(ctx, id, holder, None, p.readers);
         }
-        if id.node == self.me {
-            self.holder_lost(ctx, id, holder);
-        } else if self.refs.proxy(id).is_some_and(|c| !c.is_ready()) && !ctx.is_dead(id.node) {
+        if self.refs.proxy(id).is_some_and(|c| !c.is_ready()) && !ctx.is_dead(id.node) {
             let msg = OwlMsg::Fetch {
                 object: wire::wire_id(id),
                 lost: Some(holder.0),
@@ -289,32 +297,50 @@ impl Owner {
                 && sb.host != 0
                 && owl_store::is_peer_arena(dir, std::path::Path::new(&sb.path))
         });
-        if let Some(sb) = local {
-            return ctx.copy_same_host(id, from, sb, block, contained);
-        }
-        let mut pulls = self.pulls.lock();
-        if let Some(p) = pulls.get_mut(&id) {
-            // A copy for the owner is on its way here: the proxy reads it.
-            if p.purpose == Purpose::Copy && purpose == Purpose::Read && p.readers.is_none() {
-                p.readers = Some(contained);
+        {
+            let mut pulls = self.pulls.lock();
+            if let Some(p) = pulls.get_mut(&id) {
+                // A copy for the owner is on its way here: the proxy reads it.
+                if p.purpose == Purpose::Copy && purpose == Purpose::Read && p.readers.is_none() {
+                    p.readers = Some(contained);
+                }
+                return;
             }
-            return;
+            let mut pull = Pull {
+                from,
+                purpose,
+                copy: 0,
+                readers: None,
+                block: Some(block),
+                contained,
+                len,
+                requested: 0,
+                received: 0,
+                outstanding: BTreeSet::new(),
+            };
+            match local {
+                Some(sb) => {
+                    // Registered like a pull in chunks, so that the
+                    // holder's death and the reader's leaving find it.
+                    pull.copy = self.copies.fetch_add(1, Ordering::Relaxed) + 1;
+                    pull.requested = len;
+                    let block = pull.block.take().expect("made above");
+                    let copy = pull.copy;
+                    pulls.insert(id, pull);
+                    drop(pulls);
+                    ctx.copy_same_host(id, from, sb, block, copy);
+                }
+                None => {
+                    for _ in 0..WINDOW {
+                        self.request_chunk(ctx, id, &mut pull);
+                    }
+                    pulls.insert(id, pull);
+                }
+            }
         }
-        let mut pull = Pull {
-            from,
-            purpose,
-            readers: None,
-            block: Some(block),
-            contained,
-            len,
-            requested: 0,
-            received: 0,
-            outstanding: BTreeSet::new(),
-        };
-        for _ in 0..WINDOW {
-            self.request_chunk(ctx, id, &mut pull);
-        }
-        pulls.insert(id, pull);
+        // `from` may have died since it was chosen, and its death been
+        // handled before this pull stood.
+        self.recheck_gone(ctx, from);
     }
 
     /// A same-host copy (`NodeCtx::copy_same_host`) from `from` finished.
@@ -323,10 +349,40 @@ impl Owner {
         ctx: &impl NodeCtx,
         from: NodeId,
         id: ObjectId,
-        outcome: Result<Stored, String>,
+        copy: u64,
+        outcome: Result<Block, String>,
     ) {
-        let outcome = outcome.map_err(|e| store_error(id, self.me, format!("same-host copy: {e}")));
-        self.pulled(ctx, from, id, outcome);
+        let mut pulls = self.pulls.lock();
+        if pulls.get(&id).is_none_or(|p| p.copy != copy) {
+            // Given up meanwhile: whoever gave it up answered its readers.
+            return;
+        }
+        match outcome {
+            Ok(block) => {
+                let pull = pulls.remove(&id).expect("checked above");
+                drop(pulls);
+                self.pull_done(ctx, id, pull, block);
+            }
+            Err(e) => {
+                // The holder's copy cannot be read (it may have died, its
+                // death not yet seen here): as if it had refused.
+                drop(pulls);
+                tracing::debug!(object = %id, %from, error = %e, "same-host copy failed");
+                self.holder_refused(ctx, from, id);
+            }
+        }
+    }
+
+    /// A pull's value is all here: it completes what it was for.
+    fn pull_done(&self, ctx: &impl NodeCtx, id: ObjectId, mut pull: Pull, block: Block) {
+        let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
+        match pull.purpose {
+            Purpose::Read => self.pulled(ctx, pull.from, id, Ok(stored)),
+            Purpose::Copy => {
+                let readers = pull.readers.take();
+                self.copy_made(ctx, id, pull.from, Some(stored), readers)
+            }
+        }
     }
 
     /// A value brought from `from` is here (or could not be): an object
@@ -456,14 +512,7 @@ impl Owner {
                 .take()
                 .expect("block present until done")
                 .freeze();
-            let stored = Stored::from_block(block, std::mem::take(&mut pull.contained));
-            match pull.purpose {
-                Purpose::Read => self.pulled(ctx, pull.from, id, Ok(stored)),
-                Purpose::Copy => {
-                    let readers = pull.readers.take();
-                    self.copy_made(ctx, id, pull.from, Some(stored), readers)
-                }
-            }
+            self.pull_done(ctx, id, pull, block);
         }
     }
 
@@ -512,9 +561,11 @@ impl Owner {
                 self.copy_made(ctx, id, dead, None, p.readers);
                 continue;
             }
-            // A task's result pulled from its dead executor is not failed
-            // here: it is rebuilt with the others it held.
+            // A task's result pulled from its dead holder: another copy
+            // serves, or it is rebuilt (this pull stood only after the
+            // holder's other copies were handled, or it was handled then).
             if id.node == self.me {
+                self.holder_lost(ctx, id, dead);
                 continue;
             }
             if id.node != dead {

@@ -329,17 +329,23 @@ impl Owner {
     /// no such value): its copy is forgotten; another copy serves, and is
     /// copied again up to what the call asked for; without one, the task
     /// runs again, or the object fails when its retries are spent.
+    ///
+    /// An object already lost with its last holder is rebuilt now: a reader
+    /// that had been sent to that holder wants it.
     pub(super) fn holder_lost(&self, ctx: &impl NodeCtx, id: ObjectId, holder: NodeId) {
-        let left = {
+        let (left, lost_on) = {
             let mut located = self.located.lock();
             let Some(l) = located.get_mut(&id) else {
                 return;
             };
-            if !l.holders.contains(&holder) {
+            if l.lost {
+                (0, l.lost_on.unwrap_or(holder))
+            } else if l.holders.contains(&holder) {
+                l.holders.retain(|&h| h != holder);
+                (l.holders.len(), holder)
+            } else {
                 return;
             }
-            l.holders.retain(|&h| h != holder);
-            l.holders.len()
         };
         let pull = {
             let mut pulls = self.pulls.lock();
@@ -363,8 +369,8 @@ impl Owner {
             }
             return;
         }
-        tracing::debug!(object = %id, %holder, "result lost with its last holder; running its task again");
-        self.rebuild(ctx, id, holder);
+        tracing::debug!(object = %id, holder = %lost_on, "result lost with its last holder; running its task again");
+        self.rebuild(ctx, id, lost_on);
     }
 
     /// The cell of a located object.

@@ -26,7 +26,7 @@ mod tasks;
 mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
 
 use owl_proto::{OwlMsg, SharedBlock};
@@ -84,14 +84,15 @@ pub(crate) trait NodeCtx: Ctx {
     /// Calls [`Owner::send_value`] for `to` once `cell` is ready.
     fn when_ready(&self, cell: &Arc<ObjectCell>, to: NodeId);
     /// Copies a same-host peer's (`from`'s) block `at` into `block`, off
-    /// the calling thread, then calls [`Owner::copied`] with the value.
+    /// the calling thread, then calls [`Owner::copied`] with the block.
+    /// `copy` numbers it for [`Owner::copied`].
     fn copy_same_host(
         &self,
         id: ObjectId,
         from: NodeId,
         at: SharedBlock,
         block: BlockMut,
-        refs: Vec<RawRef>,
+        copy: u64,
     );
 }
 
@@ -121,6 +122,8 @@ pub(crate) struct Owner {
     /// Values larger than this travel in chunks of this size (and a call's
     /// inline arguments share this budget).
     chunk: usize,
+    /// Same-host copies started, to number them.
+    copies: AtomicU64,
 }
 
 /// What an [`Owner`] still holds; all zero after a finished workload
@@ -171,6 +174,7 @@ impl Owner {
             located_count: AtomicUsize::new(0),
             fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),
             chunk: fetch::CHUNK,
+            copies: AtomicU64::new(0),
         }
     }
 
@@ -309,6 +313,17 @@ impl Owner {
             other => return Some(other),
         }
         None
+    }
+
+    /// What a thread registered for `node` (a task sent there, a pull from
+    /// it) after checking it lives may stand after `node`'s death was
+    /// handled, by another thread, in between: it is handled again, which
+    /// finds only what came after (each part takes its entries out of
+    /// their table, so nothing is handled twice).
+    pub(crate) fn recheck_gone(&self, ctx: &impl NodeCtx, node: NodeId) {
+        if ctx.is_dead(node) {
+            self.node_gone(ctx, node);
+        }
     }
 
     /// `dead` is gone (died or left), told once: the tasks it ran for us

@@ -106,6 +106,7 @@ impl Owner {
             },
         );
         ctx.send(target, msg);
+        self.recheck_gone(ctx, target);
         Ok(())
     }
 

@@ -21,13 +21,13 @@ fn large(ctx: &Recorder, len: usize) -> Stored {
     Stored::from_block(block.freeze(), Vec::new())
 }
 
-fn release(object: ObjectId) -> OwlMsg {
+pub(super) fn release(object: ObjectId) -> OwlMsg {
     OwlMsg::Release {
         object: object.into(),
     }
 }
 
-fn pull(from: NodeId, object: ObjectId, offset: usize, len: usize) -> Action {
+pub(super) fn pull(from: NodeId, object: ObjectId, offset: usize, len: usize) -> Action {
     Action::Send(
         from,
         OwlMsg::Pull {
@@ -111,6 +111,16 @@ fn an_owner_that_dies_before_releasing_loses_its_held_result() {
 /// The owner's side: task 1 placed on node 1, whose result is held there;
 /// with the program's handle to it.
 fn held_on_1(ctx: &Recorder, owner: &Owner, len: usize) -> (Arc<ObjectCell>, RawRef) {
+    held_on_1_at(ctx, owner, len, None)
+}
+
+/// [`held_on_1`], its block in node 1's arena file `shared` (same host).
+pub(super) fn held_on_1_at(
+    ctx: &Recorder,
+    owner: &Owner,
+    len: usize,
+    shared: Option<SharedBlock>,
+) -> (Arc<ObjectCell>, RawRef) {
     let t = task(1, vec![], 0);
     let cell = Arc::clone(&t.cell);
     cell.handles
@@ -122,7 +132,7 @@ fn held_on_1(ctx: &Recorder, owner: &Owner, len: usize) -> (Arc<ObjectCell>, Raw
         object: cell.id().into(),
         len: len as u64,
         refs: Vec::new(),
-        shared: None,
+        shared,
     };
     owner.on_msg(ctx, N1, held);
     (cell, handle)

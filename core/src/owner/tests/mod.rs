@@ -4,6 +4,7 @@
 //! tasks placed elsewhere and run here for others, `fetch` values moving
 //! whole or in chunks, each with the failures that can hit it.
 
+mod deaths;
 mod fetch;
 mod held;
 mod refs;
@@ -35,7 +36,8 @@ enum Action {
     WakeShards,
     /// A standing fetch: the value goes to the node once ready.
     WhenReady(ObjectId, NodeId),
-    CopySameHost(ObjectId),
+    /// A same-host copy started: (its object, its number).
+    CopySameHost(ObjectId, u64),
     /// A value made an object of this node (a large argument).
     Put(ObjectId),
 }
@@ -48,11 +50,16 @@ struct Recorder {
     /// The tasks queued, in order (their actions say where).
     queued: RefCell<Vec<Task>>,
     dead: RefCell<BTreeSet<NodeId>>,
+    /// Nodes that die (as this node learns) when something is sent to
+    /// them, their death handled before what was sent stood.
+    dies_on_send: RefCell<BTreeSet<NodeId>>,
     nodes: u32,
     /// Nodes that do not run the program's functions.
     foreign: RefCell<BTreeSet<NodeId>>,
     /// Objects made by `put` so far.
     puts: std::cell::Cell<u32>,
+    /// The blocks of same-host copies started, in order.
+    copies: RefCell<Vec<BlockMut>>,
     arena: Arc<Arena>,
     _dir: tempfile::TempDir,
 }
@@ -65,9 +72,11 @@ impl Default for Recorder {
             actions: RefCell::default(),
             queued: RefCell::default(),
             dead: RefCell::default(),
+            dies_on_send: RefCell::default(),
             nodes: 4,
             foreign: RefCell::default(),
             puts: std::cell::Cell::new(0),
+            copies: RefCell::default(),
             arena,
             _dir: dir,
         }
@@ -133,16 +142,22 @@ impl NodeCtx for Recorder {
         id: ObjectId,
         _from: NodeId,
         _at: SharedBlock,
-        _block: BlockMut,
-        _refs: Vec<RawRef>,
+        block: BlockMut,
+        copy: u64,
     ) {
-        self.actions.borrow_mut().push(Action::CopySameHost(id));
+        self.actions
+            .borrow_mut()
+            .push(Action::CopySameHost(id, copy));
+        self.copies.borrow_mut().push(block);
     }
 }
 
 impl Ctx for Recorder {
     fn send(&self, to: NodeId, msg: OwlMsg) {
         self.actions.borrow_mut().push(Action::Send(to, msg));
+        if self.dies_on_send.borrow().contains(&to) {
+            self.dead.borrow_mut().insert(to);
+        }
     }
     fn to_table(&self, shard: ShardId, op: TableOp) {
         self.actions.borrow_mut().push(Action::Table(shard, op));

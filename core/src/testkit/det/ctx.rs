@@ -91,7 +91,7 @@ impl NodeCtx for DetCtx<'_> {
             .push(Out::WhenReady(Arc::clone(cell), to));
     }
 
-    fn copy_same_host(&self, id: ObjectId, _: NodeId, _: SharedBlock, _: BlockMut, _: Vec<RawRef>) {
+    fn copy_same_host(&self, id: ObjectId, _: NodeId, _: SharedBlock, _: BlockMut, _: u64) {
         unreachable!("{id}: the deterministic cluster's values are never large")
     }
 }
