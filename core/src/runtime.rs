@@ -97,7 +97,8 @@ impl Runtime {
     }
 
     /// How many copies of `r`'s value its owner knows of, when this node
-    /// owns it: 1 once the value is here; for a result that stayed on
+    /// owns it: 1 once the value is here (with the acknowledged copies of
+    /// a [`put_with`](Runtime::put_with)); for a result that stayed on
     /// other nodes, the copies they acknowledged (see
     /// [`CallOpts::replicas`](crate::CallOpts::replicas)); 0 while its
     /// task runs, or for an object owned elsewhere. A result with `k`
@@ -108,7 +109,16 @@ impl Runtime {
             return 0;
         }
         if r.is_ready() {
-            return usize::from(matches!(r.cell().result(), Some(Ok(_))));
+            if !matches!(r.cell().result(), Some(Ok(_))) {
+                return 0;
+            }
+            // This node's, and those of a replicated put.
+            let kept = self
+                .shared
+                .net
+                .as_ref()
+                .map_or(0, |n| n.owner.copies(r.id()));
+            return kept.max(1);
         }
         self.shared
             .net
@@ -172,6 +182,31 @@ impl Runtime {
     pub fn put<T: Value>(&self, value: T) -> Result<ObjectRef<T>, PutError> {
         let stored = store(&value, &self.shared.arena, self.shared.config.inline_max)?;
         self.put_stored(stored).map(ObjectRef::from_raw)
+    }
+
+    /// [`put`](Runtime::put), keeping `replicas` copies of the value on
+    /// distinct nodes: this node's, and `replicas - 1` that other live
+    /// nodes pull from here and keep. A copy counts once its node has
+    /// acknowledged it ([`copies`](Runtime::copies)); one lost with its
+    /// node is made again on another. Readers on other nodes take turns
+    /// over the copies, so a value many nodes read is not all served from
+    /// here.
+    ///
+    /// The copies do not outlive this node: a put object, like every
+    /// object, shares its owner's fate, and its refs fail with
+    /// [`OwnerDied`](crate::TaskErrorKind::OwnerDied) when this node dies
+    /// (the owner holds the ref counts and the locations). A value put
+    /// here is never lost while this node lives, so put objects need no
+    /// lineage. Outside a cluster, or with `replicas <= 1`, this is
+    /// `put`.
+    pub fn put_with<T: Value>(&self, value: T, replicas: usize) -> Result<ObjectRef<T>, PutError> {
+        let r = self.put(value)?;
+        if replicas > 1 {
+            if let Some(ctx) = HostCtx::of(&self.shared) {
+                ctx.owner().keep_put_copies(&ctx, r.cell(), replicas);
+            }
+        }
+        Ok(r)
     }
 
     fn put_stored(&self, stored: Stored) -> Result<RawRef, PutError> {

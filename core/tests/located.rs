@@ -215,6 +215,43 @@ fn a_replicated_result_survives_its_holder_without_running_again() {
     }
 }
 
+#[test]
+fn a_replicated_put_keeps_its_copies_and_readers_take_turns_over_them() {
+    let d = dirs(4);
+    let mut nodes: Vec<Option<Runtime>> = cluster(4, &d).into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    let len = 4 * MIB;
+    let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ 21).collect();
+    let put = rt.put_with(value, 3).unwrap();
+    wait_for_copies(&rt, &put, 3);
+    let before = rt.bytes_sent();
+    let reads: Vec<_> = (1..4)
+        .map(|n| digest.options(on(n)).remote(&rt, &put).unwrap())
+        .collect();
+    for r in &reads {
+        assert_eq!(*r.get_blocking_timeout(WAIT).unwrap(), expected(len, 21));
+    }
+    let from_owner = rt.bytes_sent() - before;
+    assert!(
+        from_owner < 2 * len,
+        "three readers took turns over three copies, yet the owner sent {from_owner} bytes"
+    );
+    drop(reads);
+    // The copy lost with node 1 is made again on a live node, and the
+    // value still reads right from wherever it is.
+    kill(&mut nodes, 1);
+    wait_for_copies(&rt, &put, 3);
+    let again = digest.options(on(3)).remote(&rt, &put).unwrap();
+    assert_eq!(
+        *again.get_blocking_timeout(WAIT).unwrap(),
+        expected(len, 21)
+    );
+    drop((again, put));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
+
 /// A link of a chain: a large value and the node that made it.
 #[owl::remote]
 fn link(rt: Runtime, prev: (Vec<u8>, u32)) -> (Vec<u8>, u32) {

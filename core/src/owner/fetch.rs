@@ -158,19 +158,28 @@ impl Owner {
                 object,
                 outcome: Ok(self.ship_value(ctx, to, stored)),
             },
-            Some(Ok(stored)) => OwlMsg::ValueHeader {
-                object,
-                len: stored.bytes().len() as u64,
-                holder: self.me.0,
-                refs: stored
-                    .contained()
-                    .iter()
-                    .map(|r| self.refs.ship(ctx, to, r))
-                    .collect(),
-                shared: ctx.share(stored),
-            },
+            Some(Ok(stored)) => {
+                // Readers take turns over the copies of a replicated put.
+                let holder = self.serving_copy(ctx, cell.id()).unwrap_or(self.me);
+                OwlMsg::ValueHeader {
+                    object,
+                    len: stored.bytes().len() as u64,
+                    holder: holder.0,
+                    refs: stored
+                        .contained()
+                        .iter()
+                        .map(|r| self.refs.ship(ctx, to, r))
+                        .collect(),
+                    shared: (holder == self.me).then(|| ctx.share(stored)).flatten(),
+                }
+            }
         };
         ctx.send(to, msg);
+        if ctx.is_dead(to) {
+            // It died since it asked, and what was lent to it with the
+            // value may have come after its death was handled.
+            self.refs.node_gone(to);
+        }
     }
 
     pub(super) fn on_value(
@@ -421,12 +430,13 @@ impl Owner {
         offset: u64,
         len: u32,
     ) {
-        // An object owned here whose ref went out, or a task's result held
-        // here for its owner.
+        // An object owned here whose ref went out (or whose value is being
+        // copied, `put_with`), or a task's result held here for its owner.
         let data = self
             .refs
             .export_cell(id)
             .or_else(|| self.held.lock().get(&id).cloned())
+            .or_else(|| self.located_cell(id))
             .and_then(|cell| match cell.result() {
                 Some(Ok(stored)) => {
                     let bytes = stored.bytes();

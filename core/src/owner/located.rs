@@ -112,17 +112,19 @@ impl Locations {
         self.bytes
     }
 
-    fn get(&self, id: &ObjectId) -> Option<&Located> {
+    pub(super) fn get(&self, id: &ObjectId) -> Option<&Located> {
         self.by_id.get(id)
     }
 
     /// Records `id`'s location and lineage; returns the tasks evicted to
     /// stay within the budget (to be dropped outside the lock).
     fn insert(&mut self, id: ObjectId, mut l: Located) -> Vec<Task> {
-        l.seq = self.next;
-        self.next += 1;
-        self.bytes += l.spec_bytes;
-        self.order.insert(l.seq, id);
+        if l.task.is_some() {
+            l.seq = self.next;
+            self.next += 1;
+            self.bytes += l.spec_bytes;
+            self.order.insert(l.seq, id);
+        }
         self.by_id.insert(id, l);
         let mut evicted = Vec::new();
         while self.bytes > self.budget {
@@ -373,8 +375,37 @@ impl Owner {
         self.rebuild(ctx, id, lost_on);
     }
 
+    /// Keeps `want` copies of the value of `cell`, ready here and put
+    /// here (no task can make it again): this node's, and copies other
+    /// nodes make and keep, replaced when their node dies.
+    pub(crate) fn keep_put_copies(&self, ctx: &impl NodeCtx, cell: &Arc<ObjectCell>, want: usize) {
+        let Some(Ok(stored)) = cell.result() else {
+            return;
+        };
+        let copies = Located {
+            cell: Arc::clone(cell),
+            holders: vec![self.me],
+            copying: Vec::new(),
+            refused: Vec::new(),
+            want,
+            len: stored.bytes().len() as u64,
+            // The value here keeps them.
+            contained: Vec::new(),
+            shared: None,
+            task: None,
+            lost: false,
+            lost_on: None,
+            spec_bytes: 0,
+            seq: 0,
+        };
+        let evicted = self.located.lock().insert(cell.id(), copies);
+        debug_assert!(evicted.is_empty(), "a put adds no lineage");
+        self.located_count.fetch_add(1, Ordering::Relaxed);
+        self.replicate(ctx, cell.id());
+    }
+
     /// The cell of a located object.
-    fn located_cell(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
+    pub(super) fn located_cell(&self, id: ObjectId) -> Option<Arc<ObjectCell>> {
         self.located.lock().get(&id).map(|l| Arc::clone(&l.cell))
     }
 
@@ -490,8 +521,11 @@ impl Owner {
                 self.located_count.fetch_sub(1, Ordering::Relaxed);
                 let pull = self.pulls.lock().remove(&id);
                 drop(pull);
-                for n in l.holders.iter().chain(&l.copying) {
-                    ctx.send(*n, release(id));
+                // (This node is a holder of a value put here.)
+                for &n in l.holders.iter().chain(&l.copying) {
+                    if n != self.me {
+                        ctx.send(n, release(id));
+                    }
                 }
                 // A fetch accepted before the free (a borrower purged
                 // with a dead node) still gets an answer: the typed error

@@ -124,6 +124,8 @@ pub(crate) struct Owner {
     chunk: usize,
     /// Same-host copies started, to number them.
     copies: AtomicU64,
+    /// Readers sent to copies of replicated puts so far, to take turns.
+    turns: AtomicUsize,
 }
 
 /// What an [`Owner`] still holds; all zero after a finished workload
@@ -175,6 +177,7 @@ impl Owner {
             fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),
             chunk: fetch::CHUNK,
             copies: AtomicU64::new(0),
+            turns: AtomicUsize::new(0),
         }
     }
 

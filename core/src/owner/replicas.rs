@@ -12,6 +12,7 @@
 //! call asked for while enough live nodes remain.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use owl_proto::OwlMsg;
@@ -33,6 +34,25 @@ pub(super) fn task_replicas(remote: &HashMap<ObjectId, RemoteTask>, id: ObjectId
 }
 
 impl Owner {
+    /// A copy of a ready value owned here for the next reader on another
+    /// node, in turn over the acknowledged live copies (`put_with`);
+    /// `None` for a value with no copies elsewhere.
+    pub(super) fn serving_copy(&self, ctx: &impl NodeCtx, id: ObjectId) -> Option<NodeId> {
+        if self.located_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let located = self.located.lock();
+        let live: Vec<NodeId> = located
+            .get(&id)?
+            .holders
+            .iter()
+            .copied()
+            .filter(|&h| !ctx.is_dead(h))
+            .collect();
+        let turn = self.turns.fetch_add(1, Ordering::Relaxed);
+        live.get(turn % live.len().max(1)).copied()
+    }
+
     /// Acknowledged copies of `id`'s value held on other nodes.
     pub(crate) fn copies(&self, id: ObjectId) -> usize {
         self.located
