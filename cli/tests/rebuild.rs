@@ -18,8 +18,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use common::run::{result, sigkill, Run};
+use common::run::{result, sigkill, signal, Run};
 use common::{files, pick, LINEAGE};
+use rustix::process::Signal;
 
 const BYTES: u64 = 256 << 10;
 /// Workloads print 20 progress lines per run.
@@ -104,6 +105,38 @@ fn a_chain_survives_a_worker_killed_mid_run() {
 fn nested_tasks_survive_a_worker_killed_mid_run() {
     // 40 outers of 21 tasks each.
     a_worker_killed_mid("nested", 40, 40, pick(1, 3) as u32);
+}
+
+/// A worker SIGSTOPped mid-tree (hung, its connections still open) is
+/// declared dead within `dead_after`, and the run goes on without it: its
+/// tasks run again elsewhere, and results it held are rebuilt when read
+/// (on one host, readers mostly copy them from its arena file, which a
+/// stopped process keeps). Woken once the run has gone on without it, it
+/// learns it was declared dead and leaves, which fails nothing.
+#[test]
+fn a_tree_survives_a_worker_stopped_mid_run() {
+    let store = tempfile::tempdir().unwrap();
+    let victim = pick(1, 3) as u32;
+    let at = pick(1, STEPS / 2) * (100 / STEPS);
+    eprintln!("tree: stopping node {victim} at progress {at}");
+    let env = [REBUILD_LOG, ("OWL_DEAD_AFTER_S", "2")];
+    let mut run = start("tree", 400, store.path(), &env);
+    run.wait_for_progress(at);
+    let pid = run.node_pid(victim);
+    signal(pid, Signal::STOP);
+    // Blocks finish after it stopped: the driver went on without it.
+    run.wait_for_progress(at + 2 * (100 / STEPS));
+    signal(pid, Signal::CONT);
+    let (status, stdout, stderr) = run.finish();
+    answer_of(status, &stdout, &stderr);
+    assert!(
+        stderr.contains(&format!("[{victim}] owl worker: this node did not run for"))
+            && stderr.contains("the cluster declared it dead and went on without it"),
+        "node {victim} learns it was declared dead: {stderr}"
+    );
+    no_arena_files(store.path());
+    let rebuilt = stderr.matches(REBUILD_LINE).count();
+    eprintln!("tree: {rebuilt} results rebuilt after node {victim} stopped");
 }
 
 #[test]

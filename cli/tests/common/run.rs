@@ -149,5 +149,9 @@ impl Drop for Run {
 }
 
 pub fn sigkill(pid: u32) {
-    kill_process(Pid::from_raw(pid as i32).unwrap(), Signal::KILL).unwrap();
+    signal(pid, Signal::KILL);
+}
+
+pub fn signal(pid: u32, sig: Signal) {
+    kill_process(Pid::from_raw(pid as i32).unwrap(), sig).unwrap();
 }
