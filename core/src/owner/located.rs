@@ -315,16 +315,31 @@ impl Owner {
         outcome: crate::object::cell::Outcome,
     ) {
         let entry = self.located.lock().remove_held_by(&id, from);
-        match entry {
-            Some(l) => {
-                self.located_count.fetch_sub(1, Ordering::Relaxed);
-                for n in l.holders.iter().chain(&l.copying) {
-                    ctx.send(*n, release(id));
-                }
-                l.cell.complete(outcome);
-            }
-            None => ctx.send(from, release(id)),
+        let Some(mut l) = entry else {
+            return ctx.send(from, release(id));
+        };
+        if outcome.is_ok() && self.refs.export_cell(id).is_some() {
+            // Readers on other nodes may be copying a holder's value right
+            // now (sent there before this copy arrived): the holders keep
+            // theirs until the object is freed, behind this node's, which
+            // needs no lineage.
+            l.holders.insert(0, self.me);
+            l.shared = None;
+            l.lost = false;
+            let task = l.task.take();
+            let contained = std::mem::take(&mut l.contained);
+            let cell = Arc::clone(&l.cell);
+            let evicted = self.located.lock().insert(id, l);
+            debug_assert!(evicted.is_empty(), "no lineage added");
+            cell.complete(outcome);
+            drop((task, contained));
+            return;
         }
+        self.located_count.fetch_sub(1, Ordering::Relaxed);
+        for n in l.holders.iter().chain(&l.copying) {
+            ctx.send(*n, release(id));
+        }
+        l.cell.complete(outcome);
     }
 
     /// `holder` can no longer serve `id`'s value (it died, or said it has

@@ -629,3 +629,44 @@ fn a_node_asked_for_a_copy_pulls_it_keeps_it_and_serves_it() {
     owner.on_msg(&ctx, N2, release(xid));
     assert_eq!(owner.counts(), crate::owner::OwnerCounts::default());
 }
+
+#[test]
+fn a_value_the_owner_read_while_its_ref_is_out_keeps_its_holder_s_copy() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let len = CHUNK + 100;
+    let (cell, handle) = held_on_1(&ctx, &owner, len);
+    let tid = cell.id();
+    // Its ref went to node 2, which may be reading node 1's copy.
+    owner.refs().ship(&ctx, N2, &handle);
+    owner.demand(&ctx, &cell);
+    ctx.take();
+    for offset in [0, CHUNK] {
+        let end = (offset + CHUNK).min(len);
+        let chunk = OwlMsg::Chunk {
+            object: tid.into(),
+            offset: offset as u64,
+            data: vec![7; end - offset],
+        };
+        owner.on_msg(&ctx, N1, chunk);
+    }
+    assert!(cell.is_ready());
+    assert_eq!(ctx.take(), vec![], "node 1 keeps its copy (no Release)");
+    assert_eq!(owner.counts().located, 1);
+    // Readers elsewhere take turns over the two copies.
+    let holders: Vec<u32> = (0..2)
+        .map(|_| {
+            owner.send_value(&ctx, N2, &cell);
+            match &ctx.take()[..] {
+                [Action::Send(N2, OwlMsg::ValueHeader { holder, .. })] => *holder,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert!(holders.contains(&0) && holders.contains(&1), "{holders:?}");
+    // Node 1 dies: this node's copy is enough, nothing runs again.
+    ctx.dead.borrow_mut().insert(N1);
+    owner.node_gone(&ctx, N1);
+    assert_eq!(ctx.take(), node_gone_tables(N1));
+    assert!(cell.is_ready());
+}
