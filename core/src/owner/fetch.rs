@@ -58,6 +58,11 @@ pub(crate) struct Pull {
     /// refs inside the value, from the proxy's header.
     readers: Option<Vec<RawRef>>,
     block: Option<BlockMut>,
+    /// A same-host copy's bytes, read while the holder is asked whether it
+    /// still holds the value: a holder frees a block when told to (or
+    /// when the value's owner dies) and reuses it, so bytes read from its
+    /// file are taken only once it says it held the value after the read.
+    copied: Option<Block>,
     contained: Vec<RawRef>,
     len: u64,
     requested: u64,
@@ -321,6 +326,7 @@ impl Owner {
                 copy: 0,
                 readers: None,
                 block: Some(block),
+                copied: None,
                 contained,
                 len,
                 requested: 0,
@@ -362,15 +368,23 @@ impl Owner {
         outcome: Result<Block, String>,
     ) {
         let mut pulls = self.pulls.lock();
-        if pulls.get(&id).is_none_or(|p| p.copy != copy) {
+        let Some(pull) = pulls.get_mut(&id).filter(|p| p.copy == copy) else {
             // Given up meanwhile: whoever gave it up answered its readers.
             return;
-        }
+        };
         match outcome {
             Ok(block) => {
-                let pull = pulls.remove(&id).expect("checked above");
+                // Does the holder still hold it? An empty chunk at the end
+                // says so (`on_chunk`); a refusal sends us elsewhere.
+                pull.copied = Some(block);
+                pull.outstanding.insert(pull.len);
+                let confirm = OwlMsg::Pull {
+                    object: wire::wire_id(id),
+                    offset: pull.len,
+                    len: 0,
+                };
                 drop(pulls);
-                self.pull_done(ctx, id, pull, block);
+                ctx.send(from, confirm);
             }
             Err(e) => {
                 // The holder's copy cannot be read (it may have died, its
@@ -483,7 +497,7 @@ impl Owner {
         offset: u64,
         data: Vec<u8>,
     ) {
-        let done = {
+        let mut pull = {
             let mut pulls = self.pulls.lock();
             let Some(pull) = pulls.get_mut(&id) else {
                 return;
@@ -496,34 +510,38 @@ impl Owner {
                 tracing::debug!(object = %id, %from, offset, "chunk not asked for (an earlier pull's) dropped");
                 return;
             }
-            let Some(block) = pull.block.as_mut() else {
-                return;
-            };
-            let dst = block.as_mut_slice();
-            let range = usize::try_from(offset)
-                .ok()
-                .and_then(|start| Some(start..start.checked_add(data.len())?));
-            let Some(slot) = range.and_then(|r| dst.get_mut(r)) else {
-                tracing::warn!(object = %id, offset, "chunk outside the object dropped");
-                return;
-            };
-            slot.copy_from_slice(&data);
-            pull.received += data.len() as u64;
-            self.request_chunk(ctx, id, pull);
-            if pull.received >= pull.len {
-                pulls.remove(&id)
-            } else {
-                None
+            // (With a same-host copy's bytes, this is the holder's word
+            // that it held the value after they were read: done.)
+            if pull.copied.is_none() {
+                let Some(block) = pull.block.as_mut() else {
+                    return;
+                };
+                let dst = block.as_mut_slice();
+                let range = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| Some(start..start.checked_add(data.len())?));
+                let Some(slot) = range.and_then(|r| dst.get_mut(r)) else {
+                    tracing::warn!(object = %id, offset, "chunk outside the object dropped");
+                    return;
+                };
+                slot.copy_from_slice(&data);
+                pull.received += data.len() as u64;
+                self.request_chunk(ctx, id, pull);
+                if pull.received < pull.len {
+                    return;
+                }
             }
+            pulls.remove(&id).expect("found above")
         };
-        if let Some(mut pull) = done {
-            let block = pull
+        let block = match pull.copied.take() {
+            Some(block) => block,
+            None => pull
                 .block
                 .take()
                 .expect("block present until done")
-                .freeze();
-            self.pull_done(ctx, id, pull, block);
-        }
+                .freeze(),
+        };
+        self.pull_done(ctx, id, pull, block);
     }
 
     /// This node's handle group of `cell`'s object ended: for a proxy, its

@@ -113,3 +113,59 @@ fn a_pull_from_a_holder_whose_death_was_just_handled_is_given_up() {
     assert_eq!(owner.counts().pulls, 0);
     drop(ctx.take_queued());
 }
+
+#[test]
+fn a_same_host_copy_is_taken_only_once_its_holder_says_it_still_held_the_value() {
+    for holder_kept_it in [true, false] {
+        let _r = Routed::new();
+        let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+        let (cell, _handle, copy) = copying(&ctx, &owner);
+        let len = 2 * CHUNK;
+        let mut block = ctx.copies.borrow_mut().pop().expect("the copy's block");
+        block.as_mut_slice().fill(9);
+        owner.copied(&ctx, N1, cell.id(), copy, Ok(block.freeze()));
+        let confirm = Action::Send(
+            N1,
+            OwlMsg::Pull {
+                object: cell.id().into(),
+                offset: len as u64,
+                len: 0,
+            },
+        );
+        assert_eq!(ctx.take(), vec![confirm]);
+        assert!(!cell.is_ready(), "the bytes wait for the holder's word");
+        if holder_kept_it {
+            let end = OwlMsg::Chunk {
+                object: cell.id().into(),
+                offset: len as u64,
+                data: Vec::new(),
+            };
+            owner.on_msg(&ctx, N1, end);
+            match cell.result() {
+                Some(Ok(stored)) => assert!(stored.bytes().iter().all(|&b| b == 9)),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(ctx.take(), vec![Action::Send(N1, release(cell.id()))]);
+        } else {
+            // It had let the block go (it may hold another value now): the
+            // bytes read are dropped and the value made again.
+            let refused = OwlMsg::Value {
+                object: cell.id().into(),
+                outcome: Err(crate::owner::wire::wire_error(
+                    &crate::owner::refs::owner_died(cell.id()),
+                )),
+            };
+            owner.on_msg(&ctx, N1, refused);
+            assert_eq!(
+                ctx.take(),
+                vec![
+                    Action::Send(N1, release(cell.id())),
+                    Action::Enqueue(Some(ShardId(0)), cell.id(), 1),
+                ]
+            );
+            assert!(!cell.is_ready());
+            drop(ctx.take_queued());
+        }
+        assert_eq!(owner.counts().pulls, 0);
+    }
+}
