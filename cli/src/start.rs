@@ -303,7 +303,7 @@ fn run_node(args: StartArgs, state: &Path) -> ExitCode {
         Some(network) => builder.open_head(network.clone()),
         None => builder,
     };
-    let rt = match builder.build() {
+    let rt = match builder.clone().build() {
         Ok(rt) => rt,
         Err(e) => return fail("start", e),
     };
@@ -325,11 +325,16 @@ fn run_node(args: StartArgs, state: &Path) -> ExitCode {
     if let Some(info) = read_node_file(&node_file) {
         print_started(&info, state, None);
     }
-    let served = rt.serve();
-    if args.head {
+    let served = if args.head {
+        let served = rt.serve();
         open::remove_cluster(state, pid);
-    }
-    drop(rt);
+        drop(rt);
+        served
+    } else {
+        // A worker declared dead while it did not run (SIGSTOP, a paused
+        // VM) joins again as a new member, as `#[owl::main]` programs do.
+        rt.serve_rejoining(builder)
+    };
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail("start", format!("node stopped: {e}")),

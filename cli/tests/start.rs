@@ -142,6 +142,66 @@ fn start_attach_and_stop_over_quic() {
     long_lived_cluster("quic");
 }
 
+/// A plain worker stopped (SIGSTOP) for longer than `dead_after` is
+/// declared dead by the cluster; woken, it joins again as a new member (a
+/// new id, so nothing meant for the old one reaches it) and serves on,
+/// until `owl stop` stops it with its tables and arena empty.
+#[test]
+fn a_worker_declared_dead_joins_again_as_a_new_member() {
+    use rustix::process::{kill_process, Pid, Signal};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path();
+    let _stop = StopOnDrop(state);
+    let start = |args: &[&str]| {
+        let mut c = in_state(clean(OWL), state);
+        c.env("OWL_DEAD_AFTER_S", "2").args(args).output().unwrap()
+    };
+    succeeded(&start(&[
+        "start",
+        "--head",
+        "--port",
+        "0",
+        "--transport",
+        "tcp",
+    ]));
+    let head = pids(state);
+    assert!(succeeded(&start(&["start", "--address", "auto"])).contains("owl node 1 joined"));
+    let worker = *pids(state).iter().find(|p| !head.contains(p)).unwrap();
+    let signal = |sig| kill_process(Pid::from_raw(worker as i32).unwrap(), sig).unwrap();
+    signal(Signal::STOP);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    signal(Signal::CONT);
+    // Its new id is the next: the cluster's view lists it up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let view = loop {
+        let view = succeeded(&owl(state, &["status", "--cluster"]));
+        let rejoined = view.lines().any(|l| {
+            let row: Vec<&str> = l.split_whitespace().collect();
+            row.len() >= 3 && row[0] != "1" && row[0] != "0" && row[1] == "up" && row[2] == "owl"
+        });
+        if rejoined {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not join again: {view}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(alive(worker), "the same process serves on: {view}");
+    let stop = succeeded(&owl(state, &["stop"]));
+    assert!(stop.contains("2 node(s) stopped, 0 killed"), "{stop}");
+    let logs: String = std::fs::read_dir(state.join("logs"))
+        .unwrap()
+        .map(|l| std::fs::read_to_string(l.unwrap().path()).unwrap())
+        .collect();
+    assert!(logs.contains("joining again as a new member"), "{logs}");
+    assert!(
+        !logs.contains("panicked") && !logs.contains("leak"),
+        "{logs}"
+    );
+}
+
 #[test]
 fn start_explains_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
