@@ -389,6 +389,9 @@ pub fn stop(args: StopArgs) -> ExitCode {
     }
     let (mut stopped, mut killed, mut stale) = (0, 0, 0);
     let mut kept = Vec::new();
+    // Recorded nodes that ended before (killed, say): their arena files
+    // go too (a zombie nobody reaped still has its pid).
+    let mut gone: Vec<u32> = Vec::new();
     let mut signalled: Vec<Held> = Vec::new();
     for group in [workers, heads] {
         let mut held = Vec::new();
@@ -413,6 +416,7 @@ pub fn stop(args: StopArgs) -> ExitCode {
                         );
                     }
                     stale += 1;
+                    gone.push(rec.pid);
                     let _ = std::fs::remove_file(&rec.path);
                 }
             }
@@ -449,7 +453,7 @@ pub fn stop(args: StopArgs) -> ExitCode {
     while signalled.iter().any(Held::alive) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let pids: Vec<u32> = signalled.iter().map(|h| h.pid).collect();
+    let pids: Vec<u32> = signalled.iter().map(|h| h.pid).chain(gone).collect();
     for dir in &stores {
         owl_store::sweep(dir, &pids);
     }

@@ -19,7 +19,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use common::run::{result, sigkill, signal, Run};
-use common::{files, pick, LINEAGE};
+use common::{clean, files, pick, succeeded, LINEAGE, OWL};
 use rustix::process::Signal;
 
 const BYTES: u64 = 256 << 10;
@@ -137,6 +137,103 @@ fn a_tree_survives_a_worker_stopped_mid_run() {
     no_arena_files(store.path());
     let rebuilt = stderr.matches(REBUILD_LINE).count();
     eprintln!("tree: {rebuilt} results rebuilt after node {victim} stopped");
+}
+
+/// `owl` with the open cluster's state in `state` and arenas in `store`.
+fn owl_in(state: &Path, store: &Path, args: &[&str]) -> std::process::Output {
+    let mut c = clean(OWL);
+    c.env("OWL_STATE_DIR", state).env("OWL_STORE_DIR", store);
+    c.args(args).output().unwrap()
+}
+
+/// Pids of the nodes `owl start` started in `state`.
+fn started(state: &Path) -> Vec<u32> {
+    files(&state.join("nodes"))
+        .iter()
+        .filter_map(|f| f.parse().ok())
+        .collect()
+}
+
+/// Stops the open cluster of a failed test, so no node outlives it.
+struct StopOnDrop<'a>(&'a Path, &'a Path);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = owl_in(self.0, self.1, &["stop", "--grace", "2"]);
+        }
+    }
+}
+
+/// The same in an open cluster: a head (`owl start --head`), two
+/// `owl-lineage` workers that joined it, and a driver that attaches; a
+/// worker SIGKILLed in the first half of `units`. The driver's answer is
+/// the plain one, and `owl stop` finds the head and the other worker with
+/// empty tables and arenas.
+fn a_worker_killed_in_an_open_cluster(workload: &str, n: u64, units: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, store) = (dir.path().join("state"), dir.path().join("store"));
+    std::fs::create_dir_all(&store).unwrap();
+    let _stop = StopOnDrop(&state, &store);
+    let head = ["start", "--head", "--port", "0", "--transport", "tcp"];
+    succeeded(&owl_in(&state, &store, &head));
+    let head = started(&state);
+    for _ in 0..2 {
+        let out = owl_in(
+            &state,
+            &store,
+            &["start", "--address", "auto", "--", LINEAGE],
+        );
+        succeeded(&out);
+    }
+    let workers: Vec<u32> = started(&state)
+        .into_iter()
+        .filter(|p| !head.contains(p))
+        .collect();
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    let mut driver = clean(LINEAGE);
+    driver
+        .env("OWL_STATE_DIR", &state)
+        .env("OWL_STORE_DIR", &store)
+        .env("OWL_ADDRESS", "auto")
+        .env(REBUILD_LOG.0, REBUILD_LOG.1)
+        .args([workload, &n.to_string(), &BYTES.to_string(), "--check"]);
+    let mut run = Run::spawn(driver);
+    let at = pick(1, STEPS / 2) * (units / STEPS).max(1);
+    let victim = workers[pick(0, 2) as usize];
+    eprintln!("open cluster, {workload}: killing worker pid {victim} at progress {at}");
+    run.wait_for_progress(at);
+    sigkill(victim);
+    let (status, stdout, stderr) = run.finish();
+    answer_of(status, &stdout, &stderr);
+    let rebuilt = stderr.matches(REBUILD_LINE).count();
+    eprintln!("open cluster, {workload}: {rebuilt} results rebuilt after the worker died");
+    let stop = succeeded(&owl_in(&state, &store, &["stop"]));
+    assert!(stop.contains("2 node(s) stopped, 0 killed"), "{stop}");
+    no_arena_files(&store);
+    let logs: String = files(&state.join("logs"))
+        .iter()
+        .map(|f| std::fs::read_to_string(state.join("logs").join(f)).unwrap())
+        .collect();
+    assert!(
+        !logs.contains("panicked") && !logs.contains("leak"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_tree_survives_a_worker_killed_in_an_open_cluster() {
+    a_worker_killed_in_an_open_cluster("tree", 400, 100);
+}
+
+#[test]
+fn a_chain_survives_a_worker_killed_in_an_open_cluster() {
+    a_worker_killed_in_an_open_cluster("chain", 100, 100);
+}
+
+#[test]
+fn nested_tasks_survive_a_worker_killed_in_an_open_cluster() {
+    a_worker_killed_in_an_open_cluster("nested", 40, 40);
 }
 
 #[test]

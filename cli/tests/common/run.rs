@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,13 @@ pub fn result(stdout: &str) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
-/// `K` of a `[node] progress K/N` line, from any node.
+/// `K` of a `[node] progress K/N` line, from any node (or of a plain
+/// `progress K/N` line, from a program run alone).
 fn progress(line: &str) -> Option<u64> {
-    let (_, rest) = line.strip_prefix('[')?.split_once("] progress ")?;
+    let rest = match line.strip_prefix('[') {
+        Some(tagged) => tagged.split_once("] progress ")?.1,
+        None => line.strip_prefix("progress ")?,
+    };
     rest.split('/').next()?.parse().ok()
 }
 
@@ -43,20 +47,26 @@ impl Run {
     /// its arenas in `store` and `env` set on every node; `owl run` gives
     /// up after 50 s.
     pub fn start(transport: &str, store: &Path, program: &[String], env: &[(&str, &str)]) -> Run {
-        let mark = format!("{}-{}", std::process::id(), pick(0, 1 << 40));
         let mut cmd = clean(OWL);
         cmd.args(["run", "-n", "3", "--transport", transport])
             .args(["--timeout", "50", "--"])
             .args(program)
             .env("OWL_STORE_DIR", store)
-            .env("OWL_TEST_MARK", &mark)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .envs(env.iter().copied());
         if transport == "quic" {
             // A SIGKILLed QUIC peer sends no close: silence tells.
             cmd.env("OWL_DEAD_AFTER_S", "3");
         }
+        Run::spawn(cmd)
+    }
+
+    /// Runs `cmd` (a program that reports progress on stderr), its output
+    /// read as it comes; `finish` checks none of its processes is left.
+    pub fn spawn(mut cmd: Command) -> Run {
+        let mark = format!("{}-{}", std::process::id(), pick(0, 1 << 40));
+        cmd.env("OWL_TEST_MARK", &mark)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let stdout = std::thread::spawn(move || std::io::read_to_string(out).unwrap_or_default());
