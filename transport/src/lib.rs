@@ -34,11 +34,15 @@
 //!   `tracing::warn!` (repeats limited per source), and the node keeps
 //!   running. Before that, connections are admitted under caps per source
 //!   and in all, with a short deadline (`gate`).
-//! - Liveness: heartbeats every `heartbeat`; a peer silent for `dead_after`
-//!   or whose connection drops is reported once through `on_peer_down`; the
-//!   head then announces `NodeDead` to all, and late messages from a dead
-//!   node are dropped. A peer that sent `Shutdown` is never reported down:
-//!   it is reported once through `on_peer_left`, after its last message.
+//! - Liveness: every `heartbeat` a node beats to its 3 watchers, the next
+//!   live nodes after it on the ring of ids ([`detect`]), so a node sends
+//!   and checks 3 heartbeats a period at any cluster size; a watched peer
+//!   silent for `dead_after`, or any peer whose connection drops, is
+//!   reported once through `on_peer_down`; the watcher that found the
+//!   silence, and the head for every death, announce `NodeDead` to all,
+//!   and late messages from a dead node are dropped. A peer that sent
+//!   `Shutdown` is never reported down: it is reported once through
+//!   `on_peer_left`, after its last message.
 //! - Open clusters (`MeshConfig::open`): the head hands out ids that are
 //!   never reused ([`request_id`]); peer tables grow under readers
 //!   ([`slots::Slots`]); `on_peer_up` reports each peer as it connects.

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::api::{Handler, PeerDown};
 use crate::config::MeshConfig;
+use crate::detect::{Action, DetectConfig, Detector};
 use crate::proto::Msg;
 use crate::slots::Slots;
 
@@ -72,7 +73,19 @@ pub(crate) struct Shared {
     /// Bytes of frames written to peers (headers and sealing included),
     /// for traffic figures.
     pub(crate) bytes_out: AtomicU64,
+    /// Whom this node heartbeats and watches: a ring, so each node sends
+    /// and checks `WATCHERS` peers a round whatever the cluster's size
+    /// (`crate::detect`); made at the first round.
+    detect: Mutex<Option<Detector>>,
+    /// Heartbeats sent so far, for traffic figures.
+    pub(crate) heartbeats_out: AtomicU64,
+    /// `Mesh::mute_heartbeats`: rounds do nothing.
+    pub(crate) muted: AtomicBool,
 }
+
+/// Peers that heartbeat each node and declare it dead when it falls
+/// silent; a death one of them sees is announced to every node.
+pub(crate) const WATCHERS: usize = 3;
 
 /// See [`Shared::close_control`].
 pub(crate) type CloseControl = Box<dyn FnOnce(bool) + Send>;
@@ -110,6 +123,9 @@ impl Shared {
             killed: AtomicBool::new(false),
             shutdown_queued: AtomicBool::new(false),
             bytes_out: AtomicU64::new(0),
+            detect: Mutex::new(None),
+            heartbeats_out: AtomicU64::new(0),
+            muted: AtomicBool::new(false),
             close_control: Mutex::new(None),
             last_round_ms: AtomicU64::new(u64::MAX),
             stalled_ms: AtomicU64::new(0),
@@ -185,25 +201,47 @@ impl Shared {
             );
             self.stalled_ms.store(gap.max(1), Ordering::Release);
         }
-        if self.stalled_ms.load(Ordering::Acquire) != 0 {
+        if self.stalled_ms.load(Ordering::Acquire) != 0 || self.muted.load(Ordering::Acquire) {
             return silent_peers;
         }
-        for peer in (0..self.nodes()).filter(|&p| p != self.me) {
-            if self.state(peer) != UP {
-                continue;
-            }
-            let silent =
-                now_ms.saturating_sub(self.peers[peer].last_seen_ms.load(Ordering::Relaxed));
-            if silent > dead_after_ms {
-                silent_peers.push((peer, silent));
-                continue;
-            }
-            let hb = Msg::Heartbeat {
-                seq,
-                queued: self.queued.load(Ordering::Relaxed),
-                idle_shards: self.idle_shards.load(Ordering::Relaxed),
+        let mut detect = self.detect.lock();
+        let d = detect.get_or_insert_with(|| {
+            let cfg = DetectConfig {
+                watchers: WATCHERS,
+                // Every round beats (rounds come every `heartbeat`).
+                heartbeat_ms: 0,
+                dead_after_ms,
             };
-            self.push(peer, hb);
+            Detector::new(self.me, cfg, [], now_ms)
+        });
+        // The ring is the peers the links have up.
+        for peer in (0..self.nodes()).filter(|&p| p != self.me) {
+            match self.state(peer) {
+                UP => d.on_joined(peer, now_ms),
+                DEAD | LEFT => d.on_gone(peer, now_ms),
+                _ => {}
+            }
+        }
+        // Anything a watched peer sent counts as hearing from it.
+        let watched: Vec<u32> = d.watched().collect();
+        for peer in watched {
+            d.on_heartbeat(peer, self.peers[peer].last_seen_ms.load(Ordering::Relaxed));
+        }
+        for action in d.tick(now_ms) {
+            match action {
+                Action::Heartbeat { to } if self.state(to) == UP => {
+                    let hb = Msg::Heartbeat {
+                        seq,
+                        queued: self.queued.load(Ordering::Relaxed),
+                        idle_shards: self.idle_shards.load(Ordering::Relaxed),
+                    };
+                    self.heartbeats_out.fetch_add(1, Ordering::Relaxed);
+                    self.push(to, hb);
+                }
+                Action::Dead { node, silent_ms } => silent_peers.push((node, silent_ms)),
+                // (Found above, before the detector: its own check agrees.)
+                Action::Heartbeat { .. } | Action::SelfStalled { .. } => {}
+            }
         }
         silent_peers
     }
@@ -225,7 +263,9 @@ impl Shared {
                 c.left = true;
                 false
             }
-            Msg::NodeDead { node } if peer == 0 => {
+            // From the head, or from a peer that watched the node (the
+            // ring: a death is seen by a node's watchers only).
+            Msg::NodeDead { node } => {
                 c.dead.push(*node);
                 false
             }
@@ -264,9 +304,21 @@ impl Shared {
         }
     }
 
-    /// On the head: tells every other live node that `peer` is dead.
+    /// Tells every other live node that `peer` is dead: the head does for
+    /// every death it learns of, a watcher for a silence it found.
     pub(crate) fn announce_dead(&self, peer: u32) {
-        self.announce(peer, Msg::NodeDead { node: peer });
+        for other in (0..self.nodes()).filter(|&o| o != self.me && o != peer) {
+            if self.state(other) == UP {
+                self.push(other, Msg::NodeDead { node: peer });
+            }
+        }
+    }
+
+    /// Whether this node tells the others of `peer`'s death, found as
+    /// `why`: the head always; another node when it found the silence
+    /// itself (only a node's watchers hear it).
+    pub(crate) fn announces(&self, why: &PeerDown) -> bool {
+        self.me == 0 || matches!(why, PeerDown::HeartbeatTimeout(_))
     }
 
     /// On the head of an open cluster: tells every other live node that

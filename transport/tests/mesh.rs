@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{free_port, free_udp_port, wait_for, Recorder};
 use owl_transport::proto::{Msg, OwlMsg};
-use owl_transport::{start, Link, Mesh, MeshConfig, MeshError, TransportKind};
+use owl_transport::{start, Link, Mesh, MeshConfig, MeshError, PeerDown, TransportKind};
 
 const SECRET: [u8; 32] = [42; 32];
 
@@ -331,4 +331,45 @@ fn half_open_impostor_does_not_disturb_the_mesh() {
     for m in &meshes {
         m.shutdown();
     }
+}
+
+/// Heartbeats go to each node's 3 watchers (the next live ids on the
+/// ring), not to every peer: 6 nodes, each sends 3 a period rather than 5.
+/// A node that hangs (heartbeats stop, links stay up) is found silent by
+/// its watchers, and the other nodes, the head included, learn it from
+/// their announcement.
+#[test]
+fn heartbeats_go_to_three_watchers_and_a_silent_death_reaches_everyone() {
+    let (meshes, recs) = cluster(6, TransportKind::Quic);
+    let started = std::time::Instant::now();
+    let before: Vec<u64> = meshes.iter().map(|m| m.heartbeats_sent()).collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    let periods = started.elapsed().as_millis() as u64 / 50 + 1;
+    for (i, m) in meshes.iter().enumerate() {
+        let sent = m.heartbeats_sent() - before[i];
+        assert!(
+            sent <= 3 * periods && sent >= periods,
+            "node {i} sent {sent} heartbeats in {periods} periods"
+        );
+    }
+    // Node 1 hangs: its links stay up, its heartbeats stop. Nodes 2, 3
+    // and 4 watch it; 5 and 0 (the head) do not, and learn it from them.
+    meshes[1].mute_heartbeats();
+    let mut timed_out = 0;
+    for (i, rec) in recs.iter().enumerate().filter(|(i, _)| *i != 1) {
+        wait_for("node 1 down", || {
+            rec.down.lock().iter().any(|(p, _)| *p == 1)
+        });
+        let down = rec.down.lock();
+        assert_eq!(down.len(), 1, "node {i}: {down:?}");
+        match &down[0].1 {
+            PeerDown::HeartbeatTimeout(_) => {
+                assert!([2, 3, 4].contains(&i), "node {i} does not watch node 1");
+                timed_out += 1;
+            }
+            PeerDown::Announced => {}
+            other => panic!("node {i}: {other:?}"),
+        }
+    }
+    assert!(timed_out >= 1, "a watcher found node 1 silent");
 }

@@ -61,6 +61,20 @@ impl Mesh {
         self.shared.bytes_out.load(Ordering::Relaxed)
     }
 
+    /// Stops this node's heartbeats (and its checks of others') while
+    /// its links stay up, as a hung process's would: for tests of the
+    /// failure detector.
+    #[doc(hidden)]
+    pub fn mute_heartbeats(&self) {
+        self.shared.muted.store(true, Ordering::Release);
+    }
+
+    /// Heartbeats this node has sent so far: `WATCHERS` (3) a period at
+    /// most, whatever the cluster's size.
+    pub fn heartbeats_sent(&self) -> u64 {
+        self.shared.heartbeats_out.load(Ordering::Relaxed)
+    }
+
     /// The address this node actually listens on (the real port if 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

@@ -395,9 +395,11 @@ impl Driver {
         true
     }
 
-    /// Reports `peer` down (once); the head tells everyone.
+    /// Reports `peer` down (once); the head, or a watcher that found it
+    /// silent, tells everyone.
     fn down(&mut self, peer: u32, why: PeerDown) {
-        if self.sh.mark_dead(peer, why) && self.cfg.node == 0 {
+        let announce = self.sh.announces(&why);
+        if self.sh.mark_dead(peer, why) && announce {
             self.sh.announce_dead(peer);
         }
     }
