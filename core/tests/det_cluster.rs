@@ -11,6 +11,7 @@ fn config(seed: u64, deaths: bool) -> DetConfig {
         nodes: 4 + (seed % 13) as u32,
         steps: 60 + (seed % 7) as u32 * 20,
         max_deaths: if deaths { 1 + (seed % 3) as u32 } else { 0 },
+        pairwise: std::env::var_os("OWL_DET_PAIRWISE").is_some(),
     }
 }
 
@@ -21,6 +22,8 @@ fn many(seeds: std::ops::Range<u64>, deaths: bool) {
             if failed.is_empty() {
                 eprintln!("{f}");
             }
+            let what: String = f.what.chars().take(300).collect();
+            eprintln!("seed {seed}: {what}");
             failed.push(seed);
         }
     }
@@ -55,6 +58,19 @@ fn a_seed_replays_byte_for_byte() {
     }
     let other = run(4, &config(4, false)).unwrap().join("\n");
     assert_ne!(other, run(3, &config(3, false)).unwrap().join("\n"));
+}
+
+/// `OWL_DET_SEEDS=<from>..<to> [OWL_DET_DEATHS=1]`: a range of seeds
+/// beyond those above, to hunt for bugs.
+#[test]
+fn seeds() {
+    let Some((from, to)) = std::env::var("OWL_DET_SEEDS").ok().and_then(|s| {
+        let (a, b) = s.split_once("..")?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }) else {
+        return;
+    };
+    many(from..to, std::env::var_os("OWL_DET_DEATHS").is_some());
 }
 
 /// `OWL_DET_SEED=<seed> [OWL_DET_DEATHS=1]`: one run, its log printed.

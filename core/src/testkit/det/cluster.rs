@@ -5,10 +5,11 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use owl_proto::{OwlMsg, WireId};
+use owl_transport::proto::{Msg, OwlMsg};
 use owl_store::Arena;
 
 use super::ctx::{DetCtx, Out};
+use super::link::{Link, Packet};
 use super::{DetFailure, DEMANDED, ENDED};
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::object::cell::ObjectCell;
@@ -27,16 +28,6 @@ const DET_CHUNK: usize = 48;
 /// `SERIAL_BASE + i`, far from the serials real runtimes use.
 pub(super) const SERIAL_BASE: u32 = 0x4000_0000;
 
-/// What crosses a link.
-#[derive(Debug)]
-pub(super) enum Packet {
-    /// An owner-layer message.
-    Msg(OwlMsg),
-    /// A value carrying refs, sent by the program (as a task argument or a
-    /// returned value would carry them).
-    Refs(Vec<WireId>),
-}
-
 pub(super) struct Node {
     pub(super) id: NodeId,
     pub(super) alive: bool,
@@ -45,7 +36,7 @@ pub(super) struct Node {
     /// Handles the program holds.
     pub(super) held: Vec<RawRef>,
     /// The shard inbox: table updates, applied in order.
-    inbox: VecDeque<TableOp>,
+    pub(super) inbox: VecDeque<TableOp>,
     /// Dead nodes this one knows about.
     pub(super) noticed: BTreeSet<NodeId>,
     /// Tasks to run here, in order.
@@ -54,7 +45,7 @@ pub(super) struct Node {
     /// ready. (The engine's waker holds the cell weakly, but answers a
     /// ready cell at once and a pending one stays alive with its task; the
     /// cluster answers later, so it holds the cell.)
-    waiting: Vec<(Arc<ObjectCell>, NodeId)>,
+    pub(super) waiting: Vec<(Arc<ObjectCell>, NodeId)>,
 }
 
 impl Node {
@@ -110,9 +101,16 @@ pub(super) enum Event {
     Deliver(u32, u32),
     /// A shard applies its next table update.
     Inbox(u32),
+    /// A node's transport finds a dead node's connection gone.
     Notice {
         at: u32,
         dead: u32,
+    },
+    /// A node reads the end of a connection its peer closed when it
+    /// declared the node dead (after the frames written before it).
+    Eof {
+        at: u32,
+        gone: u32,
     },
     /// A node runs its next queued task.
     Run(u32),
@@ -126,10 +124,23 @@ pub(super) struct Cluster {
     seed: u64,
     pub(super) rng: Rng,
     pub(super) nodes: Vec<Node>,
-    pub(super) links: BTreeMap<(u32, u32), VecDeque<Packet>>,
+    pub(super) links: BTreeMap<(u32, u32), Link>,
+    /// Links with messages queued and not yet written.
+    dirty: BTreeSet<(u32, u32)>,
     /// Deaths not yet noticed: (node that will notice, dead node).
-    notices: BTreeSet<(u32, u32)>,
+    pub(super) notices: BTreeSet<(u32, u32)>,
+    /// Connections closed by one end that the other has not seen closed:
+    /// (`at`, `gone`): `at` marks `gone` dead once it has read what `gone`
+    /// wrote to it before closing.
+    pub(super) eofs: BTreeSet<(u32, u32)>,
+    /// Nodes that died, left, or were declared dead by some node: what
+    /// explains errors and retries.
     pub(super) deaths: u32,
+    /// Nodes other than the head may declare each other dead.
+    pub(super) pairwise: bool,
+    /// Frame copies still to inject (see `link`), and injected.
+    dups_left: u32,
+    pub(super) dups: u64,
     /// Nodes cut off by a partition that will heal, and which of their
     /// links it holds (see [`Cut`]).
     pub(super) cut: BTreeMap<u32, Cut>,
@@ -171,8 +182,13 @@ impl Cluster {
                 .map(|i| Node::new(i, if seed % 4 == 1 { 600 } else { usize::MAX }))
                 .collect(),
             links: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             notices: BTreeSet::new(),
+            eofs: BTreeSet::new(),
             deaths: 0,
+            pairwise: false,
+            dups_left: (seed % 5) as u32 * 8,
+            dups: 0,
             cut: BTreeMap::new(),
             ended: false,
             log: Vec::new(),
@@ -208,6 +224,25 @@ impl Cluster {
         r
     }
 
+    /// Queues `p` on the link `a` -> `b` (written at the end of the event).
+    pub(super) fn queue(&mut self, a: u32, b: u32, p: Packet) {
+        self.links.entry((a, b)).or_insert_with(Link::new).push(p);
+        self.dirty.insert((a, b));
+    }
+
+    /// Writes every link's queue as frames: the end of a loop turn.
+    pub(super) fn flush(&mut self) {
+        for ab in std::mem::take(&mut self.dirty) {
+            if let Some(l) = self.links.get_mut(&ab) {
+                l.flush();
+            }
+        }
+    }
+
+    pub(super) fn link(&mut self, a: u32, b: u32) -> Option<&mut Link> {
+        self.links.get_mut(&(a, b))
+    }
+
     fn apply(&mut self, n: u32, outs: Vec<Out>) {
         for o in outs {
             let node = &mut self.nodes[n as usize];
@@ -215,10 +250,7 @@ impl Cluster {
                 Out::Send(to, msg) => {
                     // The transport drops what goes to a node known dead.
                     if !node.noticed.contains(&to) {
-                        self.links
-                            .entry((n, to.0))
-                            .or_default()
-                            .push_back(Packet::Msg(msg));
+                        self.queue(n, to.0, Packet::Msg(Msg::Owl(msg)));
                     }
                 }
                 Out::Table(op) => node.inbox.push_back(op),
@@ -283,9 +315,15 @@ impl Cluster {
             matches!(self.cut.get(&a), Some(Cut::Both | Cut::Outgoing))
                 || matches!(self.cut.get(&b), Some(Cut::Both | Cut::Incoming))
         };
-        for (&(a, b), q) in &self.links {
-            if !q.is_empty() && !held(a, b) {
+        for (&(a, b), l) in &self.links {
+            if !l.wire.is_empty() && !held(a, b) {
                 ev.push(Event::Deliver(a, b));
+            }
+        }
+        for &(at, gone) in &self.eofs {
+            let drained = self.links.get(&(gone, at)).is_none_or(|l| l.wire.is_empty());
+            if drained && !held(gone, at) {
+                ev.push(Event::Eof { at, gone });
             }
         }
         ev.extend(self.cut.keys().map(|&n| Event::Heal(n)));
@@ -306,47 +344,45 @@ impl Cluster {
         ev
     }
 
-    /// `n` dies: its state is gone; of what it queued, a random tail is
-    /// lost (not yet written to the wire); every live node will notice.
-    pub(super) fn kill(&mut self, n: u32) {
-        self.deaths += 1;
-        self.log.push(format!("n{n} dies"));
-        let node = &mut self.nodes[n as usize];
-        node.alive = false;
-        self.cut.remove(&n);
-        node.inbox.clear();
-        node.waiting.clear();
-        let held = std::mem::take(&mut node.held);
-        let queue = std::mem::take(&mut node.queue);
-        let owner = std::mem::replace(&mut node.owner, Owner::new(NodeId(n), 0, []));
-        let entries = node.table.drain();
-        drop((held, queue, owner, entries));
-        for (&(a, b), q) in self.links.iter_mut() {
-            if a == n {
-                let keep = self.rng.below(q.len() + 1);
-                q.truncate(keep);
-            } else if b == n {
-                q.clear();
-            }
-        }
-        for other in self.live() {
-            self.notices.insert((other, n));
-        }
-        // Nothing can notice on behalf of the dead node.
-        self.notices.retain(|&(at, _)| at != n);
-    }
-
+    /// The next frame on the link `a` -> `b` arrives at `b`.
     fn deliver(&mut self, a: u32, b: u32) -> Result<(), DetFailure> {
-        let packet = self
-            .links
-            .get_mut(&(a, b))
-            .and_then(VecDeque::pop_front)
-            .expect("chosen link has a packet");
         let to = &self.nodes[b as usize];
         if !to.alive || to.noticed.contains(&NodeId(a)) {
-            self.log.push(format!("n{a}->n{b} dropped {packet:?}"));
-            return Ok(()); // late message of a node declared dead
+            // Late frames of a node declared dead: its connection is
+            // closed at this end and nothing reads them.
+            let l = self.link(a, b).expect("chosen link");
+            l.wire.pop_front().expect("chosen link has a frame");
+            self.log.push(format!("n{a}->n{b} dropped a late frame"));
+            return Ok(());
         }
+        if self.dups_left > 0 && self.rng.below(8) == 0 {
+            // A copy of this frame arrives again, now or later.
+            self.dups_left -= 1;
+            self.dups += 1;
+            let l = self.links.get_mut(&(a, b)).expect("chosen link");
+            let after = self.rng.below(l.wire.len());
+            l.duplicate(0, after);
+            self.log
+                .push(format!("n{a}->n{b}: the next frame arrives twice"));
+        }
+        let l = self.links.get_mut(&(a, b)).expect("chosen link");
+        let batch = match l.receive() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => {
+                self.log
+                    .push(format!("n{a}->n{b}: the decoder dropped a duplicate frame"));
+                return Ok(());
+            }
+            Err(e) => return Err(self.fail(format!("n{a}->n{b}: {e}"))),
+        };
+        for packet in batch {
+            self.receive(a, b, packet)?;
+        }
+        Ok(())
+    }
+
+    /// `b` handles one packet of a frame from `a`.
+    fn receive(&mut self, a: u32, b: u32, packet: Packet) -> Result<(), DetFailure> {
         self.log.push(format!("n{a}->n{b} {packet:?}"));
         match packet {
             Packet::Refs(ids) => {
@@ -370,7 +406,7 @@ impl Cluster {
                     }
                 }
             }
-            Packet::Msg(msg) => {
+            Packet::Msg(Msg::Owl(msg)) => {
                 if let OwlMsg::Fetch { object, .. } = &msg {
                     let id = ObjectId::from(*object);
                     if self.nodes[b as usize].table.get(id).is_none() && self.deaths == 0 {
@@ -384,6 +420,16 @@ impl Cluster {
                 if let Some(other) = other {
                     return Err(self.fail(format!("unexpected message {other:?}")));
                 }
+            }
+            // The transport takes a death announced by the head for itself
+            // (`peer::Shared::deliver`), as if it had seen it.
+            Packet::Msg(Msg::NodeDead { node })
+                if a == 0 && node != b && node < self.nodes.len() as u32 =>
+            {
+                self.mark_down(b, node, "hears from the head that");
+            }
+            Packet::Msg(other) => {
+                return Err(self.fail(format!("unexpected message {other:?}")));
             }
         }
         Ok(())
@@ -404,21 +450,6 @@ impl Cluster {
             self.log.push(format!("n{n} applies {op:?}"));
         } else {
             self.log.push(format!("n{n} applies {op:?}: freed {ids:?}"));
-        }
-    }
-
-    /// What the engine does on a death (`engine::host::node_gone`), through
-    /// the production owner layer: its tasks retried here or failed,
-    /// proxies of its objects failed, its borrows released once the shard
-    /// gets to the purge (in order with the updates before it).
-    fn notice(&mut self, at: u32, dead: u32) {
-        self.notices.remove(&(at, dead));
-        self.log.push(format!("n{at} notices n{dead} died"));
-        self.nodes[at as usize].noticed.insert(NodeId(dead));
-        self.with_ctx(at, |node, ctx| node.owner.node_gone(ctx, NodeId(dead)));
-        // Queued messages to the dead node go nowhere.
-        if let Some(q) = self.links.get_mut(&(at, dead)) {
-            q.clear();
         }
     }
 
@@ -458,18 +489,14 @@ impl Cluster {
                 }
             }
         }
-        for (&(a, b), q) in &self.links {
-            for p in q {
-                if let Packet::Refs(ids) = p {
-                    for &w in ids {
-                        let id = ObjectId::from(w);
-                        if !alive(id) {
-                            return Err(self.fail(format!(
-                                "a ref to {} in flight n{a}->n{b} outlived the object",
-                                short(id)
-                            )));
-                        }
-                    }
+        for (&(a, b), l) in &self.links {
+            for &w in l.refs_in_flight() {
+                let id = ObjectId::from(w);
+                if !alive(id) {
+                    return Err(self.fail(format!(
+                        "a ref to {} in flight n{a}->n{b} outlived the object",
+                        short(id)
+                    )));
                 }
             }
         }
@@ -482,6 +509,7 @@ impl Cluster {
             Event::Deliver(a, b) => self.deliver(a, b)?,
             Event::Inbox(n) => self.inbox(n),
             Event::Notice { at, dead } => self.notice(at, dead),
+            Event::Eof { at, gone } => self.eof(at, gone),
             Event::Run(n) => self.run_task(n)?,
             Event::Answer(n) => self.answer(n),
             Event::Heal(n) => {
@@ -490,7 +518,21 @@ impl Cluster {
             }
         }
         self.drain_ended();
+        self.flush();
         self.check()
+    }
+
+    /// Duplicate frames the decoders dropped: never more than were
+    /// injected (copies on a link a death cleared are never read).
+    pub(super) fn duplicates_dropped(&self) -> Result<u64, DetFailure> {
+        let dropped = self.links.values().map(|l| l.duplicates()).sum();
+        if dropped > self.dups {
+            return Err(self.fail(format!(
+                "the decoders dropped {dropped} duplicate frames, {} injected",
+                self.dups
+            )));
+        }
+        Ok(dropped)
     }
 
     pub(super) fn leaks(&self) -> Result<(), DetFailure> {

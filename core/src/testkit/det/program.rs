@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use super::cluster::{short, Cluster, Cut, Packet};
+use super::cluster::{short, Cluster, Cut};
+use super::link::Packet;
 use super::DetFailure;
 use crate::error::{TaskError, TaskErrorKind};
 use crate::ids::NodeId;
@@ -19,8 +20,9 @@ use crate::testkit::call::{ArgsCall, ARGS_FN as DET_FN};
 impl Cluster {
     pub(super) fn step(&mut self, n: u32, max_deaths: u32) -> Result<(), DetFailure> {
         let held = self.nodes[n as usize].held.len();
-        match self.rng.below(20) {
-            0 if self.deaths < max_deaths && self.live().len() > 1 => self.kill(n),
+        match self.rng.below(21) {
+            0 if self.deaths < max_deaths && self.live().len() > 1 => self.kill(n, true),
+            20 if self.deaths < max_deaths && self.live().len() > 1 => self.declare(n),
             1..=3 => {
                 // A new object, holding up to two refs this node holds.
                 let inner = self.pick_held(n, 2);
@@ -104,10 +106,7 @@ impl Cluster {
         };
         let id = r.id();
         let wire = self.with_ctx(n, |node, ctx| node.owner.refs().ship(ctx, NodeId(to), &r));
-        self.links
-            .entry((n, to))
-            .or_default()
-            .push_back(Packet::Refs(vec![wire]));
+        self.queue(n, to, Packet::Refs(vec![wire]));
         self.log.push(format!(
             "n{n} send {} to n{to}{}",
             short(id),
