@@ -19,7 +19,9 @@
 //!   registration. A death on the way loses nothing and leaks nothing: if
 //!   `A` dies first, `D` either never gets `x` or registers after `O`
 //!   purged `A` (then `x` may be gone, and `D` reads a typed error); if
-//!   `D` dies first, `A` drops what it lent to `D`. (Registering `D` from
+//!   `D` dies first, `A` drops what it lent to `D`; if `D` knows `O` dead
+//!   and `A` does not (detection is not simultaneous), `D` answers `A`'s
+//!   `Lent` itself. (Registering `D` from
 //!   `A`'s side instead leaked a count whenever `A` died between telling
 //!   `O` and delivering to `D`, as the deterministic cluster found.)
 //!
@@ -158,6 +160,22 @@ impl Refs {
                     borrower: self.me.0,
                     count: 1,
                     lender: from.0,
+                },
+            );
+        } else if from != id.node {
+            // Lent by a node that still counts the owner alive (it lent,
+            // so it did when it sent): nodes disagree about a death until
+            // the head's announcement reaches them all, and for good if
+            // the head dies first. Nobody will register us, so the
+            // lender's hold would stand forever: release it as the
+            // owner's answer would. (The lender drops a `Lent` it holds
+            // nothing for.)
+            ctx.send(
+                from,
+                OwlMsg::Lent {
+                    object: id.into(),
+                    borrower: self.me.0,
+                    count: 1,
                 },
             );
         }

@@ -99,6 +99,44 @@ fn a_lent_ref_registers_its_receiver_and_fetches_once() {
 }
 
 #[test]
+fn a_ref_lent_from_an_owner_known_dead_releases_the_lender_s_hold() {
+    // Node 1 still counts node 0 alive and lends node 2 its ref; node 2
+    // already knows node 0 dead, so no owner will ever answer node 1.
+    let _r = Routed::new();
+    let (ctx, refs) = (Recorder::default(), Refs::new(N2, SERIAL));
+    ctx.dead.borrow_mut().insert(N0);
+    let xid = id(N0, 1);
+    let a = refs.resolve(&ctx, xid, N1);
+    assert_eq!(
+        ctx.take(),
+        vec![Action::Send(
+            N1,
+            OwlMsg::Lent {
+                object: xid.into(),
+                borrower: N2.0,
+                count: 1
+            }
+        )],
+        "the lender hears that its hold is done with"
+    );
+    assert!(matches!(
+        a.cell().result(),
+        Some(Err(e)) if matches!(e.kind, TaskErrorKind::OwnerDied(N0))
+    ));
+    // From the dead owner itself nothing was lent.
+    let b = refs.resolve(&ctx, xid, N0);
+    assert_eq!(ctx.take(), vec![]);
+    drop((a, b));
+    // And the lender, told so, drops its hold.
+    let lender = Refs::new(N1, SERIAL);
+    let x = handle(xid);
+    lender.ship(&Recorder::default(), N2, &x);
+    drop(x);
+    lender.on_lent(xid, N2, 1);
+    assert_eq!(lender.counts().2, 0);
+}
+
+#[test]
 fn a_released_proxy_replaced_by_a_new_group_sends_nothing() {
     let _r = Routed::new();
     let (ctx, refs) = (Recorder::default(), Refs::new(N2, SERIAL));
@@ -223,12 +261,23 @@ fn a_death_releases_what_was_lent_and_fails_the_dead_owner_s_proxies() {
         Some(Err(e)) if e.kind == TaskErrorKind::OwnerDied(N3)
     ));
     assert_eq!(ended(), vec![zid]);
-    // Arriving after the owner is known dead: failed at once, nothing sent.
+    // Arriving after the owner is known dead: failed at once; only the
+    // lender hears, to drop its hold.
     ctx.take();
     ctx.dead.borrow_mut().insert(N3);
     let late = refs.resolve(&ctx, id(N3, 7), N0);
     assert!(late.cell().is_ready());
-    assert_eq!(ctx.take(), vec![]);
+    assert_eq!(
+        ctx.take(),
+        vec![Action::Send(
+            N0,
+            OwlMsg::Lent {
+                object: id(N3, 7).into(),
+                borrower: N1.0,
+                count: 1
+            }
+        )]
+    );
 }
 
 #[test]
