@@ -5,8 +5,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use owl_transport::proto::{Msg, OwlMsg};
 use owl_store::Arena;
+use owl_transport::proto::{Msg, OwlMsg};
 
 use super::ctx::{DetCtx, Out};
 use super::link::{Link, Packet};
@@ -321,7 +321,10 @@ impl Cluster {
             }
         }
         for &(at, gone) in &self.eofs {
-            let drained = self.links.get(&(gone, at)).is_none_or(|l| l.wire.is_empty());
+            let drained = self
+                .links
+                .get(&(gone, at))
+                .is_none_or(|l| l.wire.is_empty());
             if drained && !held(gone, at) {
                 ev.push(Event::Eof { at, gone });
             }
