@@ -9,7 +9,12 @@
 //! refs to others), clone and drop handles, send refs to each other, and
 //! submit tasks with ref arguments to any live node; tasks may submit
 //! tasks and return refs to them. Nodes may die with part of what they
-//! queued lost; their tasks are retried or failed by the owners. After the
+//! queued lost; their tasks are retried or failed by the owners. A node
+//! may also be declared dead while it runs, and nodes learn of it at
+//! different times (`faults`: the head's announcement, the connection's
+//! end), the declared node sending until it learns, then leaving. Every
+//! message crosses a link as the transport's real frames, some of them
+//! arriving twice (`link`). After the
 //! program the cluster runs until quiet, and every handle must be ready
 //! (a value, or an error a death explains); every task ran exactly once
 //! without deaths, and within its retries with them. Then every handle is
