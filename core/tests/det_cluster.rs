@@ -11,7 +11,6 @@ fn config(seed: u64, deaths: bool) -> DetConfig {
         nodes: 4 + (seed % 13) as u32,
         steps: 60 + (seed % 7) as u32 * 20,
         max_deaths: if deaths { 1 + (seed % 3) as u32 } else { 0 },
-        pairwise: std::env::var_os("OWL_DET_PAIRWISE").is_some(),
     }
 }
 

@@ -87,6 +87,20 @@ pub(crate) struct Shared {
 /// silent; a death one of them sees is announced to every node.
 pub(crate) const WATCHERS: usize = 3;
 
+/// Whom a node tells of a death it learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Telling {
+    /// Every live node: the head, of every death; a watcher, of a silence
+    /// it found.
+    All,
+    /// The head, which announces it (or not, if it first heard the other
+    /// side: the first word wins, later ones from a dead node are
+    /// dropped): a lost connection, which may be one link's.
+    Head,
+    /// Nobody: it was told.
+    Nobody,
+}
+
 /// See [`Shared::close_control`].
 pub(crate) type CloseControl = Box<dyn FnOnce(bool) + Send>;
 
@@ -314,11 +328,30 @@ impl Shared {
         }
     }
 
-    /// Whether this node tells the others of `peer`'s death, found as
-    /// `why`: the head always; another node when it found the silence
-    /// itself (only a node's watchers hear it).
-    pub(crate) fn announces(&self, why: &PeerDown) -> bool {
-        self.me == 0 || matches!(why, PeerDown::HeartbeatTimeout(_))
+    /// Whom this node tells of a death it learned as `why` (see
+    /// [`Telling`]): so that every node ends up agreeing who is dead
+    /// (links are never made again, so two nodes that lost each other
+    /// cannot both stay).
+    pub(crate) fn telling(&self, why: &PeerDown) -> Telling {
+        match why {
+            _ if self.me == 0 => Telling::All,
+            // Only a node's watchers hear its silence.
+            PeerDown::HeartbeatTimeout(_) => Telling::All,
+            // Maybe a link between two nodes only: the head decides.
+            PeerDown::ConnectionLost(_) | PeerDown::Protocol(_) => Telling::Head,
+            PeerDown::Announced | PeerDown::Crashed => Telling::Nobody,
+        }
+    }
+
+    /// Tells those `telling` says that `peer` is dead.
+    pub(crate) fn tell_dead(&self, peer: u32, telling: Telling) {
+        match telling {
+            Telling::All => self.announce_dead(peer),
+            Telling::Head if peer != 0 && self.state(0) == UP => {
+                self.push(0, Msg::NodeDead { node: peer });
+            }
+            Telling::Head | Telling::Nobody => {}
+        }
     }
 
     /// On the head of an open cluster: tells every other live node that

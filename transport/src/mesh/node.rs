@@ -223,17 +223,17 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// Reports `peer` down (once), closes its connection; the head, or a
-    /// watcher that found it silent, tells everyone.
+    /// Reports `peer` down (once), closes its connection, and tells the
+    /// others as `Shared::telling` says.
     fn down(&self, peer: u32, why: PeerDown) {
-        let announce = self.sh.announces(&why);
+        let telling = self.sh.telling(&why);
         let reported = self.sh.mark_dead(peer, why);
         self.close_peer(peer);
         if reported && self.cfg.node == 0 {
             self.joined_gone(peer);
         }
-        if reported && announce {
-            self.sh.announce_dead(peer);
+        if reported {
+            self.sh.tell_dead(peer, telling);
         }
     }
 }

@@ -395,12 +395,12 @@ impl Driver {
         true
     }
 
-    /// Reports `peer` down (once); the head, or a watcher that found it
-    /// silent, tells everyone.
+    /// Reports `peer` down (once), and tells the others as
+    /// `Shared::telling` says.
     fn down(&mut self, peer: u32, why: PeerDown) {
-        let announce = self.sh.announces(&why);
-        if self.sh.mark_dead(peer, why) && announce {
-            self.sh.announce_dead(peer);
+        let telling = self.sh.telling(&why);
+        if self.sh.mark_dead(peer, why) {
+            self.sh.tell_dead(peer, telling);
         }
     }
 

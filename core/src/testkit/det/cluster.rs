@@ -136,8 +136,6 @@ pub(super) struct Cluster {
     /// Nodes that died, left, or were declared dead by some node: what
     /// explains errors and retries.
     pub(super) deaths: u32,
-    /// Nodes other than the head may declare each other dead.
-    pub(super) pairwise: bool,
     /// Frame copies still to inject (see `link`), and injected.
     dups_left: u32,
     pub(super) dups: u64,
@@ -186,7 +184,6 @@ impl Cluster {
             notices: BTreeSet::new(),
             eofs: BTreeSet::new(),
             deaths: 0,
-            pairwise: false,
             dups_left: (seed % 5) as u32 * 8,
             dups: 0,
             cut: BTreeMap::new(),
@@ -424,12 +421,10 @@ impl Cluster {
                     return Err(self.fail(format!("unexpected message {other:?}")));
                 }
             }
-            // The transport takes a death announced by the head for itself
-            // (`peer::Shared::deliver`), as if it had seen it.
-            Packet::Msg(Msg::NodeDead { node })
-                if a == 0 && node != b && node < self.nodes.len() as u32 =>
-            {
-                self.mark_down(b, node, "hears from the head that");
+            // The transport takes a death another node tells of for
+            // itself (`peer::Shared::deliver`), as if it had seen it.
+            Packet::Msg(Msg::NodeDead { node }) if node != b && node < self.nodes.len() as u32 => {
+                self.mark_down(b, node, super::faults::Seen::Told(a));
             }
             Packet::Msg(other) => {
                 return Err(self.fail(format!("unexpected message {other:?}")));

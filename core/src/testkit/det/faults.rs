@@ -6,17 +6,21 @@
 //! peer gone (heartbeat timeout, lost connection, a gap in the frames) or
 //! hears the head announce it dead, it marks the peer dead once, drops
 //! what it had queued for it, closes the connection and calls
-//! `node_gone`; from then on it drops whatever the peer still sends. Only
-//! the head announces (`NodeDead`, to every other node it still talks to,
-//! in order with what it sent them before). The peer, if it still runs,
-//! reads what was written to it before the close, then sees the
-//! connection end and marks the closer dead in turn. A node that loses the
-//! head that way was declared dead by it: in a launched cluster `serve`
-//! ends (`HeadLost`, or `DeclaredDead` for a node that stalled) and the
-//! process exits, which its peers see as a crash; a member of an open
-//! cluster that did not stall serves on, cut off from every node that
-//! heard the announcement. Two other nodes that lose each other stay
-//! apart for good (nobody reconnects), each alive to the rest.
+//! `node_gone`; from then on it drops whatever the peer still sends. Then
+//! it tells the others (`peer::Shared::telling`), in order with what it
+//! sent them before: the head announces every death to every node it
+//! still talks to (`NodeDead`); another node announces a silence it found
+//! (heartbeat timeout: only a node's watchers see it) to every node, and
+//! tells the head of a connection it lost (maybe one link's: the head
+//! decides, and of two nodes that lost each other the first accused
+//! goes, since the head drops what a dead node still says). A node told
+//! tells nobody. The peer, if it still runs, reads what was written to it
+//! before the close, then sees the connection end and marks the closer
+//! dead in turn. A node that loses the head that way was declared dead by
+//! it: in a launched cluster `serve` ends (`HeadLost`, or `DeclaredDead`
+//! for a node that stalled) and the process exits, which its peers see as
+//! a crash; a member of an open cluster that did not stall serves on, cut
+//! off from every node that heard the announcement.
 
 use owl_transport::proto::Msg;
 
@@ -25,8 +29,21 @@ use super::link::Packet;
 use crate::ids::NodeId;
 use crate::owner::Owner;
 
-/// The head: the node that announces deaths.
+/// The head: the node that announces every death it learns of.
 const HEAD: u32 = 0;
+
+/// How a node learned a peer is dead, which decides whom it tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Seen {
+    /// Its connection to the peer failed.
+    Lost,
+    /// The peer closed the connection (it declared this node dead).
+    Closed,
+    /// The peer fell silent (this node watches it).
+    Silent,
+    /// A node told it (`NodeDead`).
+    Told(u32),
+}
 
 impl Cluster {
     /// `n` dies: its state is gone; of what it wrote, a random tail never
@@ -65,25 +82,37 @@ impl Cluster {
         self.eofs.retain(|&(at, _)| at != n);
     }
 
-    /// `at`'s transport finds the crashed `dead` gone.
+    /// `at`'s transport finds the crashed `dead` gone (its connection
+    /// lost, or its silence when `at` watches it).
     pub(super) fn notice(&mut self, at: u32, dead: u32) {
         self.notices.remove(&(at, dead));
-        self.mark_down(at, dead, "notices");
+        let seen = if self.rng.below(2) == 0 {
+            Seen::Lost
+        } else {
+            Seen::Silent
+        };
+        self.mark_down(at, dead, seen);
     }
 
     /// `at` reads the end of the connection `gone` closed on it.
     pub(super) fn eof(&mut self, at: u32, gone: u32) {
         self.eofs.remove(&(at, gone));
-        self.mark_down(at, gone, "finds its connection closed by");
+        self.mark_down(at, gone, Seen::Closed);
     }
 
     /// `at`'s transport marks `gone` dead (once), as `mesh::node::down`
-    /// does; `how` says what it saw, for the log.
-    pub(super) fn mark_down(&mut self, at: u32, gone: u32, how: &str) {
+    /// does, and tells the others as it would.
+    pub(super) fn mark_down(&mut self, at: u32, gone: u32, seen: Seen) {
         let node = &mut self.nodes[at as usize];
         if !node.alive || !node.noticed.insert(NodeId(gone)) {
             return;
         }
+        let how = match seen {
+            Seen::Lost => "loses its connection to".to_string(),
+            Seen::Closed => "finds its connection closed by".to_string(),
+            Seen::Silent => "finds silent".to_string(),
+            Seen::Told(by) => format!("hears from n{by} that"),
+        };
         self.log.push(format!("n{at} {how} n{gone} dead"));
         self.with_ctx(at, |node, ctx| node.owner.node_gone(ctx, NodeId(gone)));
         // What `at` queued for `gone` is dropped; what it wrote still
@@ -107,12 +136,20 @@ impl Cluster {
             self.log.push(format!("n{at} lost the head: it leaves"));
             self.kill(at, false);
         }
-        if at == HEAD {
-            for c in self.live() {
-                let told = c == HEAD || c == gone;
-                if !told && !self.nodes[HEAD as usize].noticed.contains(&NodeId(c)) {
-                    self.queue(HEAD, c, Packet::Msg(Msg::NodeDead { node: gone }));
-                }
+        if !self.nodes[at as usize].alive {
+            return;
+        }
+        // Whom `at` tells (`peer::Shared::telling`).
+        let tell: Vec<u32> = match seen {
+            _ if at == HEAD => self.live(),
+            Seen::Silent => self.live(),
+            Seen::Lost | Seen::Closed => vec![HEAD],
+            Seen::Told(_) => Vec::new(),
+        };
+        for c in tell {
+            let skip = c == at || c == gone || !self.nodes[c as usize].alive;
+            if !skip && !self.nodes[at as usize].noticed.contains(&NodeId(c)) {
+                self.queue(at, c, Packet::Msg(Msg::NodeDead { node: gone }));
             }
         }
     }
@@ -122,16 +159,10 @@ impl Cluster {
     /// a while): preferably one cut off from it.
     pub(super) fn declare(&mut self, by: u32) {
         let me = &self.nodes[by as usize];
-        // Two nodes other than the head that lose each other stay apart
-        // for good, each alive to the rest: only with `pairwise` (see
-        // `DetConfig::pairwise`). A declaration that involves the head
-        // ends with every node agreeing.
-        let pairwise = self.pairwise || by == HEAD;
         let peers: Vec<u32> = self
             .live()
             .into_iter()
             .filter(|&p| p != by && !me.noticed.contains(&NodeId(p)))
-            .filter(|&p| pairwise || p == HEAD)
             .collect();
         if peers.is_empty() {
             return;
@@ -148,6 +179,6 @@ impl Cluster {
         };
         let gone = pool[self.rng.below(pool.len())];
         self.deaths += 1;
-        self.mark_down(by, gone, "declares");
+        self.mark_down(by, gone, Seen::Silent);
     }
 }

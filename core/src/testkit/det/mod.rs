@@ -50,10 +50,6 @@ pub struct DetConfig {
     /// At most this many nodes die or are declared dead (never all of
     /// them).
     pub max_deaths: u32,
-    /// Nodes other than the head may declare each other dead, splitting
-    /// for good (the transport tells nobody else: see `faults`). Off in
-    /// the standing tests: such splits leak lent holds today.
-    pub pairwise: bool,
 }
 
 /// A run that broke an invariant: the seed replays it.
@@ -125,7 +121,6 @@ pub fn run(seed: u64, cfg: &DetConfig) -> Result<Vec<String>, DetFailure> {
     crate::object::set_thread_routes(Some(ROUTES));
     let _guard = RouteGuard;
     let mut c = Cluster::new(seed, cfg.nodes.max(1));
-    c.pairwise = cfg.pairwise;
     let mut steps = 0;
     // Bounded: the program's steps, then at most a million quiescing events.
     let mut budget = 1_000_000u32;
