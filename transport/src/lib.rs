@@ -35,12 +35,14 @@
 //!   running. Before that, connections are admitted under caps per source
 //!   and in all, with a short deadline (`gate`).
 //! - Liveness: every `heartbeat` a node beats to its 3 watchers, the next
-//!   live nodes after it on the ring of ids ([`detect`]), so a node sends
-//!   and checks 3 heartbeats a period at any cluster size; a watched peer
-//!   silent for `dead_after`, or any peer whose connection drops, is
-//!   reported once through `on_peer_down`; the watcher that found the
-//!   silence, and the head for every death, announce `NodeDead` to all,
-//!   and late messages from a dead node are dropped. A peer that sent
+//!   live nodes after it on the ring of ids ([`detect`]), and to the head,
+//!   which beats to every node: a node sends and checks at most 4
+//!   heartbeats a period at any cluster size (the head, one per node). A
+//!   watched peer silent for `dead_after`, or any peer whose connection
+//!   drops, is reported once through `on_peer_down`; a watcher that found
+//!   a silence tells the head, the head announces every death (`NodeDead`)
+//!   to all, every node decides for itself that the head is gone, and late
+//!   messages from a dead node are dropped. A peer that sent
 //!   `Shutdown` is never reported down: it is reported once through
 //!   `on_peer_left`, after its last message.
 //! - Open clusters (`MeshConfig::open`): the head hands out ids that are

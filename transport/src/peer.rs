@@ -84,20 +84,18 @@ pub(crate) struct Shared {
 }
 
 /// Peers that heartbeat each node and declare it dead when it falls
-/// silent; a death one of them sees is announced to every node.
+/// silent (they tell the head, which announces it to every node); every
+/// node and the head also watch each other.
 pub(crate) const WATCHERS: usize = 3;
 
 /// Whom a node tells of a death it learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Telling {
-    /// Every live node: the head, of every death; a watcher, of a silence
-    /// it found.
+    /// Every live node: the head, of every death.
     All,
-    /// The head, which announces it (or not, if it first heard the other
-    /// side: the first word wins, later ones from a dead node are
-    /// dropped): a lost connection, which may be one link's.
+    /// The head, which announces it: a watcher, of a silence it found.
     Head,
-    /// Nobody: it was told.
+    /// Nobody.
     Nobody,
 }
 
@@ -241,20 +239,46 @@ impl Shared {
         for peer in watched {
             d.on_heartbeat(peer, self.peers[peer].last_seen_ms.load(Ordering::Relaxed));
         }
+        let mut beat_to: Vec<u32> = Vec::new();
         for action in d.tick(now_ms) {
             match action {
-                Action::Heartbeat { to } if self.state(to) == UP => {
-                    let hb = Msg::Heartbeat {
-                        seq,
-                        queued: self.queued.load(Ordering::Relaxed),
-                        idle_shards: self.idle_shards.load(Ordering::Relaxed),
-                    };
-                    self.heartbeats_out.fetch_add(1, Ordering::Relaxed);
-                    self.push(to, hb);
-                }
+                Action::Heartbeat { to } => beat_to.push(to),
                 Action::Dead { node, silent_ms } => silent_peers.push((node, silent_ms)),
                 // (Found above, before the detector: its own check agrees.)
-                Action::Heartbeat { .. } | Action::SelfStalled { .. } => {}
+                Action::SelfStalled { .. } => {}
+            }
+        }
+        drop(detect);
+        // Besides the ring, every node and the head watch each other: a
+        // node decides for itself that the head is gone (nobody else can
+        // tell it), and the head hears from every node. O(1) a node, O(N)
+        // at the head.
+        let others: Vec<u32> = if self.me == 0 {
+            (1..self.nodes()).collect()
+        } else {
+            vec![0]
+        };
+        for peer in others {
+            if self.state(peer) != UP || silent_peers.iter().any(|&(p, _)| p == peer) {
+                continue;
+            }
+            let silent =
+                now_ms.saturating_sub(self.peers[peer].last_seen_ms.load(Ordering::Relaxed));
+            if silent > dead_after_ms {
+                silent_peers.push((peer, silent));
+            } else if !beat_to.contains(&peer) {
+                beat_to.push(peer);
+            }
+        }
+        for to in beat_to {
+            if self.state(to) == UP {
+                let hb = Msg::Heartbeat {
+                    seq,
+                    queued: self.queued.load(Ordering::Relaxed),
+                    idle_shards: self.idle_shards.load(Ordering::Relaxed),
+                };
+                self.heartbeats_out.fetch_add(1, Ordering::Relaxed);
+                self.push(to, hb);
             }
         }
         silent_peers
@@ -332,14 +356,22 @@ impl Shared {
     /// [`Telling`]): so that every node ends up agreeing who is dead
     /// (links are never made again, so two nodes that lost each other
     /// cannot both stay).
-    pub(crate) fn telling(&self, why: &PeerDown) -> Telling {
+    pub(crate) fn telling(&self, peer: u32, why: &PeerDown) -> Telling {
         match why {
             _ if self.me == 0 => Telling::All,
-            // Only a node's watchers hear its silence.
-            PeerDown::HeartbeatTimeout(_) => Telling::All,
-            // Maybe a link between two nodes only: the head decides.
-            PeerDown::ConnectionLost(_) | PeerDown::Protocol(_) => Telling::Head,
-            PeerDown::Announced | PeerDown::Crashed => Telling::Nobody,
+            // Only a node's watchers hear its silence: they tell the head,
+            // which decides (of two nodes that found each other silent,
+            // the first accused goes: the head drops what a dead node
+            // still says). Every node watches the head itself.
+            PeerDown::HeartbeatTimeout(_) if peer == 0 => Telling::Nobody,
+            PeerDown::HeartbeatTimeout(_) => Telling::Head,
+            // Every peer of a crashed node sees its connections end; a
+            // node that sees one closed may itself be the one declared
+            // dead, and must not accuse the closer.
+            PeerDown::ConnectionLost(_)
+            | PeerDown::Protocol(_)
+            | PeerDown::Announced
+            | PeerDown::Crashed => Telling::Nobody,
         }
     }
 

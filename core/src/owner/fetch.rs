@@ -345,6 +345,12 @@ impl Owner {
                     drop(pulls);
                     ctx.copy_same_host(id, from, sb, block, copy);
                 }
+                None if len == 0 => {
+                    // Nothing to bring (an empty value, or refs only).
+                    drop(pulls);
+                    let block = pull.block.take().expect("made above").freeze();
+                    return self.pull_done(ctx, id, pull, block);
+                }
                 None => {
                     for _ in 0..WINDOW {
                         self.request_chunk(ctx, id, &mut pull);

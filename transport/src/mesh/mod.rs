@@ -69,8 +69,9 @@ impl Mesh {
         self.shared.muted.store(true, Ordering::Release);
     }
 
-    /// Heartbeats this node has sent so far: `WATCHERS` (3) a period at
-    /// most, whatever the cluster's size.
+    /// Heartbeats this node has sent so far: to its 3 watchers and the
+    /// head, at most 4 a period whatever the cluster's size (the head: one
+    /// to every node).
     pub fn heartbeats_sent(&self) -> u64 {
         self.shared.heartbeats_out.load(Ordering::Relaxed)
     }

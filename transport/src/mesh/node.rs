@@ -226,7 +226,7 @@ impl<N: Net> Node<N> {
     /// Reports `peer` down (once), closes its connection, and tells the
     /// others as `Shared::telling` says.
     fn down(&self, peer: u32, why: PeerDown) {
-        let telling = self.sh.telling(&why);
+        let telling = self.sh.telling(peer, &why);
         let reported = self.sh.mark_dead(peer, why);
         self.close_peer(peer);
         if reported && self.cfg.node == 0 {

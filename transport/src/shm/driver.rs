@@ -398,7 +398,7 @@ impl Driver {
     /// Reports `peer` down (once), and tells the others as
     /// `Shared::telling` says.
     fn down(&mut self, peer: u32, why: PeerDown) {
-        let telling = self.sh.telling(&why);
+        let telling = self.sh.telling(peer, &why);
         if self.sh.mark_dead(peer, why) {
             self.sh.tell_dead(peer, telling);
         }

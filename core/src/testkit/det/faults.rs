@@ -7,14 +7,15 @@
 //! hears the head announce it dead, it marks the peer dead once, drops
 //! what it had queued for it, closes the connection and calls
 //! `node_gone`; from then on it drops whatever the peer still sends. Then
-//! it tells the others (`peer::Shared::telling`), in order with what it
-//! sent them before: the head announces every death to every node it
-//! still talks to (`NodeDead`); another node announces a silence it found
-//! (heartbeat timeout: only a node's watchers see it) to every node, and
-//! tells the head of a connection it lost (maybe one link's: the head
-//! decides, and of two nodes that lost each other the first accused
-//! goes, since the head drops what a dead node still says). A node told
-//! tells nobody. The peer, if it still runs, reads what was written to it
+//! it tells others (`peer::Shared::telling`), in order with what it sent
+//! them before: the head announces every death to every node it still
+//! talks to (`NodeDead`); another node tells the head of a silence it
+//! found (heartbeat timeout: only a node's watchers see it; the head
+//! decides, and of two nodes that found each other silent the first
+//! accused goes, since the head drops what a dead node still says); the
+//! head's silence every node finds for itself. A lost or closed connection is
+//! told to nobody (the node that sees one closed may be the one declared
+//! dead), nor is a death one was told of. The peer, if it still runs, reads what was written to it
 //! before the close, then sees the connection end and marks the closer
 //! dead in turn. A node that loses the head that way was declared dead by
 //! it: in a launched cluster `serve` ends (`HeadLost`, or `DeclaredDead`
@@ -142,9 +143,10 @@ impl Cluster {
         // Whom `at` tells (`peer::Shared::telling`).
         let tell: Vec<u32> = match seen {
             _ if at == HEAD => self.live(),
-            Seen::Silent => self.live(),
-            Seen::Lost | Seen::Closed => vec![HEAD],
-            Seen::Told(_) => Vec::new(),
+            // Every node watches the head itself.
+            Seen::Silent if gone == HEAD => Vec::new(),
+            Seen::Silent => vec![HEAD],
+            Seen::Lost | Seen::Closed | Seen::Told(_) => Vec::new(),
         };
         for c in tell {
             let skip = c == at || c == gone || !self.nodes[c as usize].alive;
@@ -159,10 +161,15 @@ impl Cluster {
     /// a while): preferably one cut off from it.
     pub(super) fn declare(&mut self, by: u32) {
         let me = &self.nodes[by as usize];
+        // Two nodes other than the head that find each other silent are
+        // settled by the head; with the head gone nobody settles them and
+        // they would stay apart for good (a known limit, not modelled).
+        let head_alive = self.nodes[HEAD as usize].alive;
         let peers: Vec<u32> = self
             .live()
             .into_iter()
             .filter(|&p| p != by && !me.noticed.contains(&NodeId(p)))
+            .filter(|&p| head_alive || p == HEAD)
             .collect();
         if peers.is_empty() {
             return;

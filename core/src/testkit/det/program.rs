@@ -1,5 +1,5 @@
 //! The random program a deterministic run plays: nodes put objects (some
-//! holding refs to others), clone and drop handles, send refs to each
+//! holding refs to others, some kept in two copies), clone and drop handles, send refs to each
 //! other, submit tasks whose arguments are refs and small values to any
 //! live node, and run the tasks queued on them, which may submit tasks of
 //! their own and return refs to them (nested tasks, borrowed results).
@@ -30,9 +30,18 @@ impl Cluster {
                 let value = payload(&mut self.rng, &self.arena, inner);
                 let node = &mut self.nodes[n as usize];
                 let cell = node.table.insert_ready(value);
-                self.log
-                    .push(format!("n{n} put {} ({k} inside)", short(cell.id())));
-                node.held.push(RawRef::adopt(cell));
+                // One put in four keeps a second copy elsewhere (`put_with`).
+                let copies = if self.rng.below(4) == 0 { 2 } else { 1 };
+                self.log.push(format!(
+                    "n{n} put {} ({k} inside, {copies} copies)",
+                    short(cell.id())
+                ));
+                if copies > 1 {
+                    self.with_ctx(n, |node, ctx| {
+                        node.owner.keep_put_copies(ctx, &cell, copies)
+                    });
+                }
+                self.nodes[n as usize].held.push(RawRef::adopt(cell));
             }
             4 | 5 if held > 0 => {
                 let r = self.nodes[n as usize].held[self.rng.below(held)].clone();
