@@ -298,8 +298,8 @@ impl Owner {
                 return self.pulled(ctx, from, id, Err(err));
             }
         };
-        // Same host: one copy straight from the holder's arena file (the
-        // holder keeps the value while our proxy's registration lives).
+        // Same host: one copy straight from the holder's arena file, taken
+        // once the holder says it still held the value (`copied`).
         let dir = ctx
             .arena()
             .path()
