@@ -342,14 +342,9 @@ impl Shared {
         }
     }
 
-    /// Tells every other live node that `peer` is dead: the head does for
-    /// every death it learns of, a watcher for a silence it found.
+    /// On the head: tells every other live node that `peer` is dead.
     pub(crate) fn announce_dead(&self, peer: u32) {
-        for other in (0..self.nodes()).filter(|&o| o != self.me && o != peer) {
-            if self.state(other) == UP {
-                self.push(other, Msg::NodeDead { node: peer });
-            }
-        }
+        self.announce(peer, Msg::NodeDead { node: peer });
     }
 
     /// Whom this node tells of a death it learned as `why` (see
