@@ -117,11 +117,17 @@ fn tls_configs(cfg: &MeshConfig) -> Result<(quinn::ServerConfig, quinn::ClientCo
     client.alpn_protocols = vec![ALPN.to_vec()];
 
     let mut transport = quinn::TransportConfig::default();
-    // Our heartbeats keep connections alive; QUIC's idle timer is a backstop.
+    // QUIC's idle timer is a backstop to our heartbeats: a peer that
+    // crashed is found gone on every connection to it, by the nodes that
+    // do not watch it too. Past 4 nodes heartbeats go to the ring and the
+    // head only, so QUIC's own keep-alive (a PING, sent only on a
+    // connection that sent nothing else meanwhile) keeps a healthy idle
+    // link open.
     let idle = (cfg.dead_after * 4).max(Duration::from_secs(10));
     transport.max_idle_timeout(Some(
         idle.try_into().map_err(|e| format!("idle timeout: {e}"))?,
     ));
+    transport.keep_alive_interval(Some(idle / 4));
     let transport = Arc::new(transport);
 
     let server =

@@ -375,3 +375,38 @@ fn heartbeats_go_to_the_ring_and_the_head_and_a_silent_death_reaches_everyone() 
     }
     assert!(timed_out >= 1, "a watcher found node 1 silent");
 }
+
+/// Past 4 nodes a node heartbeats only its ring and the head, so most
+/// QUIC connections carry nothing while the cluster idles: they must
+/// stay up past QUIC's idle timer (10 s here), or every idle pair would
+/// find the other gone.
+#[test]
+fn idle_quic_links_outside_the_ring_stay_up() {
+    // Nodes 1 and 5 are 4 apart on a ring of 9: neither watches the other.
+    let (meshes, recs) = cluster(9, TransportKind::Quic);
+    std::thread::sleep(Duration::from_secs(12));
+    for (i, rec) in recs.iter().enumerate() {
+        let down = rec.down.lock();
+        assert!(
+            down.is_empty(),
+            "node {i} found peers down while idle: {down:?}"
+        );
+    }
+    // And the links still carry messages.
+    let probe = OwlMsg::Fetch {
+        object: owl_transport::proto::WireId {
+            node: 5,
+            shard: 0,
+            index: 0,
+            gen: 0,
+        },
+        lost: None,
+    };
+    meshes[5].send(1, Msg::Owl(probe));
+    wait_for("the message from node 5", || {
+        recs[1].msgs.lock().iter().any(|(from, _)| *from == 5)
+    });
+    for m in &meshes {
+        m.shutdown();
+    }
+}
