@@ -237,6 +237,11 @@ pub fn sample_msgs() -> Vec<Msg> {
             count: 1,
             lender: 1,
         }),
+        Msg::Owl(OwlMsg::Registered {
+            object: id(3),
+            lender: 1,
+            count: 1,
+        }),
         Msg::Owl(OwlMsg::Lent {
             object: id(3),
             borrower: 2,

@@ -118,15 +118,23 @@ pub enum OwlMsg {
     /// To the owner, from a node that received refs to `object` from
     /// `lender` (neither of them the owner): register `borrower` (the
     /// sender) `count` times. The lender keeps its own hold until the
-    /// owner answers with `Lent`.
+    /// borrower passes on the owner's `Registered` as `Lent`.
     AddBorrower {
         object: WireId,
         borrower: u32,
         count: u32,
         lender: u32,
     },
-    /// From the owner to a lender: `borrower` is registered for `count` of
-    /// the refs the lender handed it; the lender may drop what it kept.
+    /// From the owner to a borrower: its `AddBorrower` for `count` refs
+    /// `lender` lent it is counted.
+    Registered {
+        object: WireId,
+        lender: u32,
+        count: u32,
+    },
+    /// From a borrower to a lender: the owner counts `borrower` for
+    /// `count` of the refs the lender handed it (or the borrower knows
+    /// the owner dead and never will); the lender may drop what it kept.
     Lent {
         object: WireId,
         borrower: u32,

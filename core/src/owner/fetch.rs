@@ -183,7 +183,7 @@ impl Owner {
         if ctx.is_dead(to) {
             // It died since it asked, and what was lent to it with the
             // value may have come after its death was handled.
-            self.refs.node_gone(to);
+            self.refs.node_gone(ctx, to);
         }
     }
 

@@ -136,7 +136,8 @@ pub struct OwnerCounts {
     pub borrowed: usize,
     /// Objects owned here that other nodes may still refer to.
     pub exports: usize,
-    /// Holds on refs lent to other nodes, not yet registered by the owner.
+    /// Holds on refs lent to other nodes, and registrations of refs lent
+    /// to this one, not yet answered by the owner.
     pub lent: usize,
     /// Tasks owned here still running on other nodes.
     pub remote_tasks: usize,
@@ -271,6 +272,13 @@ impl Owner {
                 borrower,
                 count,
             } => self.refs.on_lent(id(&object), NodeId(borrower), count),
+            OwlMsg::Registered {
+                object,
+                lender,
+                count,
+            } => self
+                .refs
+                .on_registered(ctx, id(&object), NodeId(lender), count),
             OwlMsg::RemoveBorrower {
                 object,
                 borrower,
@@ -341,7 +349,7 @@ impl Owner {
         self.tasks_lost(ctx, dead);
         self.holders_lost(ctx, dead);
         self.refs.owner_gone(dead);
-        self.refs.node_gone(dead);
+        self.refs.node_gone(ctx, dead);
         self.fail_pulls_from(ctx, dead);
         self.orphans_cancelled(ctx, dead);
         for shard in 0..ctx.shards() {

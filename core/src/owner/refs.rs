@@ -14,16 +14,22 @@
 //! - otherwise `A` *lends*: it keeps a hold on `x` for `D` (so `O` still
 //!   counts `A`), and `D`, on receipt, registers itself with
 //!   `AddBorrower(x, D, lender A)`. `O` queues the registration for its
-//!   shard, then answers `Lent` to `A`, which drops the hold; `A`'s
-//!   release, if its group ends, reaches `O`'s shard after the
-//!   registration. A death on the way loses nothing and leaks nothing: if
-//!   `A` dies first, `D` either never gets `x` or registers after `O`
-//!   purged `A` (then `x` may be gone, and `D` reads a typed error); if
-//!   `D` dies first, `A` drops what it lent to `D`; if `D` knows `O` dead
-//!   and `A` does not (detection is not simultaneous), `D` answers `A`'s
-//!   `Lent` itself. (Registering `D` from
-//!   `A`'s side instead leaked a count whenever `A` died between telling
-//!   `O` and delivering to `D`, as the deterministic cluster found.)
+//!   shard, then answers `Registered` to `D`, which passes it on to `A`
+//!   as `Lent`; `A` drops the hold, and its release, if its group ends,
+//!   reaches `O`'s shard after the registration. A death on the way
+//!   loses nothing and leaks nothing: if `A` dies first, `D` either never
+//!   gets `x` or registers after `O` purged `A` (then `x` may be gone,
+//!   and `D` reads a typed error); if `D` dies first, `A` drops what it
+//!   lent to `D`; if `D` knows `O` dead, whether before `x` arrives or
+//!   while its registration is unanswered, `D` sends `A` the `Lent`
+//!   itself, since it will never register with `O` again.
+//!   Detection is not simultaneous: `O` and `D` may have found each other
+//!   dead while `A` counts both alive (the head that would have told `A`
+//!   died first), and only `D` can tell `A`, which is why the answer
+//!   goes through `D`. (Registering `D` from `A`'s side instead leaked a
+//!   count whenever `A` died between telling `O` and delivering to `D`;
+//!   `O` answering `A` directly leaked `A`'s hold in that split; the
+//!   deterministic cluster found both.)
 //!
 //! A node that receives `x` joins its one handle group for `x` (a proxy
 //! cell, or its own cell) and counts one registration per arrival; when the
@@ -77,6 +83,10 @@ pub(crate) struct Refs {
     /// Holds kept for refs lent to other nodes until their owners have
     /// registered them: (object, borrower) -> (a handle, refs lent).
     lent: Mutex<HashMap<(ObjectId, NodeId), (RawRef, u32)>>,
+    /// Registrations of refs other nodes lent this one, sent to their
+    /// owners and not yet answered: (object, lender) -> count. The
+    /// lender keeps a hold until it hears of them.
+    registering: Mutex<HashMap<(ObjectId, NodeId), u32>>,
 }
 
 /// Adds a handle to a live group; fails once the group has ended (a proxy
@@ -105,6 +115,7 @@ impl Refs {
             borrowed: Mutex::new(HashMap::new()),
             exports: Mutex::new(HashMap::new()),
             lent: Mutex::new(HashMap::new()),
+            registering: Mutex::new(HashMap::new()),
         }
     }
 
@@ -151,8 +162,9 @@ impl Refs {
             return self.resolve_own(ctx, id);
         }
         if from != id.node && !ctx.is_dead(id.node) {
-            // Lent by `from`: register with the owner, which releases the
-            // lender's hold once it has counted us.
+            // Lent by `from`: register with the owner; once it has counted
+            // us, we tell the lender to drop its hold.
+            *self.registering.lock().entry((id, from)).or_insert(0) += 1;
             ctx.send(
                 id.node,
                 OwlMsg::AddBorrower {
@@ -166,10 +178,8 @@ impl Refs {
             // Lent by a node that still counts the owner alive (it lent,
             // so it did when it sent): nodes disagree about a death until
             // the head's announcement reaches them all, and for good if
-            // the head dies first. Nobody will register us, so the
-            // lender's hold would stand forever: release it as the
-            // owner's answer would. (The lender drops a `Lent` it holds
-            // nothing for.)
+            // the head dies first. We will never register, so the
+            // lender's hold would stand forever: release it now.
             ctx.send(
                 from,
                 OwlMsg::Lent {
@@ -306,21 +316,54 @@ impl Refs {
                 shipped: false,
             },
         );
-        // The registration is queued before the lender hears anything, so
-        // whatever it does once it drops its hold reaches the shard after.
+        // The registration is queued before the lender hears anything
+        // (through the borrower), so whatever it does once it drops its
+        // hold reaches the shard after.
         if let Some(lender) = lender {
             ctx.send(
-                lender,
-                OwlMsg::Lent {
+                borrower,
+                OwlMsg::Registered {
                     object: id.into(),
-                    borrower: borrower.0,
+                    lender: lender.0,
                     count: delta.unsigned_abs(),
                 },
             );
         }
     }
 
-    /// The owner registered `borrower` for `count` refs this node lent it.
+    /// The owner registered `count` of the refs `lender` lent this node:
+    /// the lender may drop its hold. Only registrations this node sent
+    /// are passed on (a duplicate answer must not release a later lend).
+    pub(crate) fn on_registered(&self, ctx: &impl Ctx, id: ObjectId, lender: NodeId, count: u32) {
+        let told = {
+            let mut registering = self.registering.lock();
+            match registering.get_mut(&(id, lender)) {
+                Some(n) if *n > count => {
+                    *n -= count;
+                    count
+                }
+                Some(_) => registering.remove(&(id, lender)).unwrap_or(0),
+                None => 0,
+            }
+        };
+        if told > 0 {
+            self.tell_lender(ctx, id, lender, told);
+        }
+    }
+
+    fn tell_lender(&self, ctx: &impl Ctx, id: ObjectId, lender: NodeId, count: u32) {
+        ctx.send(
+            lender,
+            OwlMsg::Lent {
+                object: id.into(),
+                borrower: self.me.0,
+                count,
+            },
+        );
+    }
+
+    /// `borrower` is registered by the owner for `count` refs this node
+    /// lent it, or will never be (it knows the owner dead).
     pub(crate) fn on_lent(&self, id: ObjectId, borrower: NodeId, count: u32) {
         let done = {
             let mut lent = self.lent.lock();
@@ -338,8 +381,28 @@ impl Refs {
     }
 
     /// `node` is gone: what was lent to it, or kept for an object it owned,
-    /// is released.
-    pub(crate) fn node_gone(&self, node: NodeId) {
+    /// is released; lenders whose refs of its objects this node had not
+    /// yet seen registered are told to drop their holds (it will never
+    /// register them now), and answers owed to it as a lender are
+    /// forgotten.
+    pub(crate) fn node_gone(&self, ctx: &impl Ctx, node: NodeId) {
+        let mut owed: Vec<((ObjectId, NodeId), u32)> = {
+            let mut registering = self.registering.lock();
+            let keys: Vec<(ObjectId, NodeId)> = registering
+                .keys()
+                .filter(|(id, lender)| *lender == node || id.node == node)
+                .copied()
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| registering.remove(&k).map(|n| (k, n)))
+                .collect()
+        };
+        owed.sort_unstable();
+        for ((id, lender), n) in owed {
+            if lender != node {
+                self.tell_lender(ctx, id, lender, n);
+            }
+        }
         let dropped: Vec<RawRef> = {
             let mut lent = self.lent.lock();
             let mut keys: Vec<(ObjectId, NodeId)> = lent
@@ -414,13 +477,13 @@ impl Refs {
         }
     }
 
-    /// (proxies, exports, lent holds) alive: all zero after a finished
-    /// workload.
+    /// (proxies, exports, lent holds and unanswered registrations)
+    /// alive: all zero after a finished workload.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         (
             self.borrowed.lock().len(),
             self.exports.lock().len(),
-            self.lent.lock().len(),
+            self.lent.lock().len() + self.registering.lock().len(),
         )
     }
 }

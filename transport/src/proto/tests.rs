@@ -132,6 +132,11 @@ fn all_msgs() -> Vec<Msg> {
             count: 1,
             lender: 5,
         }),
+        Msg::Owl(OwlMsg::Registered {
+            object: id(1),
+            lender: 5,
+            count: 1,
+        }),
         Msg::Owl(OwlMsg::Lent {
             object: id(1),
             borrower: 2,

@@ -95,7 +95,53 @@ fn a_lent_ref_registers_its_receiver_and_fetches_once() {
         vec![Action::Send(N0, remove(xid, N2, 3))],
         "every registration goes back in one message"
     );
+    assert_eq!(refs.counts(), (0, 0, 2), "two registrations unanswered");
+    // The owner's answers go on to the lenders, once each.
+    refs.on_registered(&ctx, xid, N3, 1);
+    refs.on_registered(&ctx, xid, N1, 1);
+    refs.on_registered(&ctx, xid, N1, 1); // a duplicate: nothing owed
+    assert_eq!(
+        ctx.take(),
+        vec![Action::Send(N3, lent(xid, N2, 1)), Action::Send(N1, lent(xid, N2, 1))]
+    );
     assert_eq!(refs.counts(), (0, 0, 0));
+}
+
+fn lent(x: ObjectId, borrower: NodeId, count: u32) -> OwlMsg {
+    OwlMsg::Lent {
+        object: x.into(),
+        borrower: borrower.0,
+        count,
+    }
+}
+
+#[test]
+fn a_registration_the_owner_never_answers_is_released_when_the_owner_is_found_dead() {
+    // Node 1 lends node 2 two refs of node 0's object, and node 2
+    // registers with node 0. Node 0 and node 2 find each other dead (the
+    // head that would have told node 1 died first): node 0 drops the
+    // registrations, and only node 2 can tell node 1 to drop its hold.
+    let _r = Routed::new();
+    let (ctx, refs) = (Recorder::default(), Refs::new(N2, SERIAL));
+    let xid = id(N0, 1);
+    let a = refs.resolve(&ctx, xid, N1);
+    let b = refs.resolve(&ctx, xid, N1);
+    // And one from node 3, which the owner answered.
+    let c = refs.resolve(&ctx, xid, N3);
+    refs.on_registered(&ctx, xid, N3, 1);
+    ctx.take();
+    refs.owner_gone(N0);
+    refs.node_gone(&ctx, N0);
+    assert_eq!(ctx.take(), vec![Action::Send(N1, lent(xid, N2, 2))]);
+    assert_eq!(refs.counts().2, 0);
+    drop((a, b, c));
+    // A lender that dies is owed nothing.
+    let d = refs.resolve(&ctx, id(N3, 4), N1);
+    ctx.take();
+    refs.node_gone(&ctx, N1);
+    assert_eq!(ctx.take(), vec![]);
+    assert_eq!(refs.counts().2, 0);
+    drop(d);
 }
 
 #[test]
@@ -185,7 +231,7 @@ fn a_ref_coming_home_restarts_the_owner_s_group_or_fails_if_freed() {
 }
 
 #[test]
-fn the_owner_queues_a_registration_then_answers_the_lender() {
+fn the_owner_queues_a_registration_then_answers_the_borrower() {
     let (ctx, refs) = (Recorder::default(), Refs::new(N0, SERIAL));
     let xid = id(N0, 1);
     refs.on_borrow(&ctx, xid, N2, 1, Some(N1));
@@ -202,10 +248,10 @@ fn the_owner_queues_a_registration_then_answers_the_lender() {
                 }
             ),
             Action::Send(
-                N1,
-                OwlMsg::Lent {
+                N2,
+                OwlMsg::Registered {
                     object: xid.into(),
-                    borrower: 2,
+                    lender: 1,
                     count: 1
                 }
             ),
@@ -242,7 +288,7 @@ fn a_death_releases_what_was_lent_and_fails_the_dead_owner_s_proxies() {
     drop((x, y));
     assert_eq!(refs.counts().2, 2);
     // The receiver dies: what was lent to it goes.
-    refs.node_gone(N2);
+    refs.node_gone(&ctx, N2);
     let mut e = ended();
     e.sort();
     assert_eq!(e, vec![xid, yid]);
@@ -255,7 +301,7 @@ fn a_death_releases_what_was_lent_and_fails_the_dead_owner_s_proxies() {
     let zid = z.id();
     drop(z);
     refs.owner_gone(N3);
-    refs.node_gone(N3);
+    refs.node_gone(&ctx, N3);
     assert!(matches!(
         p.cell().result(),
         Some(Err(e)) if e.kind == TaskErrorKind::OwnerDied(N3)

@@ -268,6 +268,28 @@ fn a_call_from_another_node_runs_here_and_its_outcome_goes_back() {
     assert_eq!(ended(), vec![arg_ref]);
     owner.refs().group_ended(&ctx, &proxy);
     assert_eq!(ctx.take(), vec![Action::Send(N2, remove(arg_ref, N0, 1))]);
+    assert_eq!(owner.counts().lent, 1, "node 2 has not answered yet");
+    // Node 2's answer goes on to node 1, which lent the ref.
+    owner.on_msg(
+        &ctx,
+        N2,
+        OwlMsg::Registered {
+            object: arg_ref.into(),
+            lender: N1.0,
+            count: 1,
+        },
+    );
+    assert_eq!(
+        ctx.take(),
+        vec![Action::Send(
+            N1,
+            OwlMsg::Lent {
+                object: arg_ref.into(),
+                borrower: N0.0,
+                count: 1
+            }
+        )]
+    );
     assert_eq!(owner.counts(), super::super::OwnerCounts::default());
 }
 
