@@ -162,14 +162,13 @@ impl Cluster {
     pub(super) fn declare(&mut self, by: u32) {
         let me = &self.nodes[by as usize];
         // Two nodes other than the head that find each other silent are
-        // settled by the head; with the head gone nobody settles them and
-        // they would stay apart for good (a known limit, not modelled).
-        let head_alive = self.nodes[HEAD as usize].alive;
+        // settled by the head. With the head gone nobody settles them:
+        // they stay apart for good while the others count both alive, and
+        // the owner layer must neither leak nor hang across that split.
         let peers: Vec<u32> = self
             .live()
             .into_iter()
             .filter(|&p| p != by && !me.noticed.contains(&NodeId(p)))
-            .filter(|&p| head_alive || p == HEAD)
             .collect();
         if peers.is_empty() {
             return;
