@@ -1,7 +1,8 @@
 //! Results stay where they were made: a task that consumes a large result
 //! on the node that made it moves none of its bytes, a reader elsewhere
-//! pulls it from that node, and a result lost with its node is rebuilt
-//! from its task (lineage) on a live node when it is read again.
+//! pulls it from that node (and its own node is a location from then on),
+//! and a result lost with every node that held it is rebuilt from its task
+//! (lineage) on a live node when it is read again.
 
 mod common;
 
@@ -173,6 +174,41 @@ fn a_result_lost_with_its_node_is_rebuilt_from_its_task() {
         "the unread one's did not run again"
     );
     drop((bytes, made, used, unread, used_too));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
+
+#[test]
+fn a_reader_s_node_becomes_a_location_and_serves_after_the_maker_dies() {
+    let d = dirs(4);
+    let mut nodes: Vec<Option<Runtime>> = cluster(4, &d).into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    let len = 4 * MIB;
+    let made = make_bytes.options(on(1)).remote(&rt, len, 17).unwrap();
+    // Node 2 reads it from node 1, and keeps a copy the owner counts.
+    let read = digest.options(on(2)).remote(&rt, &made).unwrap();
+    assert_eq!(*read.get_blocking_timeout(WAIT).unwrap(), expected(len, 17));
+    wait_for_copies(&rt, &made, 2);
+    let runs = runs_of(17);
+    kill(&mut nodes, 1);
+    let before = rt.bytes_sent();
+    let again = digest.options(on(3)).remote(&rt, &made).unwrap();
+    assert_eq!(
+        *again.get_blocking_timeout(WAIT).unwrap(),
+        expected(len, 17)
+    );
+    assert_eq!(
+        runs_of(17),
+        runs,
+        "read from node 2's copy: no task ran again"
+    );
+    let from_owner = rt.bytes_sent() - before;
+    assert!(
+        from_owner < MIB,
+        "node 3 read node 2's copy, yet the owner sent {from_owner} bytes"
+    );
+    drop((read, again, made));
     for rt in nodes.iter().flatten() {
         rt.assert_no_leaks();
     }

@@ -421,7 +421,16 @@ impl Owner {
         if id.node == self.me {
             self.located_arrived(ctx, from, id, outcome);
         } else if let Some(cell) = self.refs.proxy(id) {
+            // Brought from a holder other than the owner: this node is a
+            // location too (the block is shared with the reader's value).
+            let copy = match &outcome {
+                Ok(stored) if from != id.node => Some(stored.same_bytes(Vec::new())),
+                _ => None,
+            };
             cell.complete(outcome);
+            if let Some(copy) = copy {
+                self.reader_holds(ctx, id, copy);
+            }
         }
     }
 

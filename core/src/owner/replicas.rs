@@ -159,6 +159,31 @@ impl Owner {
         replied(ctx, id, true);
     }
 
+    /// A reader here brought `id`'s value from a holder: it keeps a copy
+    /// and tells the owner, which counts it among the holders (unasked,
+    /// as `Replicated`) or, if it no longer wants one, releases it.
+    pub(super) fn reader_holds(&self, ctx: &impl NodeCtx, id: ObjectId, copy: Stored) {
+        if ctx.is_dead(id.node) {
+            return;
+        }
+        let cell = Arc::new(ObjectCell::ready(id, self.refs.serial(), 0, copy));
+        {
+            let mut held = self.held.lock();
+            if held.contains_key(&id) {
+                return;
+            }
+            held.insert(id, cell);
+        }
+        // The owner's death may have been handled meanwhile, on another
+        // thread: then nobody would release the copy.
+        if ctx.is_dead(id.node) {
+            let cell = self.held.lock().remove(&id);
+            drop(cell);
+            return;
+        }
+        replied(ctx, id, true);
+    }
+
     /// `from` made (`ok`) or could not make a copy of our `id`.
     pub(super) fn on_replicated(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId, ok: bool) {
         let known = {

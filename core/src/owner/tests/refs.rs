@@ -102,7 +102,10 @@ fn a_lent_ref_registers_its_receiver_and_fetches_once() {
     refs.on_registered(&ctx, xid, N1, 1); // a duplicate: nothing owed
     assert_eq!(
         ctx.take(),
-        vec![Action::Send(N3, lent(xid, N2, 1)), Action::Send(N1, lent(xid, N2, 1))]
+        vec![
+            Action::Send(N3, lent(xid, N2, 1)),
+            Action::Send(N1, lent(xid, N2, 1))
+        ]
     );
     assert_eq!(refs.counts(), (0, 0, 0));
 }
