@@ -214,6 +214,49 @@ fn a_reader_s_node_becomes_a_location_and_serves_after_the_maker_dies() {
     }
 }
 
+/// On one host (one store directory), a reader's copy is read in one copy
+/// from its arena file by the next reader there, once the node that made
+/// the value is gone.
+#[test]
+fn a_reader_s_copy_serves_readers_on_its_host_from_its_arena_file() {
+    let d = dirs(1);
+    let path = d[0].path().to_path_buf();
+    let nodes = owl::on_loopback(4, Transport::Tcp, move |_| {
+        Runtime::builder()
+            .shards(2)
+            .pin(false)
+            .store_size(256 * MIB)
+            .store_dir(&path)
+    })
+    .expect("nodes on loopback");
+    let mut nodes: Vec<Option<Runtime>> = nodes.into_iter().map(Some).collect();
+    let rt = nodes[0].clone().unwrap();
+    let len = 8 * MIB;
+    let made = make_bytes.options(on(1)).remote(&rt, len, 19).unwrap();
+    let read = digest.options(on(2)).remote(&rt, &made).unwrap();
+    assert_eq!(*read.get_blocking_timeout(WAIT).unwrap(), expected(len, 19));
+    wait_for_copies(&rt, &made, 2);
+    let runs = runs_of(19);
+    kill(&mut nodes, 1);
+    let node2 = nodes[2].clone().unwrap();
+    let before = (rt.bytes_sent(), node2.bytes_sent());
+    let again = digest.options(on(3)).remote(&rt, &made).unwrap();
+    assert_eq!(
+        *again.get_blocking_timeout(WAIT).unwrap(),
+        expected(len, 19)
+    );
+    assert_eq!(runs_of(19), runs, "no task ran again");
+    let sent = (rt.bytes_sent() - before.0, node2.bytes_sent() - before.1);
+    assert!(
+        sent.0 < MIB && sent.1 < MIB,
+        "node 3 copied node 2's block from its file, yet nodes 0 and 2 sent {sent:?} bytes"
+    );
+    drop((read, again, made, node2));
+    for rt in nodes.iter().flatten() {
+        rt.assert_no_leaks();
+    }
+}
+
 /// Waits (bounded) until `rt` counts `want` copies of `r`'s value.
 fn wait_for_copies(rt: &Runtime, r: &owl::ObjectRef<Vec<u8>>, want: usize) {
     let deadline = std::time::Instant::now() + WAIT;

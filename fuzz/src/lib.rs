@@ -290,11 +290,17 @@ pub fn sample_msgs() -> Vec<Msg> {
         Msg::Owl(OwlMsg::Replicated {
             object: id(6),
             ok: true,
+            shared: Some(SharedBlock {
+                host: 9,
+                path: "/tmp/owl-6.arena".into(),
+                offset: 4096,
+            }),
         }),
         Msg::Shutdown,
         Msg::Owl(OwlMsg::NodeInfo {
             labels: vec!["gpu".into()],
             fns: vec![1, 2, 3],
+            host: 0x00c0_ffee,
         }),
     ]
 }

@@ -188,15 +188,25 @@ pub enum OwlMsg {
         len: u64,
     },
     /// To the owner: the sender now holds a copy of `object` (`ok`), or
-    /// could not make one.
-    Replicated { object: WireId, ok: bool },
+    /// could not make one; `shared` is where readers on its host find it.
+    Replicated {
+        object: WireId,
+        ok: bool,
+        shared: Option<SharedBlock>,
+    },
     /// To the executor: the owner cancelled the task of `object`.
     Cancel { object: WireId },
     /// What the sender offers, sent once to each peer when it connects:
     /// its labels (placement constraints) and the ids of the remote
     /// functions compiled into it (nodes of an open cluster may run
     /// different programs; tasks only go where their function is).
-    NodeInfo { labels: Vec<String>, fns: Vec<u64> },
+    /// `host` is its host's id (as in `SharedBlock`): owners send readers
+    /// to a copy on their own host first.
+    NodeInfo {
+        labels: Vec<String>,
+        fns: Vec<u64>,
+        host: u64,
+    },
 }
 
 impl OwlMsg {

@@ -96,6 +96,10 @@ impl NodeCtx for HostCtx<'_> {
         })
     }
 
+    fn host_of(&self, node: NodeId) -> Option<u64> {
+        self.net.host_of(node)
+    }
+
     fn inline_max(&self) -> usize {
         self.node.config.inline_max
     }

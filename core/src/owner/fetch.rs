@@ -110,7 +110,7 @@ impl Owner {
         }
         // A value lost with its holder is wanted now: rebuilt before the
         // answer.
-        drop(self.location(ctx, id));
+        drop(self.location(ctx, id, from));
         let Some(cell) = self.refs.export_cell(id) else {
             let err = store_error(id, self.me, "the owner has no such object (freed)".into());
             return ctx.send(
@@ -129,7 +129,7 @@ impl Owner {
     pub(crate) fn send_value(&self, ctx: &impl NodeCtx, to: NodeId, cell: &ObjectCell) {
         let object = wire::wire_id(cell.id());
         if cell.result().is_none() {
-            if let Some((holder, len, contained, shared)) = self.location(ctx, cell.id()) {
+            if let Some((holder, len, contained, shared)) = self.location(ctx, cell.id(), to) {
                 let refs = contained
                     .iter()
                     .map(|r| self.refs.ship(ctx, to, r))

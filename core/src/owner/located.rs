@@ -63,7 +63,9 @@ pub(crate) struct Located {
     pub len: u64,
     /// The refs inside the value (it keeps their objects alive).
     pub contained: Vec<RawRef>,
-    pub shared: Option<SharedBlock>,
+    /// Where readers on a holder's host find its copy (holders whose
+    /// value is in their arena).
+    pub blocks: Vec<(NodeId, SharedBlock)>,
     /// The task that made it, to run again if the holder is lost; `None`
     /// once evicted from the lineage budget.
     pub task: Option<Task>,
@@ -233,7 +235,7 @@ impl Owner {
             want,
             len,
             contained,
-            shared,
+            blocks: shared.map(|b| vec![(from, b)]).unwrap_or_default(),
             task: Some(task),
             lost: false,
             lost_on: None,
@@ -257,7 +259,7 @@ impl Owner {
     /// pull it here.
     pub(crate) fn demand(&self, ctx: &impl NodeCtx, cell: &Arc<ObjectCell>) {
         let id = cell.id();
-        if let Some((holder, len, contained, shared)) = self.location(ctx, id) {
+        if let Some((holder, len, contained, shared)) = self.location(ctx, id, self.me) {
             let at = super::fetch::At {
                 len,
                 holder,
@@ -274,22 +276,33 @@ impl Owner {
         Some((*l.holders.first()?, l.len))
     }
 
-    /// Where a reader finds a located value: (holder, len, contained,
-    /// shared). `None` when the object is not located here, or when its
-    /// holder is gone: the task then runs again (the value is wanted).
+    /// Where `reader` finds a located value: (holder, len, contained,
+    /// shared). A live copy on the reader's own host comes first (read
+    /// in one copy from its arena file), else the first live holder.
+    /// `None` when the object is not located here, or when its holder is
+    /// gone: the task then runs again (the value is wanted).
     pub(super) fn location(
         &self,
         ctx: &impl NodeCtx,
         id: ObjectId,
+        reader: NodeId,
     ) -> Option<(NodeId, u64, Vec<RawRef>, Option<SharedBlock>)> {
         let (dead, lost_on) = {
             let located = self.located.lock();
             let l = located.get(&id)?;
-            if let Some(&h) = l.holders.iter().find(|&&h| !ctx.is_dead(h)) {
-                // The executor's block is for same-host readers of its copy.
-                let shared = (Some(&h) == l.holders.first())
-                    .then(|| l.shared.clone())
-                    .flatten();
+            if let Some(&first) = l.holders.iter().find(|&&h| !ctx.is_dead(h)) {
+                let host = ctx.host_of(reader).filter(|&h| h != 0);
+                let near = l
+                    .blocks
+                    .iter()
+                    .find(|(n, b)| Some(b.host) == host && !ctx.is_dead(*n))
+                    .map(|(n, _)| *n);
+                let h = near.unwrap_or(first);
+                let shared = l
+                    .blocks
+                    .iter()
+                    .find(|(n, _)| *n == h)
+                    .map(|(_, b)| b.clone());
                 return Some((h, l.len, l.contained.clone(), shared));
             }
             (l.holders.clone(), l.lost_on.filter(|_| l.lost))
@@ -324,7 +337,6 @@ impl Owner {
             // theirs until the object is freed, behind this node's, which
             // needs no lineage.
             l.holders.insert(0, self.me);
-            l.shared = None;
             l.lost = false;
             let task = l.task.take();
             let contained = std::mem::take(&mut l.contained);
@@ -359,6 +371,7 @@ impl Owner {
                 (0, l.lost_on.unwrap_or(holder))
             } else if l.holders.contains(&holder) {
                 l.holders.retain(|&h| h != holder);
+                l.blocks.retain(|&(h, _)| h != holder);
                 (l.holders.len(), holder)
             } else {
                 return;
@@ -406,7 +419,7 @@ impl Owner {
             len: stored.bytes().len() as u64,
             // The value here keeps them.
             contained: Vec::new(),
-            shared: None,
+            blocks: Vec::new(),
             task: None,
             lost: false,
             lost_on: None,

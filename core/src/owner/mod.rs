@@ -76,6 +76,9 @@ pub(crate) trait NodeCtx: Ctx {
     /// Where a reader on this host finds `stored` (a block of this node's
     /// arena file), to copy it once instead of pulling it in chunks.
     fn share(&self, stored: &Stored) -> Option<SharedBlock>;
+    /// The id of `node`'s host (as `SharedBlock::host`); `None` while
+    /// unknown.
+    fn host_of(&self, node: NodeId) -> Option<u64>;
     /// Makes `value` an object owned by this node (by the calling shard);
     /// `None` off a shard thread.
     fn put(&self, value: Stored) -> Option<RawRef>;
@@ -320,7 +323,9 @@ impl Owner {
                 holder,
                 len,
             } => self.on_replicate(ctx, from, id(&object), NodeId(holder), len),
-            OwlMsg::Replicated { object, ok } => self.on_replicated(ctx, from, id(&object), ok),
+            OwlMsg::Replicated { object, ok, shared } => {
+                self.on_replicated(ctx, from, id(&object), ok, shared)
+            }
             other => return Some(other),
         }
         None

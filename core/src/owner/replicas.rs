@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use owl_proto::OwlMsg;
+use owl_proto::{OwlMsg, SharedBlock};
 
 use super::fetch::{At, Purpose};
 use super::tasks::RemoteTask;
@@ -108,12 +108,13 @@ impl Owner {
         holder: NodeId,
         len: u64,
     ) {
-        if self.held.lock().contains_key(&id) {
-            return replied(ctx, id, true);
+        let held = self.held.lock().get(&id).cloned();
+        if let Some(cell) = held {
+            return replied(ctx, id, Some(&cell));
         }
         let busy = self.pulls.lock().contains_key(&id);
         if id.node != from || holder == self.me || busy || ctx.is_dead(holder) {
-            return replied(ctx, id, false);
+            return replied(ctx, id, None);
         }
         let at = At {
             len,
@@ -137,7 +138,7 @@ impl Owner {
         let proxy =
             readers.and_then(|refs| Some((self.refs.proxy(id).filter(|c| !c.is_ready())?, refs)));
         let Some(value) = value else {
-            replied(ctx, id, false);
+            replied(ctx, id, None);
             if proxy.is_some() && !ctx.is_dead(id.node) {
                 // The proxy waited for this copy: it asks its owner again.
                 let msg = OwlMsg::Fetch {
@@ -155,8 +156,8 @@ impl Owner {
             return; // its owner is gone: nobody will read or release it
         }
         let cell = Arc::new(ObjectCell::ready(id, self.refs.serial(), 0, value));
-        self.held.lock().insert(id, cell);
-        replied(ctx, id, true);
+        self.held.lock().insert(id, Arc::clone(&cell));
+        replied(ctx, id, Some(&cell));
     }
 
     /// A reader here brought `id`'s value from a holder: it keeps a copy
@@ -172,7 +173,7 @@ impl Owner {
             if held.contains_key(&id) {
                 return;
             }
-            held.insert(id, cell);
+            held.insert(id, Arc::clone(&cell));
         }
         // The owner's death may have been handled meanwhile, on another
         // thread: then nobody would release the copy.
@@ -181,11 +182,19 @@ impl Owner {
             drop(cell);
             return;
         }
-        replied(ctx, id, true);
+        replied(ctx, id, Some(&cell));
     }
 
-    /// `from` made (`ok`) or could not make a copy of our `id`.
-    pub(super) fn on_replicated(&self, ctx: &impl NodeCtx, from: NodeId, id: ObjectId, ok: bool) {
+    /// `from` made (`ok`) or could not make a copy of our `id`; readers on
+    /// its host find it at `shared`.
+    pub(super) fn on_replicated(
+        &self,
+        ctx: &impl NodeCtx,
+        from: NodeId,
+        id: ObjectId,
+        ok: bool,
+        shared: Option<SharedBlock>,
+    ) {
         let known = {
             let mut located = self.located.lock();
             match located.get_mut(&id) {
@@ -193,6 +202,7 @@ impl Owner {
                     l.copying.retain(|&n| n != from);
                     if ok && !l.holders.contains(&from) {
                         l.holders.push(from);
+                        l.blocks.extend(shared.map(|b| (from, b)));
                         l.lost = false;
                     } else if !ok {
                         l.refused.push(from);
@@ -216,10 +226,17 @@ impl Owner {
     }
 }
 
-fn replied(ctx: &impl NodeCtx, id: ObjectId, ok: bool) {
+/// Tells the owner whether this node holds a copy of `id` (the held
+/// cell), and where readers on this host find it.
+fn replied(ctx: &impl NodeCtx, id: ObjectId, held: Option<&ObjectCell>) {
+    let shared = held.and_then(|c| match c.result() {
+        Some(Ok(stored)) => ctx.share(stored),
+        _ => None,
+    });
     let msg = OwlMsg::Replicated {
         object: wire::wire_id(id),
-        ok,
+        ok: held.is_some(),
+        shared,
     };
     ctx.send(id.node, msg);
 }

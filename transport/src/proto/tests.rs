@@ -173,6 +173,7 @@ fn all_msgs() -> Vec<Msg> {
         Msg::Owl(OwlMsg::NodeInfo {
             labels: vec!["gpu".into(), "bigmem".into()],
             fns: vec![0x1234_5678_9abc_def0, 7],
+            host: 42,
         }),
         Msg::Assigned { node: 17 },
         Msg::Owl(OwlMsg::Pull {
@@ -194,6 +195,7 @@ fn all_msgs() -> Vec<Msg> {
         Msg::Owl(OwlMsg::Replicated {
             object: id(8),
             ok: false,
+            shared: None,
         }),
         Msg::Shutdown,
         Msg::ShmSetup {

@@ -33,6 +33,8 @@ const FNS_DIFFERENT: u8 = 2;
 struct PeerInfo {
     labels: Vec<String>,
     fns: HashSet<u64>,
+    /// Its host's id (`owl_store::host_id`).
+    host: u64,
 }
 
 /// The cluster state of one node.
@@ -77,6 +79,7 @@ impl Net {
         info[me.0 as usize] = Some(PeerInfo {
             labels: own_labels,
             fns: REMOTE_FNS.iter().map(|f| f.id.0).collect(),
+            host: owl_store::host_id(),
         });
         Net {
             me,
@@ -128,6 +131,7 @@ impl Net {
         Msg::Owl(OwlMsg::NodeInfo {
             labels: own.labels.clone(),
             fns: own.fns.iter().copied().collect(),
+            host: own.host,
         })
     }
 
@@ -211,6 +215,12 @@ impl Net {
             FNS_DIFFERENT => Some(false),
             _ => None,
         }
+    }
+
+    /// `node`'s host id: `None` while its info is unknown.
+    pub(crate) fn host_of(&self, node: NodeId) -> Option<u64> {
+        let info = self.info.read();
+        info.get(node.0 as usize)?.as_ref().map(|i| i.host)
     }
 
     /// Whether `node` runs function `func`: `None` while its info is unknown.
@@ -318,14 +328,14 @@ impl Net {
                 idle_shards,
                 ..
             } => self.load.report(from, queued, idle_shards),
-            Msg::Owl(OwlMsg::NodeInfo { labels, fns }) => {
+            Msg::Owl(OwlMsg::NodeInfo { labels, fns, host }) => {
                 self.grow(from.0 + 1);
                 let fns: HashSet<u64> = fns.into_iter().collect();
                 let mut info = self.info.write();
                 let same = info[self.me.0 as usize]
                     .as_ref()
                     .is_some_and(|own| own.fns == fns);
-                info[from.0 as usize] = Some(PeerInfo { labels, fns });
+                info[from.0 as usize] = Some(PeerInfo { labels, fns, host });
                 self.same_fns[from.0].store(
                     if same { FNS_SAME } else { FNS_DIFFERENT },
                     Ordering::Release,

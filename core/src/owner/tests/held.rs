@@ -558,6 +558,7 @@ fn a_result_kept_in_two_copies_loses_one_without_running_again() {
     let ack = OwlMsg::Replicated {
         object: tid.into(),
         ok: true,
+        shared: None,
     };
     owner.on_msg(&ctx, N2, ack);
     assert_eq!(owner.copies(tid), 2);
@@ -573,6 +574,84 @@ fn a_result_kept_in_two_copies_loses_one_without_running_again() {
     assert!(cell.is_located());
     owner.demand(&ctx, &cell);
     assert_eq!(ctx.take()[0], pull(N2, tid, 0, CHUNK));
+}
+
+#[test]
+fn a_reader_is_sent_to_a_copy_on_its_own_host_first() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let (cell, _handle) = held_on_1(&ctx, &owner, CHUNK + 100);
+    let tid = cell.id();
+    let block = |host: u64, path: &str| SharedBlock {
+        host,
+        path: path.into(),
+        offset: 64,
+    };
+    // Node 1 (the executor) holds it with no block; node 2, on host 7,
+    // kept a copy (a reader there, or a replica).
+    let ack = OwlMsg::Replicated {
+        object: tid.into(),
+        ok: true,
+        shared: Some(block(7, "n2")),
+    };
+    owner.on_msg(&ctx, N2, ack);
+    assert_eq!(owner.copies(tid), 2);
+    let holder_for = |reader: NodeId| {
+        owner.send_value(&ctx, reader, &cell);
+        match &ctx.take()[..] {
+            [Action::Send(to, OwlMsg::ValueHeader { holder, shared, .. })] if *to == reader => {
+                (*holder, shared.clone())
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    ctx.hosts.borrow_mut().insert(N3, 7);
+    assert_eq!(holder_for(N3), (2, Some(block(7, "n2"))), "same host first");
+    ctx.hosts.borrow_mut().insert(N3, 8);
+    assert_eq!(holder_for(N3), (1, None), "else the first holder");
+    // Node 1 dies: node 2 serves everyone, its block for its host.
+    ctx.dead.borrow_mut().insert(N1);
+    owner.node_gone(&ctx, N1);
+    ctx.take();
+    assert_eq!(holder_for(N3), (2, Some(block(7, "n2"))));
+}
+
+#[test]
+fn a_lost_holder_s_block_goes_with_it() {
+    // (The executor's block never names another holder.)
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let block = SharedBlock {
+        host: 7,
+        path: "n1".into(),
+        offset: 64,
+    };
+    let (cell, _handle) = held_on_1_at(&ctx, &owner, CHUNK + 100, Some(block));
+    let ack = OwlMsg::Replicated {
+        object: cell.id().into(),
+        ok: true,
+        shared: None,
+    };
+    owner.on_msg(&ctx, N3, ack);
+    owner.holder_lost(&ctx, cell.id(), N1);
+    ctx.take();
+    // A reader on node 1's host is not sent to node 1's block.
+    ctx.hosts.borrow_mut().insert(N2, 7);
+    owner.send_value(&ctx, N2, &cell);
+    assert!(
+        matches!(
+            &ctx.take()[..],
+            [Action::Send(
+                N2,
+                OwlMsg::ValueHeader {
+                    holder: 3,
+                    shared: None,
+                    ..
+                }
+            )]
+        ),
+        "node 3 holds it, with no block"
+    );
 }
 
 #[test]
@@ -600,15 +679,20 @@ fn a_node_asked_for_a_copy_pulls_it_keeps_it_and_serves_it() {
         };
         owner.on_msg(&ctx, N3, chunk);
     }
-    assert_eq!(
-        ctx.take(),
-        vec![Action::Send(
-            N2,
-            OwlMsg::Replicated {
-                object: xid.into(),
-                ok: true,
-            }
-        )]
+    let sent = ctx.take();
+    assert!(
+        matches!(
+            &sent[..],
+            [Action::Send(
+                N2,
+                OwlMsg::Replicated {
+                    ok: true,
+                    shared: Some(_),
+                    ..
+                }
+            )]
+        ),
+        "acknowledged, with where readers on this host find it: {sent:?}"
     );
     assert_eq!(owner.counts().held, 1);
     // A reader pulls from this copy.

@@ -60,6 +60,8 @@ struct Recorder {
     puts: std::cell::Cell<u32>,
     /// The blocks of same-host copies started, in order.
     copies: RefCell<Vec<BlockMut>>,
+    /// Nodes' host ids (unknown if absent).
+    hosts: RefCell<std::collections::HashMap<NodeId, u64>>,
     arena: Arc<Arena>,
     _dir: tempfile::TempDir,
 }
@@ -71,6 +73,7 @@ impl Default for Recorder {
         Recorder {
             actions: RefCell::default(),
             queued: RefCell::default(),
+            hosts: RefCell::default(),
             dead: RefCell::default(),
             dies_on_send: RefCell::default(),
             nodes: 4,
@@ -120,6 +123,9 @@ impl NodeCtx for Recorder {
             path: "owner-test".into(),
             offset,
         })
+    }
+    fn host_of(&self, node: NodeId) -> Option<u64> {
+        self.hosts.borrow().get(&node).copied()
     }
     fn inline_max(&self) -> usize {
         1024

@@ -73,6 +73,9 @@ impl NodeCtx for DetCtx<'_> {
         self.arena
     }
 
+    fn host_of(&self, _: NodeId) -> Option<u64> {
+        None
+    }
     fn share(&self, _: &crate::object::value::Stored) -> Option<SharedBlock> {
         None // every value moves through the links
     }
