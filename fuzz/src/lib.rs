@@ -207,6 +207,7 @@ pub fn sample_msgs() -> Vec<Msg> {
             seq: 3,
             queued: 10,
             idle_shards: 1,
+            room: vec![0b1011_0110, 1],
         },
         Msg::NodeDead { node: 2 },
         Msg::NodeLeft { node: 3 },

@@ -89,4 +89,5 @@ pub use api::{Handler, Link, PeerDown};
 pub use config::{MeshConfig, MeshError, ShmConfig, TransportKind};
 pub use entry::start;
 pub use mesh::{request_id, start_hosted, IoLoop, IoTask, Mesh, Starting};
+pub use peer::{has_room, SPILL_BACKLOG};
 pub use shm::host::{start_shm_hosted, ShmArm, ShmHost, Wake};

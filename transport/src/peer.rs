@@ -29,6 +29,23 @@ pub(crate) struct Peer {
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) state: AtomicU8,
     pub(crate) last_seen_ms: AtomicU64,
+    /// Its last heartbeat's load (`queued << 32 | idle_shards`), or
+    /// `UNKNOWN_LOAD`: what the head's `room` bits are made of.
+    load: AtomicU64,
+}
+
+/// No heartbeat heard yet.
+const UNKNOWN_LOAD: u64 = u64::MAX;
+
+/// A node spills new ready tasks to another (spillback) once this many
+/// wait in a shard's queue and no shard of its node is idle; a node has
+/// room for them while it is below that.
+pub const SPILL_BACKLOG: u32 = 64;
+
+/// Whether a node that reported this load can take spilled work: an idle
+/// shard, or a backlog shorter than [`SPILL_BACKLOG`].
+pub fn has_room(queued: u32, idle_shards: u32) -> bool {
+    idle_shards > 0 || queued < SPILL_BACKLOG
 }
 
 /// State shared by the runtime's threads (through [`crate::Link`]) and the
@@ -109,6 +126,7 @@ impl Peer {
             wake: tokio::sync::Notify::new(),
             state: AtomicU8::new(PENDING),
             last_seen_ms: AtomicU64::new(0),
+            load: AtomicU64::new(UNKNOWN_LOAD),
         }
     }
 }
@@ -270,18 +288,52 @@ impl Shared {
                 beat_to.push(peer);
             }
         }
+        let room = if self.me == 0 && self.nodes() as usize > WATCHERS + 1 {
+            self.room_bits()
+        } else {
+            Vec::new()
+        };
         for to in beat_to {
             if self.state(to) == UP {
                 let hb = Msg::Heartbeat {
                     seq,
                     queued: self.queued.load(Ordering::Relaxed),
                     idle_shards: self.idle_shards.load(Ordering::Relaxed),
+                    room: room.clone(),
                 };
                 self.heartbeats_out.fetch_add(1, Ordering::Relaxed);
                 self.push(to, hb);
             }
         }
         silent_peers
+    }
+
+    /// On the head: which nodes have room for spilled work, one bit each
+    /// (see `Msg::Heartbeat`), from their last heartbeats (this node's own
+    /// load for itself). A node not heard from yet counts as having room,
+    /// a dead one as not.
+    fn room_bits(&self) -> Vec<u8> {
+        let n = self.nodes();
+        let mut bits = vec![0u8; n.div_ceil(8) as usize];
+        for node in 0..n {
+            let room = if node == self.me {
+                has_room(
+                    self.queued.load(Ordering::Relaxed),
+                    self.idle_shards.load(Ordering::Relaxed),
+                )
+            } else if self.state(node) != UP {
+                false
+            } else {
+                match self.peers[node].load.load(Ordering::Relaxed) {
+                    UNKNOWN_LOAD => true,
+                    l => has_room((l >> 32) as u32, l as u32),
+                }
+            };
+            if room {
+                bits[node as usize / 8] |= 1 << (node % 8);
+            }
+        }
+        bits
     }
 
     /// A batch from `peer`: records that it was heard from, takes out the
@@ -295,6 +347,18 @@ impl Shared {
         self.peers[peer]
             .last_seen_ms
             .store(now_ms, Ordering::Relaxed);
+        if let Some(Msg::Heartbeat {
+            queued,
+            idle_shards,
+            ..
+        }) = msgs
+            .iter()
+            .rev()
+            .find(|m| matches!(m, Msg::Heartbeat { .. }))
+        {
+            let load = (u64::from(*queued) << 32) | u64::from(*idle_shards);
+            self.peers[peer].load.store(load, Ordering::Relaxed);
+        }
         let mut c = Control::default();
         msgs.retain(|m| match m {
             Msg::Shutdown => {

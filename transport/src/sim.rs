@@ -254,6 +254,7 @@ impl State {
                         seq,
                         queued: 0,
                         idle_shards: 0,
+                        room: Vec::new(),
                     });
             }
         }

@@ -410,3 +410,70 @@ fn idle_quic_links_outside_the_ring_stay_up() {
         m.shutdown();
     }
 }
+
+/// Keeps the room bits of the head's latest heartbeat.
+#[derive(Default)]
+struct RoomBits(parking_lot::Mutex<Option<Vec<u8>>>);
+
+impl owl_transport::Handler for RoomBits {
+    fn on_msgs(&self, from: u32, msgs: Vec<Msg>) {
+        for m in msgs {
+            if let Msg::Heartbeat { room, .. } = m {
+                if from == 0 {
+                    *self.0.lock() = Some(room);
+                }
+            }
+        }
+    }
+    fn on_peer_down(&self, _: u32, _: PeerDown) {}
+}
+
+/// Past 4 nodes a node hears the load of its ring only: the head, which
+/// hears every node, tells every node which have room for spilled work.
+#[test]
+fn the_head_tells_every_node_which_nodes_have_room() {
+    let head = free_port();
+    let n = 9;
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let rec = Arc::new(RoomBits::default());
+            let cfg = config(i, n, head, TransportKind::Tcp { plaintext: true });
+            let h = rec.clone();
+            (std::thread::spawn(move || start(cfg, h)), rec)
+        })
+        .collect();
+    let mut meshes = Vec::new();
+    let mut recs = Vec::new();
+    for (h, rec) in handles {
+        meshes.push(h.join().unwrap().expect("mesh starts"));
+        recs.push(rec);
+    }
+    for (i, m) in meshes.iter().enumerate() {
+        m.set_load(if i == 5 { 1000 } else { 0 }, if i == 5 { 0 } else { 1 });
+    }
+    // Node 1 does not watch node 5 (4 apart on a ring of 9), nor node 5
+    // node 1: only the head's bits tell node 1 that node 5 is full.
+    let full = |bits: &[u8], node: usize| {
+        bits.get(node / 8)
+            .is_some_and(|b| b & (1 << (node % 8)) == 0)
+    };
+    wait_for("the head's bits: node 5 full, the others with room", || {
+        recs[1].0.lock().as_deref().is_some_and(|bits| {
+            bits.len() == 2 && (0..9).all(|node| full(bits, node) == (node == 5))
+        })
+    });
+    // A node that died has no room.
+    meshes[7].kill();
+    wait_for("node 7 without room", || {
+        recs[1]
+            .0
+            .lock()
+            .as_deref()
+            .is_some_and(|bits| full(bits, 7) && !full(bits, 6))
+    });
+    for (i, m) in meshes.iter().enumerate() {
+        if i != 7 {
+            m.shutdown();
+        }
+    }
+}

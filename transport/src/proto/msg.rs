@@ -27,11 +27,17 @@ pub enum Msg {
     /// Open clusters: the head's answer to a connection that asked for an
     /// id (handshake id [`super::handshake::UNASSIGNED`]); never reused.
     Assigned { node: u32 },
-    /// Liveness plus load, sent every `MeshConfig::heartbeat` to each peer.
+    /// Liveness plus load, sent every `MeshConfig::heartbeat` to the
+    /// sender's ring watchers and the head (and from the head to every
+    /// node). `room`, from the head of a cluster past the ring's size
+    /// only: one bit per node (bit `i % 8` of byte `i / 8`), set when
+    /// node `i` can take spilled work (see [`crate::has_room`]), so
+    /// that every node knows the load of nodes that do not heartbeat it.
     Heartbeat {
         seq: u64,
         queued: u32,
         idle_shards: u32,
+        room: Vec<u8>,
     },
     /// From the head: `node` is dead; late messages from it are dropped.
     NodeDead { node: u32 },

@@ -102,6 +102,7 @@ fn all_msgs() -> Vec<Msg> {
             seq: 9,
             queued: 1,
             idle_shards: 2,
+            room: vec![0xff, 0x03],
         },
         Msg::NodeDead { node: 3 },
         Msg::NodeLeft { node: 4 },

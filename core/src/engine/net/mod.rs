@@ -326,8 +326,14 @@ impl Net {
             Msg::Heartbeat {
                 queued,
                 idle_shards,
+                room,
                 ..
-            } => self.load.report(from, queued, idle_shards),
+            } => {
+                self.load.report(from, queued, idle_shards);
+                if from.0 == 0 {
+                    self.load.hint_from_head(self.me, &room);
+                }
+            }
             Msg::Owl(OwlMsg::NodeInfo { labels, fns, host }) => {
                 self.grow(from.0 + 1);
                 let fns: HashSet<u64> = fns.into_iter().collect();
