@@ -27,13 +27,21 @@ fn config(node: u32, nodes: u32, head: SocketAddr, kind: TransportKind) -> MeshC
 }
 
 fn cluster(n: u32, kind: TransportKind) -> (Vec<Arc<Mesh>>, Vec<Arc<Recorder>>) {
+    cluster_with(n, kind)
+}
+
+/// [`cluster`], each node's messages going to a fresh `H`.
+fn cluster_with<H: owl_transport::Handler + Default + 'static>(
+    n: u32,
+    kind: TransportKind,
+) -> (Vec<Arc<Mesh>>, Vec<Arc<H>>) {
     let head = match kind {
         TransportKind::Quic => free_udp_port(),
         TransportKind::Tcp { .. } | TransportKind::Shm(_) => free_port(),
     };
     let handles: Vec<_> = (0..n)
         .map(|i| {
-            let rec = Arc::new(Recorder::default());
+            let rec = Arc::new(H::default());
             let cfg = config(i, n, head, kind);
             let h = rec.clone();
             (std::thread::spawn(move || start(cfg, h)), rec)
@@ -432,22 +440,7 @@ impl owl_transport::Handler for RoomBits {
 /// hears every node, tells every node which have room for spilled work.
 #[test]
 fn the_head_tells_every_node_which_nodes_have_room() {
-    let head = free_port();
-    let n = 9;
-    let handles: Vec<_> = (0..n)
-        .map(|i| {
-            let rec = Arc::new(RoomBits::default());
-            let cfg = config(i, n, head, TransportKind::Tcp { plaintext: true });
-            let h = rec.clone();
-            (std::thread::spawn(move || start(cfg, h)), rec)
-        })
-        .collect();
-    let mut meshes = Vec::new();
-    let mut recs = Vec::new();
-    for (h, rec) in handles {
-        meshes.push(h.join().unwrap().expect("mesh starts"));
-        recs.push(rec);
-    }
+    let (meshes, recs) = cluster_with::<RoomBits>(9, TransportKind::Tcp { plaintext: true });
     for (i, m) in meshes.iter().enumerate() {
         m.set_load(if i == 5 { 1000 } else { 0 }, if i == 5 { 0 } else { 1 });
     }
