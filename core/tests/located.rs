@@ -257,6 +257,41 @@ fn a_reader_s_copy_serves_readers_on_its_host_from_its_arena_file() {
     }
 }
 
+/// A reader's copies give way to values it reads next when its store is
+/// full: node 2's store fits one of the two values it reads in turn.
+#[test]
+fn a_reader_s_copies_give_way_when_its_store_is_full() {
+    let d = dirs(3);
+    let paths: Vec<PathBuf> = d.iter().map(|d| d.path().to_path_buf()).collect();
+    let nodes = owl::on_loopback(3, Transport::Tcp, move |id| {
+        let size = if id.0 == 2 { 40 * MIB } else { 256 * MIB };
+        Runtime::builder()
+            .shards(2)
+            .pin(false)
+            .store_size(size)
+            .store_dir(&paths[id.0 as usize])
+    })
+    .expect("nodes on loopback");
+    let rt = &nodes[0];
+    let len = 24 * MIB;
+    let a = make_bytes.options(on(1)).remote(rt, len, 23).unwrap();
+    let b = make_bytes.options(on(1)).remote(rt, len, 25).unwrap();
+    let read_a = digest.options(on(2)).remote(rt, &a).unwrap();
+    assert_eq!(*read_a.get_blocking_timeout(WAIT).unwrap(), expected(len, 23));
+    wait_for_copies(rt, &a, 2);
+    let runs = (runs_of(23), runs_of(25));
+    let read_b = digest.options(on(2)).remote(rt, &b).unwrap();
+    assert_eq!(*read_b.get_blocking_timeout(WAIT).unwrap(), expected(len, 25));
+    // Node 2 dropped its copy of `a` for room, and said so.
+    wait_for_copies(rt, &a, 1);
+    wait_for_copies(rt, &b, 2);
+    assert_eq!((runs_of(23), runs_of(25)), runs, "no task ran again");
+    drop((read_a, read_b, a, b));
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}
+
 /// Waits (bounded) until `rt` counts `want` copies of `r`'s value.
 fn wait_for_copies(rt: &Runtime, r: &owl::ObjectRef<Vec<u8>>, want: usize) {
     let deadline = std::time::Instant::now() + WAIT;

@@ -287,7 +287,14 @@ impl Owner {
             holder: from,
             shared,
         } = at;
-        let block = match ctx.arena().alloc(len as usize) {
+        let alloc = || ctx.arena().alloc(len as usize);
+        let block = match alloc().or_else(|e| {
+            if self.drop_cached(ctx) > 0 {
+                alloc()
+            } else {
+                Err(e)
+            }
+        }) {
             Ok(b) => b,
             Err(e) if purpose == Purpose::Copy => {
                 tracing::warn!(object = %id, error = %e, "no room for a copy the owner asked for");

@@ -115,6 +115,9 @@ pub(crate) struct Owner {
     /// Results of tasks run here for other nodes, too large for one
     /// message, kept until their owner has pulled them (`Release`).
     held: Mutex<HashMap<ObjectId, Arc<ObjectCell>>>,
+    /// Which of `held` are copies readers here kept (see
+    /// `Owner::reader_holds`): dropped when the arena has no room.
+    cached: Mutex<std::collections::HashSet<ObjectId>>,
     /// Results of tasks owned here that their executors hold, with the
     /// tasks that made them (see [`located`]).
     located: Mutex<located::Locations>,
@@ -176,6 +179,7 @@ impl Owner {
             executing: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
+            cached: Mutex::new(std::collections::HashSet::new()),
             located: Mutex::new(located::Locations::new(located::LINEAGE_BYTES)),
             located_count: AtomicUsize::new(0),
             fns: fns.into_iter().map(|f| (f.id.0, f)).collect(),

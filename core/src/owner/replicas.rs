@@ -110,6 +110,8 @@ impl Owner {
     ) {
         let held = self.held.lock().get(&id).cloned();
         if let Some(cell) = held {
+            // A reader's copy becomes one the owner counts on.
+            self.cached.lock().remove(&id);
             return replied(ctx, id, Some(&cell));
         }
         let busy = self.pulls.lock().contains_key(&id);
@@ -174,15 +176,39 @@ impl Owner {
                 return;
             }
             held.insert(id, Arc::clone(&cell));
+            self.cached.lock().insert(id);
         }
         // The owner's death may have been handled meanwhile, on another
         // thread: then nobody would release the copy.
         if ctx.is_dead(id.node) {
+            self.cached.lock().remove(&id);
             let cell = self.held.lock().remove(&id);
             drop(cell);
             return;
         }
         replied(ctx, id, Some(&cell));
+    }
+
+    /// The arena has no room for a value coming here: the copies readers
+    /// here kept go (their owners are told, as for a copy that could not
+    /// be made; a value still read here keeps its block until its reader
+    /// lets go). Returns how many went.
+    pub(super) fn drop_cached(&self, ctx: &impl NodeCtx) -> usize {
+        let mut ids: Vec<ObjectId> = self.cached.lock().drain().collect();
+        ids.sort_unstable();
+        let cells: Vec<Arc<ObjectCell>> = {
+            let mut held = self.held.lock();
+            ids.iter().filter_map(|id| held.remove(id)).collect()
+        };
+        for cell in &cells {
+            if !ctx.is_dead(cell.id().node) {
+                replied(ctx, cell.id(), None);
+            }
+        }
+        let n = cells.len();
+        // Dropped outside the lock.
+        drop(cells);
+        n
     }
 
     /// `from` made (`ok`) or could not make a copy of our `id`; readers on
@@ -195,24 +221,28 @@ impl Owner {
         ok: bool,
         shared: Option<SharedBlock>,
     ) {
-        let known = {
+        let (known, dropped) = {
             let mut located = self.located.lock();
             match located.get_mut(&id) {
                 Some(l) => {
                     l.copying.retain(|&n| n != from);
-                    if ok && !l.holders.contains(&from) {
+                    let holds = l.holders.contains(&from);
+                    if ok && !holds {
                         l.holders.push(from);
                         l.blocks.extend(shared.map(|b| (from, b)));
                         l.lost = false;
-                    } else if !ok {
+                    } else if !ok && !holds {
                         l.refused.push(from);
                     }
-                    true
+                    (true, !ok && holds)
                 }
-                None => false,
+                None => (false, false),
             }
         };
-        if !known && ok {
+        if dropped {
+            // A holder dropped its copy (a reader's, for room): as if lost.
+            self.holder_lost(ctx, id, from);
+        } else if !known && ok {
             // Freed, rebuilt or brought here meanwhile: the copy goes.
             ctx.send(
                 from,

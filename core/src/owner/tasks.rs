@@ -287,6 +287,7 @@ impl Owner {
 
     /// The owner has a result this node held for it (or gave up on it).
     pub(super) fn on_release(&self, object: ObjectId) {
+        self.cached.lock().remove(&object);
         let cell = self.held.lock().remove(&object);
         // Dropped outside the lock: the value's refs may end handle groups.
         drop(cell);
@@ -381,6 +382,7 @@ impl Owner {
         for id in orphans {
             self.on_cancel(ctx, id);
         }
+        self.cached.lock().retain(|id| id.node != dead);
         let held: Vec<Arc<ObjectCell>> = {
             let mut held = self.held.lock();
             let mut ids: Vec<ObjectId> =

@@ -754,3 +754,95 @@ fn a_value_the_owner_read_while_its_ref_is_out_keeps_its_holder_s_copy() {
     assert_eq!(ctx.take(), node_gone_tables(N1));
     assert!(cell.is_ready());
 }
+
+#[test]
+fn a_reader_s_copies_go_when_the_arena_has_no_room() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    // Two values of node 2's, held by node 3, each 40 MiB: the 64 MiB
+    // arena holds one.
+    let len = 40 << 20;
+    let read = |xid: ObjectId| {
+        let x = owner.refs().resolve(&ctx, xid, N2);
+        let header = OwlMsg::ValueHeader {
+            object: xid.into(),
+            len: len as u64,
+            holder: 3,
+            refs: Vec::new(),
+            shared: None,
+        };
+        owner.on_msg(&ctx, N2, header);
+        for offset in (0..len).step_by(CHUNK) {
+            let chunk = OwlMsg::Chunk {
+                object: xid.into(),
+                offset: offset as u64,
+                data: vec![7; CHUNK.min(len - offset)],
+            };
+            owner.on_msg(&ctx, N3, chunk);
+        }
+        assert!(matches!(x.cell().result(), Some(Ok(v)) if v.bytes().len() == len));
+        let sent = ctx.take();
+        assert!(
+            matches!(sent.last(), Some(Action::Send(N2, OwlMsg::Replicated { ok: true, object, .. })) if *object == xid.into()),
+            "the reader's node is a location: {sent:?}"
+        );
+        (x, sent)
+    };
+    let (xid, yid) = (id(N2, 4), id(N2, 5));
+    let (x, _) = read(xid);
+    assert_eq!(owner.counts().held, 1);
+    // The reader lets go (its handle group ends here).
+    let proxy = Arc::clone(x.cell());
+    drop(x);
+    owner.refs().group_ended(&ctx, &proxy);
+    drop(proxy);
+    ctx.take();
+    // No room for the next: the copy goes, and node 2 hears of it.
+    let (y, sent) = read(yid);
+    let dropped = Action::Send(
+        N2,
+        OwlMsg::Replicated {
+            object: xid.into(),
+            ok: false,
+            shared: None,
+        },
+    );
+    let at = |want: &dyn Fn(&Action) -> bool| sent.iter().position(want);
+    let told = at(&|a| *a == dropped).expect("node 2 told");
+    let pulled = at(&|a| matches!(a, Action::Send(N3, OwlMsg::Pull { .. }))).expect("a pull");
+    assert!(told < pulled, "{sent:?}");
+    assert_eq!(owner.counts().held, 1, "only the new copy");
+    drop(y);
+    owner.on_msg(&ctx, N2, release(yid));
+    assert_eq!(owner.counts().held, 0);
+}
+
+#[test]
+fn an_owner_told_a_holder_dropped_its_copy_counts_it_lost() {
+    let _r = Routed::new();
+    let (ctx, owner) = (Recorder::default(), Owner::new(N0, SERIAL, [&TEST_FN]));
+    let (cell, _handle) = held_on_1(&ctx, &owner, CHUNK + 100);
+    let tid = cell.id();
+    let says = |ok: bool| OwlMsg::Replicated {
+        object: tid.into(),
+        ok,
+        shared: None,
+    };
+    owner.on_msg(&ctx, N2, says(true));
+    assert_eq!(owner.copies(tid), 2);
+    owner.on_msg(&ctx, N2, says(false));
+    assert_eq!(owner.copies(tid), 1, "node 2's copy is gone");
+    let rebuilt = |sent: &[Action]| {
+        sent.iter().any(|a| {
+            matches!(
+                a,
+                Action::Enqueue(..) | Action::Send(_, OwlMsg::Submit { .. })
+            )
+        })
+    };
+    assert!(!rebuilt(&ctx.take()), "node 1's copy serves; nothing runs");
+    // The last copy dropped: the task runs again.
+    owner.on_msg(&ctx, N1, says(false));
+    assert_eq!(owner.copies(tid), 0);
+    assert!(rebuilt(&ctx.take()), "rebuilt from its task");
+}
