@@ -277,11 +277,17 @@ fn a_reader_s_copies_give_way_when_its_store_is_full() {
     let a = make_bytes.options(on(1)).remote(rt, len, 23).unwrap();
     let b = make_bytes.options(on(1)).remote(rt, len, 25).unwrap();
     let read_a = digest.options(on(2)).remote(rt, &a).unwrap();
-    assert_eq!(*read_a.get_blocking_timeout(WAIT).unwrap(), expected(len, 23));
+    assert_eq!(
+        *read_a.get_blocking_timeout(WAIT).unwrap(),
+        expected(len, 23)
+    );
     wait_for_copies(rt, &a, 2);
     let runs = (runs_of(23), runs_of(25));
     let read_b = digest.options(on(2)).remote(rt, &b).unwrap();
-    assert_eq!(*read_b.get_blocking_timeout(WAIT).unwrap(), expected(len, 25));
+    assert_eq!(
+        *read_b.get_blocking_timeout(WAIT).unwrap(),
+        expected(len, 25)
+    );
     // Node 2 dropped its copy of `a` for room, and said so.
     wait_for_copies(rt, &a, 1);
     wait_for_copies(rt, &b, 2);

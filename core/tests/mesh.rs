@@ -80,3 +80,53 @@ fn shared_memory() {
 fn quic() {
     workload(&mesh(3, Transport::Quic));
 }
+
+#[owl::remote]
+fn where_am_i(rt: Runtime) -> u32 {
+    rt.node().0
+}
+
+/// Past the ring's size nodes connect when they first talk, so what a
+/// node offers reaches the others through the head's member list: node 2
+/// places work by label on node 6 (no link between them at start), and
+/// values made on nodes it never talked to come through.
+#[test]
+fn every_node_knows_every_member_s_labels_before_it_connects() {
+    let nodes = owl::on_loopback(9, Transport::Tcp, |n| {
+        let b = Runtime::builder()
+            .shards(1)
+            .pin(false)
+            .store_size(64 << 20)
+            .inline_max(1024);
+        if n.0 == 6 {
+            b.labels(["gpu"])
+        } else {
+            b
+        }
+    })
+    .expect("nodes join");
+    let rt = &nodes[2];
+    let six = rt
+        .members()
+        .into_iter()
+        .find(|m| m.node == NodeId(6))
+        .expect("node 6 listed");
+    assert!(six.up, "a member not connected to yet is up");
+    assert_eq!(six.labels, ["gpu"]);
+    let gpu = where_am_i
+        .options(CallOpts::new().label("gpu"))
+        .remote(rt)
+        .unwrap();
+    assert_eq!(*gpu.get_blocking().unwrap(), 6);
+    // A value made on node 7, read on node 6 by a task node 2 placed.
+    let on = |n: u32| CallOpts::new().node(NodeId(n));
+    let boxed = make_boxed.options(on(7)).remote(rt, 500).unwrap();
+    let (_, inner) = boxed.get_blocking().unwrap().deserialize().unwrap();
+    drop(boxed);
+    let len = read_len.options(on(6)).remote(rt, inner).unwrap();
+    assert_eq!(*len.get_blocking().unwrap(), 500);
+    drop((gpu, len));
+    for rt in &nodes {
+        rt.assert_no_leaks();
+    }
+}

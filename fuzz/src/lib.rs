@@ -9,7 +9,7 @@
 use owl::rkyv::{Archive, Deserialize, Serialize};
 use owl::{ObjectRef, RefRecord};
 use owl_transport::proto::{
-    Handshake, HandshakeConfig, Msg, OwlMsg, Role, Session, SharedBlock, WireArg, WireError,
+    Handshake, HandshakeConfig, Member, Msg, OwlMsg, Role, Session, SharedBlock, WireArg, WireError,
     WireId, WireValue, PROTOCOL_VERSION,
 };
 
@@ -198,9 +198,29 @@ pub fn sample_msgs() -> Vec<Msg> {
             node: 1,
             addr: "127.0.0.1:6390".into(),
             shards: 2,
+            info: Some(OwlMsg::NodeInfo {
+                labels: vec!["big".into()],
+                fns: vec![1, 2],
+                host: 3,
+            }),
         },
         Msg::Members {
-            members: vec![(0, "10.0.0.1:1".into()), (1, "10.0.0.2:1".into())],
+            members: vec![
+                Member {
+                    node: 0,
+                    addr: "10.0.0.1:1".into(),
+                    info: None,
+                },
+                Member {
+                    node: 1,
+                    addr: "10.0.0.2:1".into(),
+                    info: Some(OwlMsg::NodeInfo {
+                        labels: vec![],
+                        fns: vec![4],
+                        host: 5,
+                    }),
+                },
+            ],
         },
         Msg::Assigned { node: 9 },
         Msg::Heartbeat {

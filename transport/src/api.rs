@@ -19,8 +19,8 @@ pub trait Handler: Send + Sync + 'static {
     /// left with `Shutdown`, never after this node's own shutdown began.
     fn on_peer_down(&self, peer: u32, why: PeerDown);
     /// `peer` is connected: messages to it go out from now on. Reported
-    /// once per peer, for the nodes of a launched cluster during start-up
-    /// and for nodes joining an open cluster whenever they come.
+    /// once per peer, when the connection is made (socket meshes open one
+    /// when either side first sends; shm connects every pair at start).
     fn on_peer_up(&self, peer: u32) {
         let _ = peer;
     }
@@ -53,6 +53,9 @@ pub enum PeerDown {
     Protocol(FrameError),
     /// The head announced the node dead (`Msg::NodeDead`).
     Announced,
+    /// It could not be connected to within `connect_timeout` (connections
+    /// are opened when first needed).
+    Unreachable(String),
     /// The simulator crashed it.
     Crashed,
 }

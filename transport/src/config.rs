@@ -73,6 +73,10 @@ pub struct MeshConfig {
     /// lists, and `nodes` is ignored.
     /// Socket transports only.
     pub open: bool,
+    /// The runtime's description of this node (`OwlMsg::NodeInfo`):
+    /// carried in `Join` and handed by the head to every member, so
+    /// nodes know what others offer before they connect to them.
+    pub info: Option<crate::proto::OwlMsg>,
 }
 
 impl std::fmt::Debug for MeshConfig {
@@ -117,6 +121,7 @@ impl MeshConfig {
             shards: 1,
             shm_dir: None,
             open: false,
+            info: None,
         }
     }
 }

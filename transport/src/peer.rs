@@ -15,7 +15,7 @@ use parking_lot::Mutex;
 use crate::api::{Handler, PeerDown};
 use crate::config::MeshConfig;
 use crate::detect::{Action, DetectConfig, Detector};
-use crate::proto::Msg;
+use crate::proto::{Member, Msg, OwlMsg};
 use crate::slots::Slots;
 
 pub(crate) const PENDING: u8 = 0;
@@ -28,6 +28,9 @@ pub(crate) struct Peer {
     pub(crate) queue: Mutex<Vec<Msg>>,
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) state: AtomicU8,
+    /// Listed by the head (its address is known): while PENDING, a member
+    /// not connected yet, which counts as live (see [`Shared::is_live`]).
+    pub(crate) member: AtomicBool,
     pub(crate) last_seen_ms: AtomicU64,
     /// Its last heartbeat's load (`queued << 32 | idle_shards`), or
     /// `UNKNOWN_LOAD`: what the head's `room` bits are made of.
@@ -98,6 +101,12 @@ pub(crate) struct Shared {
     pub(crate) heartbeats_out: AtomicU64,
     /// `Mesh::mute_heartbeats`: rounds do nothing.
     pub(crate) muted: AtomicBool,
+    /// Set by the socket mesh, which connects to a peer when a message is
+    /// first queued for it: such peers are listed in `connect_wanted` and
+    /// `connect_wake` notified (see `mesh::node::connect`).
+    pub(crate) lazy: AtomicBool,
+    pub(crate) connect_wanted: Mutex<Vec<u32>>,
+    pub(crate) connect_wake: tokio::sync::Notify,
 }
 
 /// Peers that heartbeat each node and declare it dead when it falls
@@ -125,6 +134,7 @@ impl Peer {
             queue: Mutex::new(Vec::new()),
             wake: tokio::sync::Notify::new(),
             state: AtomicU8::new(PENDING),
+            member: AtomicBool::new(false),
             last_seen_ms: AtomicU64::new(0),
             load: AtomicU64::new(UNKNOWN_LOAD),
         }
@@ -156,6 +166,9 @@ impl Shared {
             detect: Mutex::new(None),
             heartbeats_out: AtomicU64::new(0),
             muted: AtomicBool::new(false),
+            lazy: AtomicBool::new(false),
+            connect_wanted: Mutex::new(Vec::new()),
+            connect_wake: tokio::sync::Notify::new(),
             close_control: Mutex::new(None),
             last_round_ms: AtomicU64::new(u64::MAX),
             stalled_ms: AtomicU64::new(0),
@@ -185,14 +198,35 @@ impl Shared {
             .map_or(PENDING, |p| p.state.load(Ordering::Acquire))
     }
 
+    /// Whether `peer` can be sent to: connected, or (socket meshes) a
+    /// member not connected yet, which the first message connects to.
+    pub(crate) fn is_live(&self, peer: u32) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| match p.state.load(Ordering::Acquire) {
+                UP => true,
+                PENDING => p.member.load(Ordering::Acquire),
+                _ => false,
+            })
+    }
+
+    /// Marks `peer` listed by the head.
+    pub(crate) fn set_member(&self, peer: u32) {
+        if let Some(p) = self.peers.get(peer) {
+            p.member.store(true, Ordering::Release);
+        }
+    }
+
     /// Queues for `to`; wakes its writer only on empty -> non-empty, so a
-    /// burst of sends costs one wake-up and goes out as one frame.
+    /// burst of sends costs one wake-up and goes out as one frame. A
+    /// socket mesh's peer not connected yet is connected to.
     pub(crate) fn push(&self, to: u32, msg: Msg) {
         let Some(p) = self.peers.get(to).filter(|_| to != self.me) else {
             tracing::debug!(to, "dropping message to self or an unknown node");
             return;
         };
-        if matches!(p.state.load(Ordering::Acquire), DEAD | LEFT) {
+        let state = p.state.load(Ordering::Acquire);
+        if matches!(state, DEAD | LEFT) {
             return;
         }
         let was_empty = {
@@ -202,6 +236,10 @@ impl Shared {
         };
         if was_empty {
             p.wake.notify_one();
+            if state == PENDING && self.lazy.load(Ordering::Relaxed) {
+                self.connect_wanted.lock().push(to);
+                self.connect_wake.notify_one();
+            }
             self.kick();
         }
     }
@@ -244,11 +282,12 @@ impl Shared {
             };
             Detector::new(self.me, cfg, [], now_ms)
         });
-        // The ring is the peers the links have up.
+        // The ring is the live members, connected or not: heartbeats
+        // queued for a ring peer not connected yet connect to it.
         for peer in (0..self.nodes()).filter(|&p| p != self.me) {
             match self.state(peer) {
-                UP => d.on_joined(peer, now_ms),
                 DEAD | LEFT => d.on_gone(peer, now_ms),
+                _ if self.is_live(peer) => d.on_joined(peer, now_ms),
                 _ => {}
             }
         }
@@ -294,7 +333,7 @@ impl Shared {
             Vec::new()
         };
         for to in beat_to {
-            if self.state(to) == UP {
+            if self.is_live(to) {
                 let hb = Msg::Heartbeat {
                     seq,
                     queued: self.queued.load(Ordering::Relaxed),
@@ -321,7 +360,7 @@ impl Shared {
                     self.queued.load(Ordering::Relaxed),
                     self.idle_shards.load(Ordering::Relaxed),
                 )
-            } else if self.state(node) != UP {
+            } else if !self.is_live(node) {
                 false
             } else {
                 match self.peers[node].load.load(Ordering::Relaxed) {
@@ -375,8 +414,10 @@ impl Shared {
                 c.left_nodes.push(*node);
                 false
             }
-            Msg::Join { node, addr, .. } if *node == peer => {
-                c.joined = Some(addr.clone());
+            Msg::Join {
+                node, addr, info, ..
+            } if *node == peer => {
+                c.joined = Some((addr.clone(), info.clone()));
                 false
             }
             Msg::Members { members } if peer == 0 => {
@@ -398,8 +439,8 @@ impl Shared {
     /// The head announced that `peer` left. A connected peer is not marked
     /// here: its own `Shutdown` arrives after everything it sent us, while
     /// the head's relay may overtake those messages (seen over QUIC, where
-    /// the two connections are paced independently). A peer we never
-    /// reached is marked left so start-up stops waiting for it.
+    /// the two connections are paced independently). A peer not connected
+    /// (it sent us nothing) is marked left here.
     pub(crate) fn announced_left(&self, peer: u32) {
         if self.state(peer) != UP {
             self.mark_left(peer);
@@ -422,8 +463,12 @@ impl Shared {
             // which decides (of two nodes that found each other silent,
             // the first accused goes: the head drops what a dead node
             // still says). Every node watches the head itself.
-            PeerDown::HeartbeatTimeout(_) if peer == 0 => Telling::Nobody,
-            PeerDown::HeartbeatTimeout(_) => Telling::Head,
+            PeerDown::HeartbeatTimeout(_) | PeerDown::Unreachable(_) if peer == 0 => {
+                Telling::Nobody
+            }
+            // A member nobody else may have tried to reach: the head
+            // decides, as for a silence.
+            PeerDown::HeartbeatTimeout(_) | PeerDown::Unreachable(_) => Telling::Head,
             // Every peer of a crashed node sees its connections end; a
             // node that sees one closed may itself be the one declared
             // dead, and must not accuse the closer.
@@ -445,8 +490,8 @@ impl Shared {
         }
     }
 
-    /// On the head of an open cluster: tells every other live node that
-    /// `peer` left cleanly (see [`Shared::announced_left`]).
+    /// On the head: tells every other live node that `peer` left cleanly
+    /// (see [`Shared::announced_left`]).
     pub(crate) fn announce_left(&self, peer: u32) {
         self.announce(peer, Msg::NodeLeft { node: peer });
     }
@@ -502,7 +547,10 @@ impl Shared {
             p.wake.notify_one();
             self.kick();
         }
-        if was == UP && !self.closing.load(Ordering::Acquire) {
+        // A member never connected to is reported too: the runtime counts
+        // it live until told.
+        let known = was == UP || (was == PENDING && p.member.load(Ordering::Acquire));
+        if known && !self.closing.load(Ordering::Acquire) {
             tracing::debug!(node = self.me, peer, "peer left");
             self.handler.on_peer_left(peer);
         }
@@ -518,10 +566,11 @@ pub(crate) struct Control {
     pub(crate) dead: Vec<u32>,
     /// Nodes the head announced left (see [`Shared::announced_left`]).
     pub(crate) left_nodes: Vec<u32>,
-    /// The peer's `Join` (its listen address); the head acts on it.
-    pub(crate) joined: Option<String>,
+    /// The peer's `Join` (its listen address and description); the head
+    /// acts on it.
+    pub(crate) joined: Option<(String, Option<OwlMsg>)>,
     /// Member lists from the head.
-    pub(crate) members: Vec<Vec<(u32, String)>>,
+    pub(crate) members: Vec<Vec<Member>>,
 }
 
 impl std::fmt::Debug for Shared {

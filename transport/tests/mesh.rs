@@ -470,3 +470,96 @@ fn the_head_tells_every_node_which_nodes_have_room() {
         }
     }
 }
+
+/// Connections are opened when first needed: past the ring, a node holds
+/// links to the head and the nodes that heartbeat it or it heartbeats,
+/// whatever the cluster's size; the first message to any other member
+/// opens one, from the lower id (a dial) or the higher (a knock, answered
+/// by a dial back), and nothing sent meanwhile is lost or reordered.
+fn connections_when_first_needed(kind: TransportKind) {
+    let (meshes, recs) = cluster(12, kind);
+    // A few rounds: every ring link is up.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(meshes[0].connections(), 11, "the head: every node");
+    for (i, m) in meshes.iter().enumerate().skip(1) {
+        // The head, the 3 it heartbeats, the 3 that heartbeat it.
+        assert!(
+            m.connections() <= 7,
+            "node {i} holds {} connections",
+            m.connections()
+        );
+    }
+    // Nodes 2 and 9 are 5 apart on a ring of 12, as are 3 and 10: not
+    // connected, yet members.
+    for (a, b) in [(2u32, 9u32), (3, 10)] {
+        let (ma, mb) = (&meshes[a as usize], &meshes[b as usize]);
+        assert!(!ma.is_up(b) && ma.is_live(b), "{a} to {b}");
+        assert!(!mb.is_up(a) && mb.is_live(a), "{b} to {a}");
+    }
+    let before: Vec<usize> = meshes.iter().map(|m| m.connections()).collect();
+    const N: u64 = 200;
+    for k in 0..N {
+        meshes[9].send(2, common::chunk(9, k, 8)); // the higher id knocks
+        meshes[3].send(10, common::chunk(3, k, 8)); // the lower id dials
+    }
+    for (to, from) in [(2usize, 9u32), (10, 3)] {
+        wait_for("every message", || {
+            common::offsets_from(&recs[to].msgs, from).len() == N as usize
+        });
+        assert_eq!(
+            common::offsets_from(&recs[to].msgs, from),
+            (0..N).collect::<Vec<_>>(),
+            "FIFO from {from} to {to} across connecting"
+        );
+    }
+    for (a, b) in [(2usize, 9u32), (9, 2), (3, 10), (10, 3)] {
+        assert!(meshes[a].is_up(b), "{a} connected to {b}");
+        assert_eq!(
+            meshes[a].connections(),
+            before[a] + 1,
+            "node {a}: one more link"
+        );
+    }
+    // Answers go back over the same link.
+    meshes[2].send(9, common::chunk(2, 0, 8));
+    wait_for("the answer", || {
+        recs[9].msgs.lock().iter().any(|(from, _)| *from == 2)
+    });
+    assert_eq!(meshes[9].connections(), before[9] + 1);
+    // A node that leaves tells its links; the head tells the rest, so
+    // node 2 (no link to node 7) does not take the silence for a death.
+    assert!(!meshes[2].is_up(7));
+    meshes[7].shutdown();
+    wait_for("node 2 learns node 7 left", || {
+        recs[2].left.lock().contains(&7)
+    });
+    assert!(!meshes[2].is_live(7));
+    // After the head (the driver of a launched cluster) leaves, the
+    // others leave in any order without accusing each other: once 1 to 4
+    // are gone, nodes 5 and 6 are node 1's next live nodes on the ring
+    // but never heard that it left.
+    for m in &meshes[..5] {
+        m.shutdown();
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    for m in &meshes[5..] {
+        m.shutdown();
+    }
+    for (i, rec) in recs.iter().enumerate() {
+        assert!(
+            rec.down.lock().is_empty(),
+            "node {i}: {:?}",
+            rec.down.lock()
+        );
+    }
+}
+
+#[test]
+fn tcp_connections_are_opened_when_first_needed() {
+    connections_when_first_needed(TransportKind::Tcp { plaintext: false });
+}
+
+#[test]
+fn quic_connections_are_opened_when_first_needed() {
+    connections_when_first_needed(TransportKind::Quic);
+}

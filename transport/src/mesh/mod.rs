@@ -131,6 +131,22 @@ impl Mesh {
             == Some(UP)
     }
 
+    /// Whether `peer` is alive as far as this node knows: connected, or a
+    /// member the head listed that no connection was needed to yet (the
+    /// first message to it connects).
+    pub fn is_live(&self, peer: u32) -> bool {
+        self.shared.is_live(peer)
+    }
+
+    /// How many peers this node holds a connection to.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .peers
+            .iter()
+            .filter(|p| p.state.load(Ordering::Acquire) == UP)
+            .count()
+    }
+
     /// Sends `Shutdown` to every live peer, flushes (bounded by a second),
     /// closes every connection and stops the I/O thread. No `on_peer_down`
     /// is reported from here on. Idempotent.

@@ -2,14 +2,15 @@
 //! endpoint, run on one I/O thread inside a single-threaded executor, so its
 //! own state is `Rc`/`RefCell`; only [`Shared`] crosses threads. This file
 //! holds the node itself, start-up and losing a peer; its jobs live in
-//! submodules: `connect` (accept, dial, handshake), `members` (join, member
-//! lists, open-cluster ids), `stream` (each peer's reader and paced writer)
-//! and `heartbeat`.
+//! submodules: `connect` (accept, connecting on first use, handshake),
+//! `members` (join, member lists, open-cluster ids), `stream` (each peer's
+//! reader and paced writer) and `heartbeat`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +20,8 @@ use tokio::time::Instant;
 use crate::api::PeerDown;
 use crate::config::{MeshConfig, MeshError};
 use crate::driver::{Closer, Net};
-use crate::peer::{Shared, DEAD, LEFT, UP};
-use crate::proto::{HandshakeConfig, Msg, PROTOCOL_VERSION, UNASSIGNED};
+use crate::peer::{Shared, UP};
+use crate::proto::{HandshakeConfig, Msg, OwlMsg, PROTOCOL_VERSION, UNASSIGNED};
 
 mod connect;
 mod heartbeat;
@@ -39,15 +40,18 @@ pub(super) struct Node<N: Net> {
     hs: HandshakeConfig,
     epoch: Instant,
     closers: RefCell<HashMap<u32, Closer>>,
-    /// Head only: who joined, with their addresses (live members only in
-    /// an open cluster).
-    joined: RefCell<BTreeMap<u32, String>>,
+    /// Head only: who joined, with their addresses and descriptions (live
+    /// members only in an open cluster).
+    joined: RefCell<BTreeMap<u32, (String, Option<OwlMsg>)>>,
     members_sent: Cell<bool>,
     got_members: Cell<bool>,
-    /// The members the head listed first: start-up waits for them.
-    expect: RefCell<Vec<u32>>,
-    /// Peers a dial task was started for (each is dialed once).
+    /// Members' addresses, from the head's lists.
+    addrs: RefCell<HashMap<u32, SocketAddr>>,
+    /// Peers a connecting task runs for (one at a time each).
     dialing: RefCell<HashSet<u32>>,
+    /// Peers to connect to once the head lists them (a message was queued,
+    /// or one knocked, before we knew its address).
+    unlisted: RefCell<HashSet<u32>>,
     /// Head of an open cluster: the next id to hand out.
     next_id: Cell<u32>,
     progress: tokio::sync::Notify,
@@ -90,8 +94,9 @@ impl<N: Net> Node<N> {
             joined: RefCell::new(BTreeMap::new()),
             members_sent: Cell::new(cfg.open),
             got_members: Cell::new(cfg.node == 0),
-            expect: RefCell::new(Vec::new()),
+            addrs: RefCell::new(HashMap::new()),
             dialing: RefCell::new(HashSet::new()),
+            unlisted: RefCell::new(HashSet::new()),
             next_id: Cell::new(1),
             progress: tokio::sync::Notify::new(),
             writers: Cell::new(0),
@@ -102,7 +107,9 @@ impl<N: Net> Node<N> {
             cfg,
             sh,
         });
+        node.sh.lazy.store(true, Ordering::Release);
         let accept = tokio::task::spawn_local(node.clone().accept_loop());
+        let connects = tokio::task::spawn_local(node.clone().connect_loop());
         // Heartbeats flow to each peer from the moment it is connected, not
         // from the end of start-up: a node whose own start-up still waits for
         // a slow peer must not look silent to the peers it already reached.
@@ -120,6 +127,7 @@ impl<N: Net> Node<N> {
         beat.abort();
         spinner.abort();
         accept.abort();
+        connects.abort();
         // Let writers flush `Shutdown`, bounded, then cut everything.
         for p in node.sh.peers.iter() {
             p.wake.notify_one();
@@ -140,21 +148,16 @@ impl<N: Net> Node<N> {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Start-up is over: the head has everyone's `Join` (a launched
+    /// cluster's; an open one's head is ready at once, `members_sent`
+    /// starts true) and a member has the head's list. Members connect to
+    /// each other when they first send.
     fn ready(&self) -> bool {
         if self.cfg.node == 0 {
-            // A launched cluster's head waits for everyone; an open one is
-            // ready at once (`members_sent` starts true).
             let all_up = self.cfg.open || (1..self.cfg.nodes).all(|p| self.sh.state(p) == UP);
             return all_up && self.members_sent.get();
         }
-        // In an open cluster a member that died or left while we joined
-        // is not waited for.
-        let settled = |p: &u32| match self.sh.state(*p) {
-            UP => true,
-            DEAD | LEFT => self.cfg.open,
-            _ => false,
-        };
-        self.got_members.get() && self.expect.borrow().iter().all(settled)
+        self.got_members.get() && self.sh.state(0) == UP
     }
 
     async fn bootstrap(self: Rc<Self>) -> Result<(), MeshError> {
@@ -164,6 +167,7 @@ impl<N: Net> Node<N> {
                 node: self.cfg.node,
                 addr: self.net.local_addr().to_string(),
                 shards: self.cfg.shards,
+                info: self.cfg.info.clone(),
             };
             self.sh.push(0, join);
             tokio::task::spawn_local(self.clone().dial(0, self.cfg.head, deadline));
@@ -181,7 +185,6 @@ impl<N: Net> Node<N> {
 
     fn timeout_error(&self) -> MeshError {
         let me = self.cfg.node;
-        let not_up = |p: &u32| *p != me && self.sh.state(*p) != UP;
         let (missing, stage) = if me == 0 {
             let joined = self.joined.borrow();
             (
@@ -192,21 +195,10 @@ impl<N: Net> Node<N> {
             )
         } else if self.sh.state(0) != UP {
             (vec![0], "connecting to the head")
-        } else if !self.got_members.get() {
-            let unknown = if self.cfg.open { 0 } else { self.cfg.nodes };
-            (
-                (1..unknown).filter(not_up).collect(),
-                "waiting for the head's member list",
-            )
         } else {
             (
-                self.expect
-                    .borrow()
-                    .iter()
-                    .copied()
-                    .filter(not_up)
-                    .collect(),
-                "connecting to peers",
+                Vec::new(),
+                "waiting for the head's member list, sent once every node joined it",
             )
         };
         MeshError::Timeout {

@@ -12,7 +12,8 @@ pub use handshake::{
     Handshake, HandshakeConfig, HandshakeError, Role, Session, PROTOCOL_VERSION, UNASSIGNED,
 };
 pub use msg::{
-    CodecError, Msg, OwlMsg, SharedBlock, ShmStep, WireArg, WireError, WireId, WireValue, MAX_CHUNK,
+    CodecError, Member, Msg, OwlMsg, SharedBlock, ShmStep, WireArg, WireError, WireId, WireValue,
+    MAX_CHUNK,
 };
 
 #[cfg(test)]

@@ -13,17 +13,20 @@ use rkyv::{Archive, Deserialize, Serialize};
 /// Every message of the protocol. One frame carries a batch of them.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// To the head: "node `node` listens on `addr` and runs `shards` shards".
+    /// To the head: "node `node` listens on `addr` and runs `shards`
+    /// shards"; `info`, the runtime's description of the node (what it
+    /// offers), which the head passes on in [`Member`]s.
     Join {
         node: u32,
         addr: String,
         shards: u32,
+        info: Option<OwlMsg>,
     },
-    /// The head's reply once every node joined: each node's listen address.
-    /// In an open cluster the head also sends it to a joining node (every
-    /// live member) and to every live member (the new node): a node dials
-    /// the listed nodes with higher ids.
-    Members { members: Vec<(u32, String)> },
+    /// The head's reply once every node joined: every member. In an open
+    /// cluster the head also sends it to a joining node (every live
+    /// member) and to every live member (the new node). Connections are
+    /// opened when first needed (see `mesh::node::connect`).
+    Members { members: Vec<Member> },
     /// Open clusters: the head's answer to a connection that asked for an
     /// id (handshake id [`super::handshake::UNASSIGNED`]); never reused.
     Assigned { node: u32 },
@@ -41,11 +44,10 @@ pub enum Msg {
     },
     /// From the head: `node` is dead; late messages from it are dropped.
     NodeDead { node: u32 },
-    /// From the head of an open cluster: `node` left cleanly. A member
-    /// connected to it ignores this and waits for the node's own
-    /// `Shutdown`, which follows everything it sent on that connection (the
-    /// head's relay can overtake it); a member still connecting stops
-    /// waiting for it.
+    /// From the head: `node` left cleanly. A member connected to it
+    /// ignores this and waits for the node's own `Shutdown`, which follows
+    /// everything it sent on that connection (the head's relay can
+    /// overtake it); a member not connected to it marks it left.
     NodeLeft { node: u32 },
     /// A message of owl's ownership protocol: the transport carries it and
     /// never looks inside.
@@ -56,6 +58,18 @@ pub enum Msg {
     /// mesh (see the `shm` module): the control mesh's handler in the driver
     /// consumes it, and the runtime never sees it.
     ShmSetup { step: ShmStep },
+}
+
+/// One member of a cluster, as the head lists it.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub node: u32,
+    /// Where it listens.
+    pub addr: String,
+    /// What its `Join` carried, handed to the runtime as if the member had
+    /// sent it: every node knows what every member offers without a
+    /// connection to it.
+    pub info: Option<OwlMsg>,
 }
 
 /// What a [`Msg::ShmSetup`] says. Each node creates its inbox once it has

@@ -94,9 +94,29 @@ fn all_msgs() -> Vec<Msg> {
             node: 2,
             addr: "127.0.0.1:4000".into(),
             shards: 4,
+            info: Some(OwlMsg::NodeInfo {
+                labels: vec!["gpu".into()],
+                fns: vec![7, 8],
+                host: 11,
+            }),
         },
         Msg::Members {
-            members: vec![(0, "a".into()), (1, "b".into())],
+            members: vec![
+                Member {
+                    node: 0,
+                    addr: "a".into(),
+                    info: None,
+                },
+                Member {
+                    node: 1,
+                    addr: "b".into(),
+                    info: Some(OwlMsg::NodeInfo {
+                        labels: vec![],
+                        fns: vec![3],
+                        host: 2,
+                    }),
+                },
+            ],
         },
         Msg::Heartbeat {
             seq: 9,

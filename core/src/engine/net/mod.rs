@@ -126,13 +126,19 @@ impl Net {
     }
 
     fn own_info(&self) -> Msg {
+        Msg::Owl(self.node_info())
+    }
+
+    /// What this node offers, as peers are told (and the mesh's `Join`
+    /// carries, for the head to hand every member).
+    pub(crate) fn node_info(&self) -> OwlMsg {
         let info = self.info.read();
         let own = info[self.me.0 as usize].as_ref().expect("own info");
-        Msg::Owl(OwlMsg::NodeInfo {
+        OwlMsg::NodeInfo {
             labels: own.labels.clone(),
             fns: own.fns.iter().copied().collect(),
             host: own.host,
-        })
+        }
     }
 
     /// Nodes known so far (ids `0..nodes()`).
@@ -158,11 +164,12 @@ impl Net {
         }
     }
 
-    /// Whether `peer` can be sent work: connected (mesh) or not known dead.
+    /// Whether `peer` can be sent work: a live member (mesh; connected or
+    /// not yet) or not known dead.
     fn reachable(&self, peer: NodeId) -> bool {
         peer == self.me
             || match self.mesh.get() {
-                Some(mesh) => mesh.is_up(peer.0),
+                Some(mesh) => mesh.is_live(peer.0),
                 None => !self.is_dead(peer),
             }
     }
@@ -358,7 +365,8 @@ impl Net {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub node: NodeId,
-    /// Connected (or, without a network, not known dead); this node is up.
+    /// A live member (connected or not; without a network, not known
+    /// dead); this node is up.
     pub up: bool,
     /// Left cleanly (rather than failed), when not up.
     pub left: bool,

@@ -1,8 +1,18 @@
 //! Getting connected: the accept loop (which admits unauthenticated
-//! connections under the caps of `crate::gate`), dialing a peer (retried,
-//! bounded per attempt), the proto handshake over a fresh connection, and
-//! attaching an authenticated connection to its peer (a reader and a
-//! writer task).
+//! connections under the caps of `crate::gate`), connecting to a peer when
+//! a message is first queued for it, dialing (retried, bounded per
+//! attempt), the proto handshake over a fresh connection, and attaching an
+//! authenticated connection to its peer (a reader and a writer task).
+//!
+//! Connections are opened when first needed, so a node holds one per peer
+//! it talks to (the head, its ring of watchers, the nodes it exchanges
+//! work with), not one per member: at 1,000 nodes a full mesh would be
+//! 500,000 connections, each kept alive. Every node dials the head when it
+//! joins. Between two other nodes the lower id dials; the higher one, when
+//! it first needs the link, *knocks*: it dials and authenticates, then
+//! waits for the lower id to hang up, which dials it back. So one
+//! connection carries a pair's messages whoever wanted it first, and two
+//! nodes wanting it at once cannot end up with two.
 
 use std::cell::RefCell;
 use std::fmt::Display;
@@ -16,6 +26,7 @@ use ring::rand::SecureRandom;
 use tokio::time::Instant;
 
 use super::Node;
+use crate::api::PeerDown;
 use crate::driver::{Conn, Net, Rd, Wr};
 use crate::gate::{self, LogLimit, Pending, HANDSHAKE_LIMIT};
 use crate::peer::{PENDING, UP};
@@ -135,6 +146,13 @@ impl<N: Net> Node<N> {
             {
                 self.attach(sess, conn)
             }
+            // A higher id knocks: it wants the link, and we dial it. (An
+            // open cluster's newcomer may knock before the head's news of
+            // it reached us: we dial once the head lists it.)
+            Ok(sess) if me != 0 && sess.peer > me => {
+                (conn.close)();
+                self.connect_to(sess.peer);
+            }
             Ok(sess) => {
                 tracing::warn!(
                     node = me,
@@ -147,6 +165,103 @@ impl<N: Net> Node<N> {
                 admission.warn("refused a connection", conn.remote.ip(), e);
                 (conn.close)();
             }
+        }
+    }
+
+    /// Drains the peers `Shared::push` found not connected.
+    pub(super) async fn connect_loop(self: Rc<Self>) {
+        loop {
+            self.sh.connect_wake.notified().await;
+            let wanted = std::mem::take(&mut *self.sh.connect_wanted.lock());
+            for peer in wanted {
+                self.connect_to(peer);
+            }
+        }
+    }
+
+    /// Connects to `peer` if it is a member not connected yet and no
+    /// connecting task runs for it: dials it if ours is the lower id,
+    /// knocks otherwise (see the module doc). A member the head has not
+    /// listed yet is connected to once it is. The link to the head is
+    /// the one start-up made.
+    pub(super) fn connect_to(self: &Rc<Self>, peer: u32) {
+        let me = self.cfg.node;
+        if peer == me || peer == 0 || me == 0 || self.sh.closing.load(Ordering::Acquire) {
+            return;
+        }
+        if self.sh.state(peer) != PENDING {
+            return;
+        }
+        let Some(addr) = self.addrs.borrow().get(&peer).copied() else {
+            self.unlisted.borrow_mut().insert(peer);
+            return;
+        };
+        if !self.dialing.borrow_mut().insert(peer) {
+            return;
+        }
+        tokio::task::spawn_local(self.clone().connect_task(peer, addr));
+    }
+
+    async fn connect_task(self: Rc<Self>, peer: u32, addr: SocketAddr) {
+        let deadline = Instant::now() + self.cfg.connect_timeout;
+        if self.cfg.node < peer {
+            self.clone().dial(peer, addr, deadline).await;
+        } else {
+            self.clone().knock(peer, addr, deadline).await;
+        }
+        self.dialing.borrow_mut().remove(&peer);
+        if self.sh.state(peer) == PENDING && !self.sh.closing.load(Ordering::Acquire) {
+            let why = format!(
+                "no connection to {addr} within {:?}",
+                self.cfg.connect_timeout
+            );
+            self.down(peer, PeerDown::Unreachable(why));
+        }
+    }
+
+    /// Asks the lower id `peer` to dial us (see the module doc): connects,
+    /// authenticates and waits for it to hang up; knocks again if its
+    /// connection does not come, with a bound that doubles, until
+    /// `deadline`.
+    async fn knock(self: Rc<Self>, peer: u32, addr: SocketAddr, deadline: Instant) {
+        let mut bound = DIAL_ATTEMPT;
+        loop {
+            let pending =
+                || self.sh.state(peer) == PENDING && !self.sh.closing.load(Ordering::Acquire);
+            if !pending() || Instant::now() >= deadline {
+                return;
+            }
+            let attempt = deadline.min(Instant::now() + bound);
+            let knocked = tokio::time::timeout_at(attempt, async {
+                let mut conn = self.net.dial(addr).await.ok()?;
+                let sess = self.handshake(&mut conn, Role::Initiator, Some(peer)).await;
+                if sess.is_ok() {
+                    // Our last handshake bytes must arrive before the
+                    // close: the peer hangs up once it has read them.
+                    let mut buf = vec![0u8; 64];
+                    loop {
+                        let (r, b) = conn.rd.read(buf).await;
+                        buf = b;
+                        if !matches!(r, Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                }
+                (conn.close)();
+                sess.ok()
+            })
+            .await;
+            // Knocked: its connection comes within the bound, or we knock
+            // again.
+            let wait_until = if matches!(knocked, Ok(Some(_))) {
+                deadline.min(Instant::now() + bound)
+            } else {
+                attempt.max(Instant::now() + Duration::from_millis(20))
+            };
+            while pending() && Instant::now() < wait_until {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            bound = bound.saturating_mul(2);
         }
     }
 

@@ -1,7 +1,9 @@
-//! Membership: the head collects `Join`s and sends member lists, members
-//! dial the nodes listed after them; in an open cluster the head also hands
+//! Membership: the head collects `Join`s and sends member lists (each
+//! member's address and description); members connect to each other when
+//! they first need to (`connect`). In an open cluster the head also hands
 //! out node ids (`assign`), which a joining node asks for ([`request_id`]).
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,7 +15,8 @@ use crate::config::{MeshConfig, MeshError};
 use crate::driver::{Conn, Net, Rd, Wr};
 use crate::peer::PENDING;
 use crate::proto::{
-    HandshakeConfig, HandshakeError, Msg, Role, Session, PROTOCOL_VERSION, UNASSIGNED,
+    HandshakeConfig, HandshakeError, Member, Msg, OwlMsg, Role, Session, PROTOCOL_VERSION,
+    UNASSIGNED,
 };
 
 impl<N: Net> Node<N> {
@@ -54,17 +57,39 @@ impl<N: Net> Node<N> {
         }
     }
 
-    pub(super) fn on_join(&self, peer: u32, addr: String) {
+    pub(super) fn on_join(&self, peer: u32, addr: String, info: Option<OwlMsg>) {
+        self.sh.set_member(peer);
         let mut joined = self.joined.borrow_mut();
-        joined.insert(peer, addr.clone());
+        joined.insert(peer, (addr.clone(), info.clone()));
+        let list = |joined: &BTreeMap<u32, (String, Option<OwlMsg>)>| {
+            let mut members = vec![Member {
+                node: 0,
+                addr: self.net.local_addr().to_string(),
+                info: self.cfg.info.clone(),
+            }];
+            members.extend(joined.iter().map(|(n, (a, i))| Member {
+                node: *n,
+                addr: a.clone(),
+                info: i.clone(),
+            }));
+            members
+        };
         if self.cfg.open {
             // The newcomer learns every live member, the members learn it.
-            let mut members: Vec<(u32, String)> = vec![(0, self.net.local_addr().to_string())];
-            members.extend(joined.iter().map(|(n, a)| (*n, a.clone())));
-            self.sh.push(peer, Msg::Members { members });
+            self.sh.push(
+                peer,
+                Msg::Members {
+                    members: list(&joined),
+                },
+            );
+            let news = Member {
+                node: peer,
+                addr,
+                info,
+            };
             for &other in joined.keys().filter(|&&o| o != peer) {
-                let news = vec![(peer, addr.clone())];
-                self.sh.push(other, Msg::Members { members: news });
+                let members = vec![news.clone()];
+                self.sh.push(other, Msg::Members { members });
             }
             tracing::info!(
                 node = self.cfg.node,
@@ -75,8 +100,7 @@ impl<N: Net> Node<N> {
             return;
         }
         if joined.len() + 1 == self.cfg.nodes as usize && !self.members_sent.get() {
-            let mut members: Vec<(u32, String)> = vec![(0, self.net.local_addr().to_string())];
-            members.extend(joined.iter().map(|(n, a)| (*n, a.clone())));
+            let members = list(&joined);
             for p in 1..self.cfg.nodes {
                 self.sh.push(
                     p,
@@ -90,38 +114,40 @@ impl<N: Net> Node<N> {
         }
     }
 
-    /// The head's member list: the first one is who start-up waits for;
-    /// later ones (open clusters) announce nodes that joined since. Nodes
-    /// with higher ids than ours are dialed, once each.
-    pub(super) fn on_members(self: &Rc<Self>, members: Vec<(u32, String)>) {
-        let first = !self.got_members.replace(true);
+    /// The head's member list: the first one ends start-up; later ones
+    /// (open clusters) announce nodes that joined since. Each member's
+    /// description goes to the runtime as if it had sent it; a member
+    /// something waits for (a queued message, a knock) is connected to.
+    pub(super) fn on_members(self: &Rc<Self>, members: Vec<Member>) {
+        self.got_members.set(true);
         let me = self.cfg.node;
-        if first {
-            *self.expect.borrow_mut() = members.iter().map(|m| m.0).filter(|&p| p != me).collect();
-        }
         let limit = if self.cfg.open {
             UNASSIGNED
         } else {
             self.cfg.nodes
         };
-        if let Some(max) = members.iter().map(|m| m.0).filter(|&p| p < limit).max() {
+        if let Some(max) = members.iter().map(|m| m.node).filter(|&p| p < limit).max() {
             self.sh.grow(max + 1);
         }
-        let deadline = Instant::now() + self.cfg.connect_timeout;
-        for (peer, addr) in members {
-            if peer <= me || peer >= limit || self.sh.state(peer) != PENDING {
+        for m in members {
+            let peer = m.node;
+            if peer == me || peer >= limit || self.sh.state(peer) != PENDING {
                 continue;
             }
-            if !self.dialing.borrow_mut().insert(peer) {
-                continue;
-            }
-            match addr.parse() {
-                Ok(addr) => drop(tokio::task::spawn_local(
-                    self.clone().dial(peer, addr, deadline),
-                )),
+            match m.addr.parse() {
+                Ok(addr) => drop(self.addrs.borrow_mut().insert(peer, addr)),
                 Err(e) => {
-                    tracing::warn!(node = self.cfg.node, peer, addr, error = %e, "bad member address")
+                    tracing::warn!(node = me, peer, addr = m.addr, error = %e, "bad member address");
+                    continue;
                 }
+            }
+            if let Some(info) = m.info {
+                self.sh.handler.on_msgs(peer, vec![Msg::Owl(info)]);
+            }
+            self.sh.set_member(peer);
+            let queued = !self.sh.peers[peer].queue.lock().is_empty();
+            if self.unlisted.borrow_mut().remove(&peer) || queued {
+                self.connect_to(peer);
             }
         }
         self.progress.notify_one();

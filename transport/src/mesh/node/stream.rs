@@ -75,8 +75,8 @@ impl<N: Net> Node<N> {
         for node in c.left_nodes {
             self.sh.announced_left(node);
         }
-        if let Some(addr) = c.joined.filter(|_| me == 0) {
-            self.on_join(peer, addr);
+        if let Some((addr, info)) = c.joined.filter(|_| me == 0) {
+            self.on_join(peer, addr, info);
         }
         for m in c.members {
             self.on_members(m);
@@ -84,10 +84,15 @@ impl<N: Net> Node<N> {
         if c.left {
             self.sh.mark_left(peer);
             self.close_peer(peer);
-            if me == 0 && self.cfg.open {
-                // Nodes that were still connecting to it stop waiting.
+            if me == 0 {
+                // Members not connected to it learn it from the head.
                 self.joined_gone(peer);
                 self.sh.announce_left(peer);
+            } else if peer == 0 && !self.cfg.open {
+                // A launched cluster's head (its driver) left: the run is
+                // over and every node leaves. Nobody announces those that
+                // leave first, so silences are no deaths from here on.
+                self.sh.muted.store(true, Ordering::Release);
             }
             return false;
         }
