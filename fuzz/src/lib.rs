@@ -9,8 +9,8 @@
 use owl::rkyv::{Archive, Deserialize, Serialize};
 use owl::{ObjectRef, RefRecord};
 use owl_transport::proto::{
-    Handshake, HandshakeConfig, Member, Msg, OwlMsg, Role, Session, SharedBlock, WireArg, WireError,
-    WireId, WireValue, PROTOCOL_VERSION,
+    Handshake, HandshakeConfig, Member, Msg, OwlMsg, Role, Session, SharedBlock, WireArg,
+    WireError, WireId, WireValue, PROTOCOL_VERSION,
 };
 
 /// The cluster secret every target's handshakes use. The fuzzer cannot

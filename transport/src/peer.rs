@@ -55,6 +55,8 @@ pub fn has_room(queued: u32, idle_shards: u32) -> bool {
 /// I/O thread.
 pub(crate) struct Shared {
     pub(crate) me: u32,
+    /// An open cluster: members join at any time.
+    open: bool,
     /// Every node this one knows of, `0..peers.len()`: fixed for a
     /// launched cluster, growing as nodes join an open one.
     pub(crate) peers: Slots<Peer>,
@@ -151,6 +153,7 @@ impl Shared {
         peers.grow(nodes, Peer::new);
         Self {
             me,
+            open: cfg.open,
             peers,
             handler,
             closing: AtomicBool::new(false),
@@ -221,6 +224,13 @@ impl Shared {
     /// burst of sends costs one wake-up and goes out as one frame. A
     /// socket mesh's peer not connected yet is connected to.
     pub(crate) fn push(&self, to: u32, msg: Msg) {
+        if to >= self.nodes() && self.open && to < self.nodes().saturating_mul(2).max(1024) {
+            // An open cluster's newcomer this node has not heard of from
+            // the head yet (its id came with a message from another node):
+            // the message waits for the head's news. Ids are handed out in
+            // order, so a real one is not far past the known ones.
+            self.grow(to + 1);
+        }
         let Some(p) = self.peers.get(to).filter(|_| to != self.me) else {
             tracing::debug!(to, "dropping message to self or an unknown node");
             return;

@@ -238,14 +238,7 @@ impl<N: Net> Node<N> {
                 if sess.is_ok() {
                     // Our last handshake bytes must arrive before the
                     // close: the peer hangs up once it has read them.
-                    let mut buf = vec![0u8; 64];
-                    loop {
-                        let (r, b) = conn.rd.read(buf).await;
-                        buf = b;
-                        if !matches!(r, Ok(n) if n > 0) {
-                            break;
-                        }
-                    }
+                    until_hung_up(&mut conn.rd).await;
                 }
                 (conn.close)();
                 sess.ok()
@@ -367,6 +360,18 @@ impl<N: Net> Node<N> {
         tokio::task::spawn_local(self.clone().writer(peer, conn.wr, sess.encoder));
         self.sh.handler.on_peer_up(peer);
         self.progress.notify_one();
+    }
+}
+
+/// Reads (and drops) until the peer hangs up or the connection fails.
+pub(super) async fn until_hung_up<R: Rd>(rd: &mut R) {
+    let mut buf = vec![0u8; 64];
+    loop {
+        let (r, b) = rd.read(buf).await;
+        buf = b;
+        if !matches!(r, Ok(n) if n > 0) {
+            return;
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::connect::{handshake, DIAL_ATTEMPT};
+use super::connect::{handshake, until_hung_up, DIAL_ATTEMPT};
 use super::Node;
 use crate::config::{MeshConfig, MeshError};
 use crate::driver::{Conn, Net, Rd, Wr};
@@ -35,17 +35,8 @@ impl<N: Net> Node<N> {
         let (r, _) = conn.wr.write_all(out).await;
         if r.is_ok() {
             conn.wr.finish().await;
-            let _ = tokio::time::timeout(self.cfg.connect_timeout, async {
-                let mut buf = vec![0u8; 64];
-                loop {
-                    let (r, b) = conn.rd.read(buf).await;
-                    buf = b;
-                    if !matches!(r, Ok(n) if n > 0) {
-                        break;
-                    }
-                }
-            })
-            .await;
+            let _ =
+                tokio::time::timeout(self.cfg.connect_timeout, until_hung_up(&mut conn.rd)).await;
         }
         (conn.close)();
     }
