@@ -141,7 +141,7 @@ impl Runtime {
         if let (Some(network), Some(m)) = (shared.config.network.clone(), shared.config.cluster) {
             let mut cfg = mesh_config(&network, m);
             cfg.shards = shared.shards.len() as u32;
-            cfg.info = shared.net.as_ref().map(|n| n.node_info());
+            cfg.info = shared.net.as_ref().map(|n| Box::new(n.node_info()));
             let handler = Arc::new(crate::engine::host::NodeHandler(Arc::downgrade(&shared)));
             let mesh = match shared.config.io {
                 // An I/O thread of its own, where no task runs: heartbeats,

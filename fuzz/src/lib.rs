@@ -198,11 +198,11 @@ pub fn sample_msgs() -> Vec<Msg> {
             node: 1,
             addr: "127.0.0.1:6390".into(),
             shards: 2,
-            info: Some(OwlMsg::NodeInfo {
+            info: Some(Box::new(OwlMsg::NodeInfo {
                 labels: vec!["big".into()],
                 fns: vec![1, 2],
                 host: 3,
-            }),
+            })),
         },
         Msg::Members {
             members: vec![
@@ -214,11 +214,11 @@ pub fn sample_msgs() -> Vec<Msg> {
                 Member {
                     node: 1,
                     addr: "10.0.0.2:1".into(),
-                    info: Some(OwlMsg::NodeInfo {
+                    info: Some(Box::new(OwlMsg::NodeInfo {
                         labels: vec![],
                         fns: vec![4],
                         host: 5,
-                    }),
+                    })),
                 },
             ],
         },

@@ -76,7 +76,7 @@ pub struct MeshConfig {
     /// The runtime's description of this node (`OwlMsg::NodeInfo`):
     /// carried in `Join` and handed by the head to every member, so
     /// nodes know what others offer before they connect to them.
-    pub info: Option<crate::proto::OwlMsg>,
+    pub info: Option<Box<crate::proto::OwlMsg>>,
 }
 
 impl std::fmt::Debug for MeshConfig {

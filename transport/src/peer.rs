@@ -224,7 +224,7 @@ impl Shared {
     /// burst of sends costs one wake-up and goes out as one frame. A
     /// socket mesh's peer not connected yet is connected to.
     pub(crate) fn push(&self, to: u32, msg: Msg) {
-        if to >= self.nodes() && self.open && to < self.nodes().saturating_mul(2).max(1024) {
+        if self.open && to >= self.nodes() && to < self.nodes().saturating_mul(2).max(1024) {
             // An open cluster's newcomer this node has not heard of from
             // the head yet (its id came with a message from another node):
             // the message waits for the head's news. Ids are handed out in
@@ -578,7 +578,7 @@ pub(crate) struct Control {
     pub(crate) left_nodes: Vec<u32>,
     /// The peer's `Join` (its listen address and description); the head
     /// acts on it.
-    pub(crate) joined: Option<(String, Option<OwlMsg>)>,
+    pub(crate) joined: Option<(String, Option<Box<OwlMsg>>)>,
     /// Member lists from the head.
     pub(crate) members: Vec<Vec<Member>>,
 }

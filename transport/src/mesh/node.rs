@@ -21,7 +21,7 @@ use crate::api::PeerDown;
 use crate::config::{MeshConfig, MeshError};
 use crate::driver::{Closer, Net};
 use crate::peer::{Shared, UP};
-use crate::proto::{HandshakeConfig, Msg, OwlMsg, PROTOCOL_VERSION, UNASSIGNED};
+use crate::proto::{HandshakeConfig, Member, Msg, PROTOCOL_VERSION, UNASSIGNED};
 
 mod connect;
 mod heartbeat;
@@ -42,7 +42,7 @@ pub(super) struct Node<N: Net> {
     closers: RefCell<HashMap<u32, Closer>>,
     /// Head only: who joined, with their addresses and descriptions (live
     /// members only in an open cluster).
-    joined: RefCell<BTreeMap<u32, (String, Option<OwlMsg>)>>,
+    joined: RefCell<BTreeMap<u32, Member>>,
     members_sent: Cell<bool>,
     got_members: Cell<bool>,
     /// Members' addresses, from the head's lists.

@@ -20,7 +20,7 @@ pub enum Msg {
         node: u32,
         addr: String,
         shards: u32,
-        info: Option<OwlMsg>,
+        info: Option<Box<OwlMsg>>,
     },
     /// The head's reply once every node joined: every member. In an open
     /// cluster the head also sends it to a joining node (every live
@@ -69,7 +69,7 @@ pub struct Member {
     /// What its `Join` carried, handed to the runtime as if the member had
     /// sent it: every node knows what every member offers without a
     /// connection to it.
-    pub info: Option<OwlMsg>,
+    pub info: Option<Box<OwlMsg>>,
 }
 
 /// What a [`Msg::ShmSetup`] says. Each node creates its inbox once it has

@@ -94,11 +94,11 @@ fn all_msgs() -> Vec<Msg> {
             node: 2,
             addr: "127.0.0.1:4000".into(),
             shards: 4,
-            info: Some(OwlMsg::NodeInfo {
+            info: Some(Box::new(OwlMsg::NodeInfo {
                 labels: vec!["gpu".into()],
                 fns: vec![7, 8],
                 host: 11,
-            }),
+            })),
         },
         Msg::Members {
             members: vec![
@@ -110,11 +110,11 @@ fn all_msgs() -> Vec<Msg> {
                 Member {
                     node: 1,
                     addr: "b".into(),
-                    info: Some(OwlMsg::NodeInfo {
+                    info: Some(Box::new(OwlMsg::NodeInfo {
                         labels: vec![],
                         fns: vec![3],
                         host: 2,
-                    }),
+                    })),
                 },
             ],
         },
@@ -559,4 +559,18 @@ proptest! {
         }
         prop_assert_eq!(got, Some(msgs));
     }
+}
+
+/// Every message queued, batched and decoded is a `Msg`: the transport's
+/// own variants (rare: membership, set-up) must not make it larger than
+/// owl's, or every message pays (a `Join` carrying its `NodeInfo` inline
+/// grew it from 120 to 152 bytes and QUIC round trips by about 10%).
+#[test]
+fn the_transport_s_own_messages_do_not_grow_every_message() {
+    assert!(
+        std::mem::size_of::<Msg>() <= std::mem::size_of::<OwlMsg>(),
+        "Msg {} bytes, OwlMsg {}",
+        std::mem::size_of::<Msg>(),
+        std::mem::size_of::<OwlMsg>()
+    );
 }

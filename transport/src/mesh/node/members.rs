@@ -48,22 +48,24 @@ impl<N: Net> Node<N> {
         }
     }
 
-    pub(super) fn on_join(&self, peer: u32, addr: String, info: Option<OwlMsg>) {
+    pub(super) fn on_join(&self, peer: u32, addr: String, info: Option<Box<OwlMsg>>) {
         self.sh.set_member(peer);
+        let news = Member {
+            node: peer,
+            addr,
+            info,
+        };
         let mut joined = self.joined.borrow_mut();
-        joined.insert(peer, (addr.clone(), info.clone()));
-        let list = |joined: &BTreeMap<u32, (String, Option<OwlMsg>)>| {
-            let mut members = vec![Member {
+        joined.insert(peer, news.clone());
+        let list = |joined: &BTreeMap<u32, Member>| {
+            let head = Member {
                 node: 0,
                 addr: self.net.local_addr().to_string(),
                 info: self.cfg.info.clone(),
-            }];
-            members.extend(joined.iter().map(|(n, (a, i))| Member {
-                node: *n,
-                addr: a.clone(),
-                info: i.clone(),
-            }));
-            members
+            };
+            std::iter::once(head)
+                .chain(joined.values().cloned())
+                .collect::<Vec<_>>()
         };
         if self.cfg.open {
             // The newcomer learns every live member, the members learn it.
@@ -73,11 +75,6 @@ impl<N: Net> Node<N> {
                     members: list(&joined),
                 },
             );
-            let news = Member {
-                node: peer,
-                addr,
-                info,
-            };
             for &other in joined.keys().filter(|&&o| o != peer) {
                 let members = vec![news.clone()];
                 self.sh.push(other, Msg::Members { members });
@@ -133,7 +130,7 @@ impl<N: Net> Node<N> {
                 }
             }
             if let Some(info) = m.info {
-                self.sh.handler.on_msgs(peer, vec![Msg::Owl(info)]);
+                self.sh.handler.on_msgs(peer, vec![Msg::Owl(*info)]);
             }
             self.sh.set_member(peer);
             let queued = !self.sh.peers[peer].queue.lock().is_empty();
