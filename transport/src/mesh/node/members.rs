@@ -13,7 +13,7 @@ use super::connect::{handshake, until_hung_up, DIAL_ATTEMPT};
 use super::Node;
 use crate::config::{MeshConfig, MeshError};
 use crate::driver::{Conn, Net, Rd, Wr};
-use crate::peer::PENDING;
+use crate::peer::{PENDING, UP};
 use crate::proto::{
     HandshakeConfig, HandshakeError, Member, Msg, OwlMsg, Role, Session, PROTOCOL_VERSION,
     UNASSIGNED,
@@ -119,7 +119,8 @@ impl<N: Net> Node<N> {
         }
         for m in members {
             let peer = m.node;
-            if peer == me || peer >= limit || self.sh.state(peer) != PENDING {
+            // (A peer may have dialed us before its listing reached us.)
+            if peer == me || peer >= limit || !matches!(self.sh.state(peer), PENDING | UP) {
                 continue;
             }
             match m.addr.parse() {
