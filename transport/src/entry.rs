@@ -8,8 +8,10 @@ use crate::api::Handler;
 use crate::config::{MeshConfig, MeshError, TransportKind};
 use crate::mesh::Mesh;
 
-/// Joins the cluster described by `cfg` and returns once this node is
-/// connected to every other node (or fails after `connect_timeout`). The
+/// Joins the cluster described by `cfg` and returns once this node is a
+/// member: over sockets, connected to the head and given its member list
+/// (other members are connected to when first sent to); over shm,
+/// connected to every node. Fails after `connect_timeout`. The
 /// mesh runs on an I/O thread of its own; see [`crate::start_hosted`] to
 /// run it on a thread the caller drives.
 pub fn start(cfg: MeshConfig, handler: Arc<dyn Handler>) -> Result<Arc<Mesh>, MeshError> {

@@ -254,10 +254,11 @@ impl Shared {
         }
     }
 
-    /// One heartbeat round of a driver: every live peer silent for longer
-    /// than `dead_after_ms` is returned with its silence (ms), for the driver
-    /// to declare down; every other live peer is sent a heartbeat carrying
-    /// this node's load.
+    /// One heartbeat round of a driver: every watched peer (its ring, and
+    /// the head, or every node on the head) silent for longer than
+    /// `dead_after_ms` is returned with its silence (ms), for the driver
+    /// to declare down; its watchers and the head (the head: every node)
+    /// are sent a heartbeat carrying this node's load.
     pub(crate) fn heartbeat_round(
         &self,
         seq: u64,
