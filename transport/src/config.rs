@@ -126,6 +126,15 @@ impl MeshConfig {
     }
 }
 
+/// "; nodes [..] missing", or nothing when this node cannot tell which.
+fn missing_nodes(missing: &[u32]) -> String {
+    if missing.is_empty() {
+        String::new()
+    } else {
+        format!("; nodes {missing:?} missing")
+    }
+}
+
 /// Why [`start`](crate::start) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -136,7 +145,7 @@ pub enum MeshError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("mesh not connected after {after:?} ({stage}); nodes {missing:?} missing: check they are running with the same head address, node count and secret")]
+    #[error("mesh not connected after {after:?} ({stage}){}: check that every node runs with the same head address, node count and secret", missing_nodes(.missing))]
     Timeout {
         missing: Vec<u32>,
         after: Duration,

@@ -198,7 +198,7 @@ impl<N: Net> Node<N> {
         } else {
             (
                 Vec::new(),
-                "waiting for the head's member list, sent once every node joined it",
+                "waiting for the head's member list, which it sends once every node joined; its error names the nodes missing",
             )
         };
         MeshError::Timeout {
